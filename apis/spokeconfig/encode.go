@@ -1,0 +1,92 @@
+package spokeconfig
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Encode returns the canonical JSON encoding of c and the hex SHA-256 of it. Equal configs encode to equal bytes
+// because the hub emits every slice in a deterministic order and encoding/json sorts nothing else.
+func Encode(c *SpokeConfig) ([]byte, string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, "", err
+	}
+	return b, Hash(b), nil
+}
+
+// Hash is the hex SHA-256 of an encoded config.
+func Hash(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// Decode parses an encoded config and validates it.
+func Decode(b []byte) (*SpokeConfig, error) {
+	var c SpokeConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("decode spoke config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks the references inside a config: every route's backend exists, every endpoint's cluster is this one
+// or a listed remote cluster, ports are unique and in range. A spoke NACKs a config that fails it.
+func (c *SpokeConfig) Validate() error {
+	var errs []error
+	if c.Cluster == "" {
+		errs = append(errs, errors.New("cluster: must not be empty"))
+	}
+	clusters := map[string]bool{c.Cluster: true}
+	for i, cl := range c.Clusters {
+		if _, _, err := net.SplitHostPort(cl.EastWestAddress); err != nil {
+			errs = append(errs, fmt.Errorf("clusters[%d] %q: eastWestAddress %q: %v", i, cl.Name, cl.EastWestAddress, err))
+		}
+		clusters[cl.Name] = true
+	}
+	backends := make(map[string]bool, len(c.Backends))
+	for i, b := range c.Backends {
+		if backends[b.ID] {
+			errs = append(errs, fmt.Errorf("backends[%d]: duplicate id %q", i, b.ID))
+		}
+		backends[b.ID] = true
+		for j, e := range b.Endpoints {
+			if !clusters[e.Cluster] {
+				errs = append(errs, fmt.Errorf("backends[%d] %q endpoints[%d]: cluster %q has no east-west address", i, b.ID, j, e.Cluster))
+			}
+			if _, _, err := net.SplitHostPort(e.Address); err != nil {
+				errs = append(errs, fmt.Errorf("backends[%d] %q endpoints[%d]: address %q: %v", i, b.ID, j, e.Address, err))
+			}
+		}
+	}
+	ports := map[int32]bool{}
+	for i, p := range c.Ports {
+		if p.Port < 1 || p.Port > 65535 {
+			errs = append(errs, fmt.Errorf("ports[%d]: port %d out of range", i, p.Port))
+		}
+		if ports[p.Port] {
+			errs = append(errs, fmt.Errorf("ports[%d]: duplicate port %d", i, p.Port))
+		}
+		ports[p.Port] = true
+		for j, vh := range p.VirtualHosts {
+			for k, r := range vh.Routes {
+				for l, wb := range r.Action.Backends {
+					if !wb.Invalid && !backends[wb.BackendID] {
+						errs = append(errs, fmt.Errorf("ports[%d].virtualHosts[%d].routes[%d].action.backends[%d]: unknown backend %q", i, j, k, l, wb.BackendID))
+					}
+					if wb.Weight < 0 {
+						errs = append(errs, fmt.Errorf("ports[%d].virtualHosts[%d].routes[%d].action.backends[%d]: negative weight", i, j, k, l))
+					}
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

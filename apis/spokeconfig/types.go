@@ -1,0 +1,217 @@
+// Package spokeconfig defines SpokeConfig, one spoke's projection of the global routing graph: the boundary type
+// between the hub's projection stage and the spoke's table builder. It crosses the wire as JSON inside
+// fedgatepb.SpokeConfigUpdate and is written to the spoke's disk cache in the same encoding.
+//
+// The types here are plain data: no behaviour beyond validation and canonical encoding, no imports of hub/ or spoke/.
+// Every slice is emitted in a deterministic order by the hub so that equal graphs encode to equal bytes (and hashes).
+package spokeconfig
+
+// SpokeConfig is everything one spoke needs to serve: its listeners with their routes already sorted by precedence,
+// every backend those routes name (with endpoints in every cluster), the backends it must serve for other clusters
+// over east-west, and the clusters it may reach.
+type SpokeConfig struct {
+	// Cluster is the spoke this projection is for.
+	Cluster string `json:"cluster"`
+	// Revision is the graph revision (etcd revision of the compile inputs).
+	Revision int64 `json:"revision"`
+	// Ports: one entry per listening port on this spoke, sorted by port.
+	Ports []Port `json:"ports,omitempty"`
+	// Backends referenced by any route in Ports, and every backend with endpoints in this cluster that a route in any
+	// cluster references (served to other spokes over east-west). Sorted by ID.
+	Backends []Backend `json:"backends,omitempty"`
+	// Clusters that own endpoints named in Backends, other than this one. Sorted by name.
+	Clusters []Cluster `json:"clusters,omitempty"`
+}
+
+// Cluster is a remote cluster reachable over its spoke's east-west listener.
+type Cluster struct {
+	Name string `json:"name"`
+	// EastWestAddress is host:port of that spoke's east-west listener.
+	EastWestAddress string `json:"eastWestAddress"`
+}
+
+// Protocol of a port.
+type Protocol string
+
+const (
+	ProtocolHTTP  Protocol = "HTTP"  // HTTP/1.1 and h2c (prior knowledge and Upgrade)
+	ProtocolHTTPS Protocol = "HTTPS" // TLS with ALPN h2 / http/1.1 (later issue)
+)
+
+// Port is one listening socket. Several Gateway listeners may share it; their hostnames select a virtual host.
+type Port struct {
+	Port     int32    `json:"port"`
+	Protocol Protocol `json:"protocol"`
+	// Address to bind; empty means all addresses. Standalone spokes and tests bind 127.0.0.1.
+	BindAddress string `json:"bindAddress,omitempty"`
+	// Listeners that share this port, for status and diagnostics. Sorted.
+	Listeners []ListenerRef `json:"listeners,omitempty"`
+	// VirtualHosts: a request selects exactly one: an exact hostname match first, then the longest matching wildcard
+	// ("*.example.com" matches any deeper name, not "example.com"), then the catch-all "*". No vhost → 404.
+	// Sorted by hostname.
+	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+}
+
+// ListenerRef names a Gateway listener (provenance).
+type ListenerRef struct {
+	Namespace string `json:"namespace"`
+	Gateway   string `json:"gateway"`
+	Section   string `json:"section"`
+	Hostname  string `json:"hostname,omitempty"`
+}
+
+// VirtualHost groups the route rules that apply to one hostname pattern on a port.
+type VirtualHost struct {
+	// Hostname is an exact name, a wildcard "*.suffix", or "*" for any host.
+	Hostname string `json:"hostname"`
+	// Routes in precedence order: the first whose match holds serves the request. No match → 404.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// ObjectRef is the provenance of a graph node.
+type ObjectRef struct {
+	Cluster   string `json:"cluster,omitempty"` // empty: applied at the hub
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// Route is one (rule, match) pair of an HTTPRoute or GRPCRoute, flattened: a rule with N matches becomes N Routes that
+// share Action.
+type Route struct {
+	Source    ObjectRef `json:"source"`
+	RuleIndex int       `json:"ruleIndex"`
+	// MatchIndex within the rule (0 for a rule with no matches, which means PathPrefix "/").
+	MatchIndex int    `json:"matchIndex"`
+	Match      Match  `json:"match"`
+	Action     Action `json:"action"`
+}
+
+// PathMatchType as in the Gateway API.
+type PathMatchType string
+
+const (
+	PathExact             PathMatchType = "Exact"
+	PathPrefix            PathMatchType = "PathPrefix"
+	PathRegularExpression PathMatchType = "RegularExpression"
+)
+
+// StringMatchType for headers and query parameters.
+type StringMatchType string
+
+const (
+	MatchExact             StringMatchType = "Exact"
+	MatchRegularExpression StringMatchType = "RegularExpression"
+)
+
+// Match: every set field must hold (AND).
+type Match struct {
+	// Path; Type empty means no path condition.
+	PathType PathMatchType `json:"pathType,omitempty"`
+	Path     string        `json:"path,omitempty"`
+	// Method, empty for any.
+	Method string `json:"method,omitempty"`
+	// Headers: names are canonicalised by the hub (textproto.CanonicalMIMEHeaderKey); for a repeated name only the
+	// first entry of the route's list is kept.
+	Headers     []StringMatch `json:"headers,omitempty"`
+	QueryParams []StringMatch `json:"queryParams,omitempty"`
+}
+
+// StringMatch matches one header or query parameter.
+type StringMatch struct {
+	Name  string          `json:"name"`
+	Type  StringMatchType `json:"type,omitempty"` // default Exact
+	Value string          `json:"value"`
+}
+
+// Action is what a matched route does: a direct response, a redirect, or forwarding to weighted backends.
+type Action struct {
+	// DirectResponse, when set, answers with this status (e.g. 500 when every backendRef is invalid).
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
+	Redirect       *Redirect       `json:"redirect,omitempty"`
+	// Filters applied to requests and responses before forwarding.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
+	Rewrite         *Rewrite        `json:"rewrite,omitempty"`
+	// Backends with weights. A backend with Invalid set answers 500 for its share; weight 0 gets no new traffic.
+	Backends []WeightedBackend `json:"backends,omitempty"`
+	// Timeouts in milliseconds; 0 = none.
+	RequestTimeoutMs        int64 `json:"requestTimeoutMs,omitempty"`
+	BackendRequestTimeoutMs int64 `json:"backendRequestTimeoutMs,omitempty"`
+}
+
+// DirectResponse answers without a backend.
+type DirectResponse struct {
+	Status int    `json:"status"`
+	Body   string `json:"body,omitempty"`
+}
+
+// Redirect per HTTPRoute RequestRedirect. Empty fields keep the request's value.
+type Redirect struct {
+	Scheme   string `json:"scheme,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
+	// Port 0 keeps the request's port (omitted when well-known for the scheme).
+	Port int32 `json:"port,omitempty"`
+	// Path rewrite as in Rewrite.
+	Path       *PathRewrite `json:"path,omitempty"`
+	StatusCode int          `json:"statusCode,omitempty"` // default 302
+}
+
+// Rewrite per HTTPRoute URLRewrite.
+type Rewrite struct {
+	Hostname string       `json:"hostname,omitempty"`
+	Path     *PathRewrite `json:"path,omitempty"`
+}
+
+// PathRewrite: exactly one of ReplaceFullPath or ReplacePrefixMatch (with the matched prefix in Prefix).
+type PathRewrite struct {
+	ReplaceFullPath    *string `json:"replaceFullPath,omitempty"`
+	ReplacePrefixMatch *string `json:"replacePrefixMatch,omitempty"`
+}
+
+// HeaderModifier per RequestHeaderModifier / ResponseHeaderModifier.
+type HeaderModifier struct {
+	Set    []Header `json:"set,omitempty"`
+	Add    []Header `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// Header is a name and value.
+type Header struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// WeightedBackend is one backendRef of a rule.
+type WeightedBackend struct {
+	// BackendID names an entry of SpokeConfig.Backends; empty when Invalid.
+	BackendID string `json:"backendID,omitempty"`
+	Weight    int32  `json:"weight"`
+	// Invalid backends answer 500 for their share of traffic (missing Service, unknown kind, no ReferenceGrant).
+	Invalid bool `json:"invalid,omitempty"`
+	// Reason for Invalid, for diagnostics.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Backend is a Service port as seen across clusters.
+type Backend struct {
+	// ID is "namespace/name:port".
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Port      int32  `json:"port"`
+	// AppProtocol of the Service port ("", "http", "kubernetes.io/h2c", ...).
+	AppProtocol string `json:"appProtocol,omitempty"`
+	// Endpoints in every cluster, sorted by (cluster, address). Endpoints of this spoke's cluster are dialled directly;
+	// the others through their cluster's east-west address.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// Endpoint is one backend address in one cluster.
+type Endpoint struct {
+	Cluster string `json:"cluster"`
+	// Address is ip:port (the target port, resolved from the EndpointSlice).
+	Address string `json:"address"`
+	Ready   bool   `json:"ready"`
+	Zone    string `json:"zone,omitempty"`
+}

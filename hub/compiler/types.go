@@ -1,0 +1,83 @@
+// Package compiler turns the hub's inputs (objects applied at the hub plus every cluster's reported objects) into the
+// global routing graph and per-object statuses, and projects the graph for one spoke.
+//
+// Both stages are pure and deterministic: no I/O, no clocks, no maps iterated into output, no mutation of inputs.
+// Equal inputs give byte-equal outputs; the golden tests in testdata/ hold them to it.
+package compiler
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+)
+
+// ControllerName is the GatewayClass controllerName fedgate serves.
+const ControllerName gatewayv1.GatewayController = "fedgate.io/gateway-controller"
+
+// Inputs is one consistent snapshot of everything the hub knows, read at one etcd revision.
+type Inputs struct {
+	// Revision is the etcd revision the snapshot was read at; it becomes the graph revision.
+	Revision int64 `json:"revision"`
+	// Hub holds objects applied at the hub (hubctl apply, or the hub cluster). They apply to every cluster.
+	Hub Resources `json:"hub"`
+	// Clusters holds each registered cluster's reported objects, keyed by cluster name.
+	Clusters map[string]*ClusterInputs `json:"clusters,omitempty"`
+}
+
+// ClusterInputs is what one cluster reported, plus what the hub knows of the cluster itself.
+type ClusterInputs struct {
+	// EastWestAddress is host:port of the cluster spoke's east-west listener.
+	EastWestAddress string `json:"eastWestAddress,omitempty"`
+	Resources       `json:",inline"`
+}
+
+// Resources are typed Kubernetes objects of the kinds fedgate carries.
+type Resources struct {
+	GatewayClasses  []*gatewayv1.GatewayClass          `json:"gatewayClasses,omitempty"`
+	Gateways        []*gatewayv1.Gateway               `json:"gateways,omitempty"`
+	HTTPRoutes      []*gatewayv1.HTTPRoute             `json:"httpRoutes,omitempty"`
+	GRPCRoutes      []*gatewayv1.GRPCRoute             `json:"grpcRoutes,omitempty"`
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant   `json:"referenceGrants,omitempty"`
+	Services        []*corev1.Service                  `json:"services,omitempty"`
+	EndpointSlices  []*discoveryv1.EndpointSlice       `json:"endpointSlices,omitempty"`
+	ServiceExports  []*mcsv1a1.ServiceExport           `json:"serviceExports,omitempty"`
+}
+
+// ObjectRef names an object and where it came from.
+type ObjectRef struct {
+	// Cluster that reported the object; empty for objects applied at the hub.
+	Cluster   string `json:"cluster,omitempty"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// ObjectStatus is the compiled status of one object. Conditions carry observedGeneration = the object's generation.
+type ObjectStatus struct {
+	Ref        ObjectRef          `json:"ref"`
+	Generation int64              `json:"generation,omitempty"`
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Parents: for routes, one entry per (parentRef, cluster); for Gateways, unused.
+	Parents []ParentStatus `json:"parents,omitempty"`
+	// Listeners: for Gateways, per (listener, cluster).
+	Listeners []ListenerStatus `json:"listeners,omitempty"`
+}
+
+// ParentStatus is a route's status for one parentRef in one cluster.
+type ParentStatus struct {
+	// Cluster where the parent Gateway lives.
+	Cluster    string                   `json:"cluster"`
+	ParentRef  gatewayv1.ParentReference `json:"parentRef"`
+	Conditions []metav1.Condition       `json:"conditions,omitempty"`
+}
+
+// ListenerStatus is one Gateway listener's status in one cluster.
+type ListenerStatus struct {
+	Cluster        string             `json:"cluster"`
+	Name           string             `json:"name"`
+	AttachedRoutes int32              `json:"attachedRoutes"`
+	Conditions     []metav1.Condition `json:"conditions,omitempty"`
+}
