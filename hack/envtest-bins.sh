@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd from the Go module proxy into bin/envtest/ for controller-runtime's envtest (nothing
+# else can be downloaded here). A throwaway module under .cache/ requires k8s.io/kubernetes at the release matching
+# our k8s.io/api, with every k8s.io/* staging module replaced by its v0.x twin (kubernetes' own go.mod points them at
+# ./staging, which a module download does not have). Idempotent: does nothing when both binaries exist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=$PWD/bin/envtest
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ]; then exit 0; fi
+mkdir -p "$OUT"
+api=$(go list -m -f '{{.Version}}' k8s.io/api)              # v0.37.x
+kube=v1${api#v0}                                             # v1.37.x
+etcd=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+W=$PWD/.cache/kube-build
+mkdir -p "$W"
+modfile=$(go mod download -json "k8s.io/kubernetes@$kube" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+{
+  echo "module fedgate.local/kube-build"
+  echo
+  grep '^go ' "$modfile"
+  echo
+  echo "require k8s.io/kubernetes $kube"
+  echo
+  echo "replace ("
+  sed -n '/^replace (/,/^)/p' "$modfile" | awk '$2=="=>"{print "\t" $1 " => " $1 " '"$api"'"}'
+  echo ")"
+} > "$W/go.mod"
+cat > "$W/tools.go" <<'G'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+G
+cd "$W"
+echo "envtest: building kube-apiserver $kube (a few minutes the first time)"
+GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null
+GOFLAGS=-mod=mod go build -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+echo "envtest: building etcd $etcd"
+GOBIN="$OUT" go install "go.etcd.io/etcd/server/v3@$etcd"
+[ -x "$OUT/server" ] && mv "$OUT/server" "$OUT/etcd"
+[ -x "$OUT/v3" ] && mv "$OUT/v3" "$OUT/etcd"
+ls -l "$OUT"

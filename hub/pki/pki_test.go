@@ -1,0 +1,139 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/fedgate/fedgate/apis/identity"
+)
+
+func csrFor(t *testing.T, cn string, mutate func(*x509.CertificateRequest)) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}
+	if mutate != nil {
+		mutate(tmpl)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+func TestLoadOrCreatePersistsCAWithPrivateKeyMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "pki")
+	a, err := LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, caKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("ca.key mode %v, want 0600", st.Mode().Perm())
+	}
+	b, err := LoadOrCreate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ActiveHash() != b.ActiveHash() {
+		t.Fatal("reloading the CA changed its hash")
+	}
+}
+
+func TestSignClusterCSR(t *testing.T) {
+	a, err := New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, cert, err := a.SignClusterCSR(csrFor(t, "east", nil), "east", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certPEM) == 0 {
+		t.Fatal("empty certificate PEM")
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: a.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("signed certificate does not verify: %v", err)
+	}
+	p, err := identity.FromCertificate(cert)
+	if err != nil || p != (identity.Principal{Kind: identity.KindCluster, Name: "east"}) {
+		t.Fatalf("identity = %v, %v", p, err)
+	}
+	if d := cert.NotAfter.Sub(time.Now()); d > time.Hour || d < 59*time.Minute {
+		t.Fatalf("lifetime %v, want about 1h", d)
+	}
+
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weakDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "east"}}, rsaKey)
+	for name, tc := range map[string]struct {
+		csr  []byte
+		want error
+	}{
+		"name differs":   {csrFor(t, "west", nil), ErrCSRName},
+		"asks for a SAN": {csrFor(t, "east", func(r *x509.CertificateRequest) { r.URIs = []*url.URL{identity.AdminURI()} }), ErrCSRExtraSANs},
+		"garbage":        {[]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), ErrBadCSR},
+		"not a CSR":      {[]byte("hello"), ErrBadCSR},
+		"weak RSA key":   {weakDER, ErrCSRWeakKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := a.SignClusterCSR(tc.csr, "east", time.Hour)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestRotationKeepsOldCertificatesValid(t *testing.T) {
+	a, err := New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, old, err := a.SignClusterCSR(csrFor(t, "east", nil), "east", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldHash := a.ActiveHash()
+	if err := a.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	if a.ActiveHash() == oldHash {
+		t.Fatal("rotation kept the same CA")
+	}
+	_, fresh, err := a.SignClusterCSR(csrFor(t, "east", nil), "east", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*x509.Certificate{"old": old, "new": fresh} {
+		if _, err := c.Verify(x509.VerifyOptions{Roots: a.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s certificate does not verify against the rotated bundle: %v", name, err)
+		}
+	}
+	if n := len(a.Certificates()); n != 2 {
+		t.Fatalf("bundle has %d CAs during rotation, want 2", n)
+	}
+	a.Retire()
+	if _, err := old.Verify(x509.VerifyOptions{Roots: a.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Fatal("old certificate still verifies after the old CA was retired")
+	}
+}
