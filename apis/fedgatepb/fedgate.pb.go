@@ -174,6 +174,740 @@ func (x *ObjectRef) GetName() string {
 	return ""
 }
 
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds; 0 means the default (24 h).
+	TtlSeconds int64 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// How many joins the token allows; 0 means the default (1).
+	Usages int32 `protobuf:"varint,2,opt,name=usages,proto3" json:"usages,omitempty"`
+	// When set, only a cluster of this name may join with the token.
+	ClusterName   string `protobuf:"bytes,3,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateTokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetUsages() int32 {
+	if x != nil {
+		return x.Usages
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetClusterName() string {
+	if x != nil {
+		return x.ClusterName
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type TokenInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ExpiresUnix   int64                  `protobuf:"varint,2,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	UsagesLeft    int32                  `protobuf:"varint,3,opt,name=usages_left,json=usagesLeft,proto3" json:"usages_left,omitempty"`
+	ClusterName   string                 `protobuf:"bytes,4,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	Description   string                 `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
+	CreatedUnix   int64                  `protobuf:"varint,6,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetUsagesLeft() int32 {
+	if x != nil {
+		return x.UsagesLeft
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetClusterName() string {
+	if x != nil {
+		return x.ClusterName
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetCreatedUnix() int64 {
+	if x != nil {
+		return x.CreatedUnix
+	}
+	return 0
+}
+
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole token "id.secret".
+	Token string     `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Info  *TokenInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	// sha256:<hex> of the hub CA's SubjectPublicKeyInfo.
+	CaHash string `protobuf:"bytes,3,opt,name=ca_hash,json=caHash,proto3" json:"ca_hash,omitempty"`
+	// Address spokes should dial (as configured with the hub's --advertise-address).
+	HubAddress string `protobuf:"bytes,4,opt,name=hub_address,json=hubAddress,proto3" json:"hub_address,omitempty"`
+	// A complete `hubctl join ...` command.
+	JoinCommand   string `protobuf:"bytes,5,opt,name=join_command,json=joinCommand,proto3" json:"join_command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetInfo() *TokenInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetCaHash() string {
+	if x != nil {
+		return x.CaHash
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetHubAddress() string {
+	if x != nil {
+		return x.HubAddress
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetJoinCommand() string {
+	if x != nil {
+		return x.JoinCommand
+	}
+	return ""
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{5}
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*TokenInfo           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type DeleteTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTokenRequest) Reset() {
+	*x = DeleteTokenRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTokenRequest) ProtoMessage() {}
+
+func (x *DeleteTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTokenRequest.ProtoReflect.Descriptor instead.
+func (*DeleteTokenRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeleteTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DeleteTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteTokenResponse) Reset() {
+	*x = DeleteTokenResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteTokenResponse) ProtoMessage() {}
+
+func (x *DeleteTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteTokenResponse.ProtoReflect.Descriptor instead.
+func (*DeleteTokenResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{8}
+}
+
+type RemoveClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClusterRequest) Reset() {
+	*x = RemoveClusterRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClusterRequest) ProtoMessage() {}
+
+func (x *RemoveClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClusterRequest.ProtoReflect.Descriptor instead.
+func (*RemoveClusterRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveClusterRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveClusterResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Serial numbers (hex) of the certificates revoked.
+	RevokedSerials []string `protobuf:"bytes,1,rep,name=revoked_serials,json=revokedSerials,proto3" json:"revoked_serials,omitempty"`
+	RemovedObjects int64    `protobuf:"varint,2,opt,name=removed_objects,json=removedObjects,proto3" json:"removed_objects,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RemoveClusterResponse) Reset() {
+	*x = RemoveClusterResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClusterResponse) ProtoMessage() {}
+
+func (x *RemoveClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClusterResponse.ProtoReflect.Descriptor instead.
+func (*RemoveClusterResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveClusterResponse) GetRevokedSerials() []string {
+	if x != nil {
+		return x.RevokedSerials
+	}
+	return nil
+}
+
+func (x *RemoveClusterResponse) GetRemovedObjects() int64 {
+	if x != nil {
+		return x.RemovedObjects
+	}
+	return 0
+}
+
+type JoinRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Token       string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ClusterName string                 `protobuf:"bytes,2,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	// PEM CSR whose subject CommonName is cluster_name; the private key stays with the cluster.
+	CsrPem          []byte            `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	Labels          map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	EastWestAddress string            `protobuf:"bytes,5,opt,name=east_west_address,json=eastWestAddress,proto3" json:"east_west_address,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *JoinRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetClusterName() string {
+	if x != nil {
+		return x.ClusterName
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetEastWestAddress() string {
+	if x != nil {
+		return x.EastWestAddress
+	}
+	return ""
+}
+
+type JoinResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem []byte                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// Every CA the hub trusts (active first), for verifying the hub and other clusters' east-west listeners.
+	CaBundlePem   []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	ExpiresUnix   int64  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *JoinResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+func (x *JoinResponse) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem        []byte                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RenewRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem []byte                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	CaBundlePem    []byte                 `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	ExpiresUnix    int64                  `protobuf:"varint,3,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RenewResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
 type ApplyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Objects       []*Object              `protobuf:"bytes,1,rep,name=objects,proto3" json:"objects,omitempty"`
@@ -183,7 +917,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[2]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +929,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[2]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +942,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{2}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApplyRequest) GetObjects() []*Object {
@@ -229,7 +963,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[3]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +975,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[3]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +988,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{3}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ApplyResult) GetRef() *ObjectRef {
@@ -282,7 +1016,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[4]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +1028,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[4]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +1041,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{4}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ApplyResponse) GetResults() []*ApplyResult {
@@ -333,7 +1067,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[5]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +1079,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[5]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +1092,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{5}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteRequest) GetRefs() []*ObjectRef {
@@ -379,7 +1113,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[6]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +1125,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[6]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +1138,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{6}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteResponse) GetDeleted() []*ObjectRef {
@@ -442,7 +1176,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[7]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +1188,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[7]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +1201,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{7}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListRequest) GetKind() string {
@@ -504,7 +1238,7 @@ type ListedObject struct {
 
 func (x *ListedObject) Reset() {
 	*x = ListedObject{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[8]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +1250,7 @@ func (x *ListedObject) String() string {
 func (*ListedObject) ProtoMessage() {}
 
 func (x *ListedObject) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[8]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +1263,7 @@ func (x *ListedObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedObject.ProtoReflect.Descriptor instead.
 func (*ListedObject) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{8}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListedObject) GetObject() *Object {
@@ -563,7 +1297,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[9]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +1309,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[9]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +1322,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{9}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListResponse) GetObjects() []*ListedObject {
@@ -613,7 +1347,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[10]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +1359,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[10]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +1372,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{10}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{23}
 }
 
 type ClusterInfo struct {
@@ -662,7 +1396,7 @@ type ClusterInfo struct {
 
 func (x *ClusterInfo) Reset() {
 	*x = ClusterInfo{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[11]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -674,7 +1408,7 @@ func (x *ClusterInfo) String() string {
 func (*ClusterInfo) ProtoMessage() {}
 
 func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[11]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -687,7 +1421,7 @@ func (x *ClusterInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterInfo.ProtoReflect.Descriptor instead.
 func (*ClusterInfo) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{11}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterInfo) GetName() string {
@@ -783,7 +1517,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[12]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1529,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[12]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1542,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{12}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListClustersResponse) GetClusters() []*ClusterInfo {
@@ -835,7 +1569,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[13]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1581,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[13]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1594,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{13}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Hello) GetCluster() string {
@@ -914,7 +1648,7 @@ type ReportSnapshot struct {
 
 func (x *ReportSnapshot) Reset() {
 	*x = ReportSnapshot{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[14]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1660,7 @@ func (x *ReportSnapshot) String() string {
 func (*ReportSnapshot) ProtoMessage() {}
 
 func (x *ReportSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[14]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1673,7 @@ func (x *ReportSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSnapshot.ProtoReflect.Descriptor instead.
 func (*ReportSnapshot) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{14}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportSnapshot) GetObjects() []*Object {
@@ -959,7 +1693,7 @@ type ReportDelta struct {
 
 func (x *ReportDelta) Reset() {
 	*x = ReportDelta{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[15]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -971,7 +1705,7 @@ func (x *ReportDelta) String() string {
 func (*ReportDelta) ProtoMessage() {}
 
 func (x *ReportDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[15]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -984,7 +1718,7 @@ func (x *ReportDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDelta.ProtoReflect.Descriptor instead.
 func (*ReportDelta) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{15}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportDelta) GetUpserts() []*Object {
@@ -1017,7 +1751,7 @@ type ReportMessage struct {
 
 func (x *ReportMessage) Reset() {
 	*x = ReportMessage{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[16]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1763,7 @@ func (x *ReportMessage) String() string {
 func (*ReportMessage) ProtoMessage() {}
 
 func (x *ReportMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[16]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1776,7 @@ func (x *ReportMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportMessage.ProtoReflect.Descriptor instead.
 func (*ReportMessage) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{16}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportMessage) GetMsg() isReportMessage_Msg {
@@ -1117,7 +1851,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[17]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1863,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[17]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1876,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{17}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportAck) GetSeq() int64 {
@@ -1162,7 +1896,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[18]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1908,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[18]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1921,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{18}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Ack) GetRevision() int64 {
@@ -1215,7 +1949,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[19]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1961,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[19]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1974,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{19}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Nack) GetRevision() int64 {
@@ -1278,7 +2012,7 @@ type SubscribeMessage struct {
 
 func (x *SubscribeMessage) Reset() {
 	*x = SubscribeMessage{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[20]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1290,7 +2024,7 @@ func (x *SubscribeMessage) String() string {
 func (*SubscribeMessage) ProtoMessage() {}
 
 func (x *SubscribeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[20]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1303,7 +2037,7 @@ func (x *SubscribeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeMessage.ProtoReflect.Descriptor instead.
 func (*SubscribeMessage) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{20}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubscribeMessage) GetMsg() isSubscribeMessage_Msg {
@@ -1376,7 +2110,7 @@ type SpokeConfigUpdate struct {
 
 func (x *SpokeConfigUpdate) Reset() {
 	*x = SpokeConfigUpdate{}
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[21]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +2122,7 @@ func (x *SpokeConfigUpdate) String() string {
 func (*SpokeConfigUpdate) ProtoMessage() {}
 
 func (x *SpokeConfigUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_fedgate_v1_fedgate_proto_msgTypes[21]
+	mi := &file_fedgate_v1_fedgate_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +2135,7 @@ func (x *SpokeConfigUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpokeConfigUpdate.ProtoReflect.Descriptor instead.
 func (*SpokeConfigUpdate) Descriptor() ([]byte, []int) {
-	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{21}
+	return file_fedgate_v1_fedgate_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SpokeConfigUpdate) GetRevision() int64 {
@@ -1443,7 +2177,58 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"apiVersion\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"<\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\x92\x01\n" +
+	"\x12CreateTokenRequest\x12\x1f\n" +
+	"\vttl_seconds\x18\x01 \x01(\x03R\n" +
+	"ttlSeconds\x12\x16\n" +
+	"\x06usages\x18\x02 \x01(\x05R\x06usages\x12!\n" +
+	"\fcluster_name\x18\x03 \x01(\tR\vclusterName\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xc7\x01\n" +
+	"\tTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fexpires_unix\x18\x02 \x01(\x03R\vexpiresUnix\x12\x1f\n" +
+	"\vusages_left\x18\x03 \x01(\x05R\n" +
+	"usagesLeft\x12!\n" +
+	"\fcluster_name\x18\x04 \x01(\tR\vclusterName\x12 \n" +
+	"\vdescription\x18\x05 \x01(\tR\vdescription\x12!\n" +
+	"\fcreated_unix\x18\x06 \x01(\x03R\vcreatedUnix\"\xb3\x01\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
+	"\x04info\x18\x02 \x01(\v2\x15.fedgate.v1.TokenInfoR\x04info\x12\x17\n" +
+	"\aca_hash\x18\x03 \x01(\tR\x06caHash\x12\x1f\n" +
+	"\vhub_address\x18\x04 \x01(\tR\n" +
+	"hubAddress\x12!\n" +
+	"\fjoin_command\x18\x05 \x01(\tR\vjoinCommand\"\x13\n" +
+	"\x11ListTokensRequest\"C\n" +
+	"\x12ListTokensResponse\x12-\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x15.fedgate.v1.TokenInfoR\x06tokens\"$\n" +
+	"\x12DeleteTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x15\n" +
+	"\x13DeleteTokenResponse\"*\n" +
+	"\x14RemoveClusterRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"i\n" +
+	"\x15RemoveClusterResponse\x12'\n" +
+	"\x0frevoked_serials\x18\x01 \x03(\tR\x0erevokedSerials\x12'\n" +
+	"\x0fremoved_objects\x18\x02 \x01(\x03R\x0eremovedObjects\"\x83\x02\n" +
+	"\vJoinRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
+	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12;\n" +
+	"\x06labels\x18\x04 \x03(\v2#.fedgate.v1.JoinRequest.LabelsEntryR\x06labels\x12*\n" +
+	"\x11east_west_address\x18\x05 \x01(\tR\x0feastWestAddress\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
+	"\fJoinResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"\x7f\n" +
+	"\rRenewResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12!\n" +
+	"\fexpires_unix\x18\x03 \x01(\x03R\vexpiresUnix\"<\n" +
 	"\fApplyRequest\x12,\n" +
 	"\aobjects\x18\x01 \x03(\v2\x12.fedgate.v1.ObjectR\aobjects\"N\n" +
 	"\vApplyResult\x12'\n" +
@@ -1529,12 +2314,20 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x1f\n" +
 	"\vconfig_json\x18\x03 \x01(\fR\n" +
-	"configJson2\x94\x02\n" +
+	"configJson2\xd7\x04\n" +
 	"\x05Admin\x12<\n" +
 	"\x05Apply\x12\x18.fedgate.v1.ApplyRequest\x1a\x19.fedgate.v1.ApplyResponse\x12?\n" +
 	"\x06Delete\x12\x19.fedgate.v1.DeleteRequest\x1a\x1a.fedgate.v1.DeleteResponse\x129\n" +
 	"\x04List\x12\x17.fedgate.v1.ListRequest\x1a\x18.fedgate.v1.ListResponse\x12Q\n" +
-	"\fListClusters\x12\x1f.fedgate.v1.ListClustersRequest\x1a .fedgate.v1.ListClustersResponse2\x92\x01\n" +
+	"\fListClusters\x12\x1f.fedgate.v1.ListClustersRequest\x1a .fedgate.v1.ListClustersResponse\x12N\n" +
+	"\vCreateToken\x12\x1e.fedgate.v1.CreateTokenRequest\x1a\x1f.fedgate.v1.CreateTokenResponse\x12K\n" +
+	"\n" +
+	"ListTokens\x12\x1d.fedgate.v1.ListTokensRequest\x1a\x1e.fedgate.v1.ListTokensResponse\x12N\n" +
+	"\vDeleteToken\x12\x1e.fedgate.v1.DeleteTokenRequest\x1a\x1f.fedgate.v1.DeleteTokenResponse\x12T\n" +
+	"\rRemoveCluster\x12 .fedgate.v1.RemoveClusterRequest\x1a!.fedgate.v1.RemoveClusterResponse2\x87\x01\n" +
+	"\fRegistration\x129\n" +
+	"\x04Join\x12\x17.fedgate.v1.JoinRequest\x1a\x18.fedgate.v1.JoinResponse\x12<\n" +
+	"\x05Renew\x12\x18.fedgate.v1.RenewRequest\x1a\x19.fedgate.v1.RenewResponse2\x92\x01\n" +
 	"\x04Sync\x12<\n" +
 	"\x06Report\x12\x19.fedgate.v1.ReportMessage\x1a\x15.fedgate.v1.ReportAck(\x01\x12L\n" +
 	"\tSubscribe\x12\x1c.fedgate.v1.SubscribeMessage\x1a\x1d.fedgate.v1.SpokeConfigUpdate(\x010\x01B+Z)github.com/fedgate/fedgate/apis/fedgatepbb\x06proto3"
@@ -1551,71 +2344,100 @@ func file_fedgate_v1_fedgate_proto_rawDescGZIP() []byte {
 	return file_fedgate_v1_fedgate_proto_rawDescData
 }
 
-var file_fedgate_v1_fedgate_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_fedgate_v1_fedgate_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_fedgate_v1_fedgate_proto_goTypes = []any{
-	(*Object)(nil),               // 0: fedgate.v1.Object
-	(*ObjectRef)(nil),            // 1: fedgate.v1.ObjectRef
-	(*ApplyRequest)(nil),         // 2: fedgate.v1.ApplyRequest
-	(*ApplyResult)(nil),          // 3: fedgate.v1.ApplyResult
-	(*ApplyResponse)(nil),        // 4: fedgate.v1.ApplyResponse
-	(*DeleteRequest)(nil),        // 5: fedgate.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 6: fedgate.v1.DeleteResponse
-	(*ListRequest)(nil),          // 7: fedgate.v1.ListRequest
-	(*ListedObject)(nil),         // 8: fedgate.v1.ListedObject
-	(*ListResponse)(nil),         // 9: fedgate.v1.ListResponse
-	(*ListClustersRequest)(nil),  // 10: fedgate.v1.ListClustersRequest
-	(*ClusterInfo)(nil),          // 11: fedgate.v1.ClusterInfo
-	(*ListClustersResponse)(nil), // 12: fedgate.v1.ListClustersResponse
-	(*Hello)(nil),                // 13: fedgate.v1.Hello
-	(*ReportSnapshot)(nil),       // 14: fedgate.v1.ReportSnapshot
-	(*ReportDelta)(nil),          // 15: fedgate.v1.ReportDelta
-	(*ReportMessage)(nil),        // 16: fedgate.v1.ReportMessage
-	(*ReportAck)(nil),            // 17: fedgate.v1.ReportAck
-	(*Ack)(nil),                  // 18: fedgate.v1.Ack
-	(*Nack)(nil),                 // 19: fedgate.v1.Nack
-	(*SubscribeMessage)(nil),     // 20: fedgate.v1.SubscribeMessage
-	(*SpokeConfigUpdate)(nil),    // 21: fedgate.v1.SpokeConfigUpdate
-	nil,                          // 22: fedgate.v1.ClusterInfo.LabelsEntry
-	nil,                          // 23: fedgate.v1.Hello.LabelsEntry
+	(*Object)(nil),                // 0: fedgate.v1.Object
+	(*ObjectRef)(nil),             // 1: fedgate.v1.ObjectRef
+	(*CreateTokenRequest)(nil),    // 2: fedgate.v1.CreateTokenRequest
+	(*TokenInfo)(nil),             // 3: fedgate.v1.TokenInfo
+	(*CreateTokenResponse)(nil),   // 4: fedgate.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),     // 5: fedgate.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),    // 6: fedgate.v1.ListTokensResponse
+	(*DeleteTokenRequest)(nil),    // 7: fedgate.v1.DeleteTokenRequest
+	(*DeleteTokenResponse)(nil),   // 8: fedgate.v1.DeleteTokenResponse
+	(*RemoveClusterRequest)(nil),  // 9: fedgate.v1.RemoveClusterRequest
+	(*RemoveClusterResponse)(nil), // 10: fedgate.v1.RemoveClusterResponse
+	(*JoinRequest)(nil),           // 11: fedgate.v1.JoinRequest
+	(*JoinResponse)(nil),          // 12: fedgate.v1.JoinResponse
+	(*RenewRequest)(nil),          // 13: fedgate.v1.RenewRequest
+	(*RenewResponse)(nil),         // 14: fedgate.v1.RenewResponse
+	(*ApplyRequest)(nil),          // 15: fedgate.v1.ApplyRequest
+	(*ApplyResult)(nil),           // 16: fedgate.v1.ApplyResult
+	(*ApplyResponse)(nil),         // 17: fedgate.v1.ApplyResponse
+	(*DeleteRequest)(nil),         // 18: fedgate.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 19: fedgate.v1.DeleteResponse
+	(*ListRequest)(nil),           // 20: fedgate.v1.ListRequest
+	(*ListedObject)(nil),          // 21: fedgate.v1.ListedObject
+	(*ListResponse)(nil),          // 22: fedgate.v1.ListResponse
+	(*ListClustersRequest)(nil),   // 23: fedgate.v1.ListClustersRequest
+	(*ClusterInfo)(nil),           // 24: fedgate.v1.ClusterInfo
+	(*ListClustersResponse)(nil),  // 25: fedgate.v1.ListClustersResponse
+	(*Hello)(nil),                 // 26: fedgate.v1.Hello
+	(*ReportSnapshot)(nil),        // 27: fedgate.v1.ReportSnapshot
+	(*ReportDelta)(nil),           // 28: fedgate.v1.ReportDelta
+	(*ReportMessage)(nil),         // 29: fedgate.v1.ReportMessage
+	(*ReportAck)(nil),             // 30: fedgate.v1.ReportAck
+	(*Ack)(nil),                   // 31: fedgate.v1.Ack
+	(*Nack)(nil),                  // 32: fedgate.v1.Nack
+	(*SubscribeMessage)(nil),      // 33: fedgate.v1.SubscribeMessage
+	(*SpokeConfigUpdate)(nil),     // 34: fedgate.v1.SpokeConfigUpdate
+	nil,                           // 35: fedgate.v1.JoinRequest.LabelsEntry
+	nil,                           // 36: fedgate.v1.ClusterInfo.LabelsEntry
+	nil,                           // 37: fedgate.v1.Hello.LabelsEntry
 }
 var file_fedgate_v1_fedgate_proto_depIdxs = []int32{
-	0,  // 0: fedgate.v1.ApplyRequest.objects:type_name -> fedgate.v1.Object
-	1,  // 1: fedgate.v1.ApplyResult.ref:type_name -> fedgate.v1.ObjectRef
-	3,  // 2: fedgate.v1.ApplyResponse.results:type_name -> fedgate.v1.ApplyResult
-	1,  // 3: fedgate.v1.DeleteRequest.refs:type_name -> fedgate.v1.ObjectRef
-	1,  // 4: fedgate.v1.DeleteResponse.deleted:type_name -> fedgate.v1.ObjectRef
-	1,  // 5: fedgate.v1.DeleteResponse.not_found:type_name -> fedgate.v1.ObjectRef
-	0,  // 6: fedgate.v1.ListedObject.object:type_name -> fedgate.v1.Object
-	8,  // 7: fedgate.v1.ListResponse.objects:type_name -> fedgate.v1.ListedObject
-	22, // 8: fedgate.v1.ClusterInfo.labels:type_name -> fedgate.v1.ClusterInfo.LabelsEntry
-	11, // 9: fedgate.v1.ListClustersResponse.clusters:type_name -> fedgate.v1.ClusterInfo
-	23, // 10: fedgate.v1.Hello.labels:type_name -> fedgate.v1.Hello.LabelsEntry
-	0,  // 11: fedgate.v1.ReportSnapshot.objects:type_name -> fedgate.v1.Object
-	0,  // 12: fedgate.v1.ReportDelta.upserts:type_name -> fedgate.v1.Object
-	1,  // 13: fedgate.v1.ReportDelta.deletes:type_name -> fedgate.v1.ObjectRef
-	13, // 14: fedgate.v1.ReportMessage.hello:type_name -> fedgate.v1.Hello
-	14, // 15: fedgate.v1.ReportMessage.snapshot:type_name -> fedgate.v1.ReportSnapshot
-	15, // 16: fedgate.v1.ReportMessage.delta:type_name -> fedgate.v1.ReportDelta
-	13, // 17: fedgate.v1.SubscribeMessage.hello:type_name -> fedgate.v1.Hello
-	18, // 18: fedgate.v1.SubscribeMessage.ack:type_name -> fedgate.v1.Ack
-	19, // 19: fedgate.v1.SubscribeMessage.nack:type_name -> fedgate.v1.Nack
-	2,  // 20: fedgate.v1.Admin.Apply:input_type -> fedgate.v1.ApplyRequest
-	5,  // 21: fedgate.v1.Admin.Delete:input_type -> fedgate.v1.DeleteRequest
-	7,  // 22: fedgate.v1.Admin.List:input_type -> fedgate.v1.ListRequest
-	10, // 23: fedgate.v1.Admin.ListClusters:input_type -> fedgate.v1.ListClustersRequest
-	16, // 24: fedgate.v1.Sync.Report:input_type -> fedgate.v1.ReportMessage
-	20, // 25: fedgate.v1.Sync.Subscribe:input_type -> fedgate.v1.SubscribeMessage
-	4,  // 26: fedgate.v1.Admin.Apply:output_type -> fedgate.v1.ApplyResponse
-	6,  // 27: fedgate.v1.Admin.Delete:output_type -> fedgate.v1.DeleteResponse
-	9,  // 28: fedgate.v1.Admin.List:output_type -> fedgate.v1.ListResponse
-	12, // 29: fedgate.v1.Admin.ListClusters:output_type -> fedgate.v1.ListClustersResponse
-	17, // 30: fedgate.v1.Sync.Report:output_type -> fedgate.v1.ReportAck
-	21, // 31: fedgate.v1.Sync.Subscribe:output_type -> fedgate.v1.SpokeConfigUpdate
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	3,  // 0: fedgate.v1.CreateTokenResponse.info:type_name -> fedgate.v1.TokenInfo
+	3,  // 1: fedgate.v1.ListTokensResponse.tokens:type_name -> fedgate.v1.TokenInfo
+	35, // 2: fedgate.v1.JoinRequest.labels:type_name -> fedgate.v1.JoinRequest.LabelsEntry
+	0,  // 3: fedgate.v1.ApplyRequest.objects:type_name -> fedgate.v1.Object
+	1,  // 4: fedgate.v1.ApplyResult.ref:type_name -> fedgate.v1.ObjectRef
+	16, // 5: fedgate.v1.ApplyResponse.results:type_name -> fedgate.v1.ApplyResult
+	1,  // 6: fedgate.v1.DeleteRequest.refs:type_name -> fedgate.v1.ObjectRef
+	1,  // 7: fedgate.v1.DeleteResponse.deleted:type_name -> fedgate.v1.ObjectRef
+	1,  // 8: fedgate.v1.DeleteResponse.not_found:type_name -> fedgate.v1.ObjectRef
+	0,  // 9: fedgate.v1.ListedObject.object:type_name -> fedgate.v1.Object
+	21, // 10: fedgate.v1.ListResponse.objects:type_name -> fedgate.v1.ListedObject
+	36, // 11: fedgate.v1.ClusterInfo.labels:type_name -> fedgate.v1.ClusterInfo.LabelsEntry
+	24, // 12: fedgate.v1.ListClustersResponse.clusters:type_name -> fedgate.v1.ClusterInfo
+	37, // 13: fedgate.v1.Hello.labels:type_name -> fedgate.v1.Hello.LabelsEntry
+	0,  // 14: fedgate.v1.ReportSnapshot.objects:type_name -> fedgate.v1.Object
+	0,  // 15: fedgate.v1.ReportDelta.upserts:type_name -> fedgate.v1.Object
+	1,  // 16: fedgate.v1.ReportDelta.deletes:type_name -> fedgate.v1.ObjectRef
+	26, // 17: fedgate.v1.ReportMessage.hello:type_name -> fedgate.v1.Hello
+	27, // 18: fedgate.v1.ReportMessage.snapshot:type_name -> fedgate.v1.ReportSnapshot
+	28, // 19: fedgate.v1.ReportMessage.delta:type_name -> fedgate.v1.ReportDelta
+	26, // 20: fedgate.v1.SubscribeMessage.hello:type_name -> fedgate.v1.Hello
+	31, // 21: fedgate.v1.SubscribeMessage.ack:type_name -> fedgate.v1.Ack
+	32, // 22: fedgate.v1.SubscribeMessage.nack:type_name -> fedgate.v1.Nack
+	15, // 23: fedgate.v1.Admin.Apply:input_type -> fedgate.v1.ApplyRequest
+	18, // 24: fedgate.v1.Admin.Delete:input_type -> fedgate.v1.DeleteRequest
+	20, // 25: fedgate.v1.Admin.List:input_type -> fedgate.v1.ListRequest
+	23, // 26: fedgate.v1.Admin.ListClusters:input_type -> fedgate.v1.ListClustersRequest
+	2,  // 27: fedgate.v1.Admin.CreateToken:input_type -> fedgate.v1.CreateTokenRequest
+	5,  // 28: fedgate.v1.Admin.ListTokens:input_type -> fedgate.v1.ListTokensRequest
+	7,  // 29: fedgate.v1.Admin.DeleteToken:input_type -> fedgate.v1.DeleteTokenRequest
+	9,  // 30: fedgate.v1.Admin.RemoveCluster:input_type -> fedgate.v1.RemoveClusterRequest
+	11, // 31: fedgate.v1.Registration.Join:input_type -> fedgate.v1.JoinRequest
+	13, // 32: fedgate.v1.Registration.Renew:input_type -> fedgate.v1.RenewRequest
+	29, // 33: fedgate.v1.Sync.Report:input_type -> fedgate.v1.ReportMessage
+	33, // 34: fedgate.v1.Sync.Subscribe:input_type -> fedgate.v1.SubscribeMessage
+	17, // 35: fedgate.v1.Admin.Apply:output_type -> fedgate.v1.ApplyResponse
+	19, // 36: fedgate.v1.Admin.Delete:output_type -> fedgate.v1.DeleteResponse
+	22, // 37: fedgate.v1.Admin.List:output_type -> fedgate.v1.ListResponse
+	25, // 38: fedgate.v1.Admin.ListClusters:output_type -> fedgate.v1.ListClustersResponse
+	4,  // 39: fedgate.v1.Admin.CreateToken:output_type -> fedgate.v1.CreateTokenResponse
+	6,  // 40: fedgate.v1.Admin.ListTokens:output_type -> fedgate.v1.ListTokensResponse
+	8,  // 41: fedgate.v1.Admin.DeleteToken:output_type -> fedgate.v1.DeleteTokenResponse
+	10, // 42: fedgate.v1.Admin.RemoveCluster:output_type -> fedgate.v1.RemoveClusterResponse
+	12, // 43: fedgate.v1.Registration.Join:output_type -> fedgate.v1.JoinResponse
+	14, // 44: fedgate.v1.Registration.Renew:output_type -> fedgate.v1.RenewResponse
+	30, // 45: fedgate.v1.Sync.Report:output_type -> fedgate.v1.ReportAck
+	34, // 46: fedgate.v1.Sync.Subscribe:output_type -> fedgate.v1.SpokeConfigUpdate
+	35, // [35:47] is the sub-list for method output_type
+	23, // [23:35] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_fedgate_v1_fedgate_proto_init() }
@@ -1623,12 +2445,12 @@ func file_fedgate_v1_fedgate_proto_init() {
 	if File_fedgate_v1_fedgate_proto != nil {
 		return
 	}
-	file_fedgate_v1_fedgate_proto_msgTypes[16].OneofWrappers = []any{
+	file_fedgate_v1_fedgate_proto_msgTypes[29].OneofWrappers = []any{
 		(*ReportMessage_Hello)(nil),
 		(*ReportMessage_Snapshot)(nil),
 		(*ReportMessage_Delta)(nil),
 	}
-	file_fedgate_v1_fedgate_proto_msgTypes[20].OneofWrappers = []any{
+	file_fedgate_v1_fedgate_proto_msgTypes[33].OneofWrappers = []any{
 		(*SubscribeMessage_Hello)(nil),
 		(*SubscribeMessage_Ack)(nil),
 		(*SubscribeMessage_Nack)(nil),
@@ -1639,9 +2461,9 @@ func file_fedgate_v1_fedgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedgate_v1_fedgate_proto_rawDesc), len(file_fedgate_v1_fedgate_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   38,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_fedgate_v1_fedgate_proto_goTypes,
 		DependencyIndexes: file_fedgate_v1_fedgate_proto_depIdxs,
