@@ -1,0 +1,280 @@
+package source
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/resources"
+)
+
+// Defaults for Dir.
+const (
+	DefaultDebounce     = 100 * time.Millisecond
+	DefaultPollInterval = 10 * time.Second
+)
+
+// Dir is a Source backed by a directory of Kubernetes manifests: every *.yaml, *.yml and *.json file below Path,
+// recursively, decoded with resources.DecodeYAML. Files and directories whose name starts with "." are skipped, which
+// ignores editor swap files and the "..data" indirection of mounted ConfigMaps (whose files are also visible through
+// the top-level symlinks).
+//
+// Unlike the Kubernetes source, Dir applies no admission rules to the objects: EndpointSlices may carry loopback
+// addresses, which is what lets several standalone spokes and their backends share one host.
+//
+// A file that fails to decode is logged and its last good objects are kept, so a half-saved edit never withdraws
+// routes from the hub. If two files define the same object, the first in lexical path order wins and the clash is
+// logged.
+type Dir struct {
+	// Path of the directory. Required.
+	Path string
+	// DefaultNamespace for namespaced objects without one. Default "default".
+	DefaultNamespace string
+	// Debounce: how long the directory must stay quiet after a change before it is rescanned, so an editor's burst of
+	// writes and renames yields one snapshot. Default DefaultDebounce.
+	Debounce time.Duration
+	// PollInterval: a full rescan runs this often even without file events, as a safety net for file systems where
+	// inotify is unreliable (network mounts, overlay edge cases). Unchanged files are not re-decoded. Default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// Log, default slog.Default().
+	Log *slog.Logger
+}
+
+// dirScanner is one Run's state: what it remembers about each file.
+type dirScanner struct {
+	root, namespace string
+	files           map[string]*dirFile
+}
+
+// dirFile is what Dir remembers about one file.
+type dirFile struct {
+	sum  [sha256.Size]byte   // of the last content read (good or bad): an unchanged file is neither re-decoded nor re-logged
+	objs []*fedgatepb.Object // of the last content that decoded
+}
+
+var _ Source = (*Dir)(nil)
+
+// Run implements Source.
+func (d *Dir) Run(ctx context.Context, emit func(Snapshot)) error {
+	if d.Path == "" {
+		return errors.New("source dir: path must be set")
+	}
+	if st, err := os.Stat(d.Path); err != nil {
+		return fmt.Errorf("source dir: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("source dir: %s is not a directory", d.Path)
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "source-dir", "dir", d.Path)
+	debounce := d.Debounce
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	poll := d.PollInterval
+	if poll <= 0 {
+		poll = DefaultPollInterval
+	}
+	sc := &dirScanner{root: d.Path, namespace: d.DefaultNamespace, files: map[string]*dirFile{}}
+
+	// The watcher is set up before the first scan so that a change made during the scan triggers a second one.
+	w, err := fsnotify.NewWatcher()
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if err != nil {
+		log.Warn("file watching unavailable, polling only", "error", err, "interval", poll)
+	} else {
+		defer w.Close()
+		events, watchErrs = w.Events, w.Errors
+	}
+
+	var last Snapshot
+	first := true
+	rescan := func() {
+		if w != nil {
+			sc.watchDirs(w, log)
+		}
+		snap := sc.scan(log)
+		if first || !snap.Equal(last) {
+			first = false
+			last = snap
+			log.Debug("snapshot", "objects", len(snap.Objects))
+			emit(snap)
+		}
+	}
+	rescan()
+
+	pollTicker := time.NewTicker(poll)
+	defer pollTicker.Stop()
+	// quiet fires once the directory has been quiet for the debounce period; nil while no change is pending.
+	var quiet *time.Timer
+	var quietC <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			if quiet != nil {
+				quiet.Stop()
+			}
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			log.Debug("file event", "event", ev.String())
+			if quiet == nil {
+				quiet = time.NewTimer(debounce)
+				quietC = quiet.C
+			} else {
+				quiet.Reset(debounce)
+			}
+		case err, ok := <-watchErrs:
+			if !ok {
+				watchErrs = nil
+				continue
+			}
+			// Typically an event queue overflow: events were lost, so rescan everything.
+			log.Warn("file watch error, rescanning", "error", err)
+			rescan()
+		case <-quietC:
+			quiet, quietC = nil, nil
+			rescan()
+		case <-pollTicker.C:
+			rescan()
+		}
+	}
+}
+
+// watchDirs adds a watch on every directory below Path. Adding an existing watch is a no-op, so this runs before every
+// scan to pick up new subdirectories; watches on removed directories disappear with them.
+func (d *dirScanner) watchDirs(w *fsnotify.Watcher, log *slog.Logger) {
+	_ = filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return nil // vanished while walking; the next event rescans
+		}
+		if !e.IsDir() {
+			return nil
+		}
+		if p != d.root && hidden(e.Name()) {
+			return filepath.SkipDir
+		}
+		if err := w.Add(p); err != nil {
+			log.Warn("cannot watch directory", "path", p, "error", err)
+		}
+		return nil
+	})
+}
+
+// scan reads every manifest file, re-decoding only files whose content changed, and returns the merged snapshot.
+func (d *dirScanner) scan(log *slog.Logger) Snapshot {
+	var paths []string
+	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			if p == d.root {
+				return err
+			}
+			return nil
+		}
+		if p != d.root && hidden(e.Name()) {
+			if e.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if e.IsDir() || !manifest(e.Name()) {
+			return nil
+		}
+		paths = append(paths, p)
+		return nil
+	})
+	if err != nil {
+		// The directory itself is unreadable (removed, permissions): keep reporting what we had rather than
+		// withdrawing every object because of a transient problem.
+		log.Error("cannot read directory, keeping last objects", "error", err)
+		paths = make([]string, 0, len(d.files))
+		for p := range d.files {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+
+	seen := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		seen[p] = true
+		b, err := os.ReadFile(p)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				delete(d.files, p)
+				seen[p] = false
+				continue
+			}
+			log.Error("cannot read file, keeping its last good objects", "file", p, "error", err)
+			continue
+		}
+		sum := sha256.Sum256(b)
+		f := d.files[p]
+		if f != nil && f.sum == sum {
+			continue
+		}
+		if f == nil {
+			f = &dirFile{}
+			d.files[p] = f
+		}
+		f.sum = sum
+		objs, err := resources.DecodeYAML(bytes.NewReader(b), p, d.namespace)
+		if err != nil {
+			log.Error("cannot decode file, keeping its last good objects", "file", p, "error", err, "kept", len(f.objs))
+			continue
+		}
+		f.objs = objs
+	}
+	for p := range d.files {
+		if !seen[p] {
+			delete(d.files, p)
+		}
+	}
+
+	byID := map[string]string{}
+	var objs []*fedgatepb.Object
+	for _, p := range paths {
+		f := d.files[p]
+		if f == nil {
+			continue
+		}
+		for _, o := range f.objs {
+			id := ObjectID(o)
+			if other, dup := byID[id]; dup {
+				log.Warn("object defined twice, keeping the first", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "file", p, "first", other)
+				continue
+			}
+			byID[id] = p
+			objs = append(objs, o)
+		}
+	}
+	return NewSnapshot(objs)
+}
+
+func hidden(name string) bool { return strings.HasPrefix(name, ".") }
+
+func manifest(name string) bool {
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
