@@ -1,0 +1,347 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+// Headers that carry east-west routing decisions between spokes. They are only honoured on the east-west listener
+// (mTLS-authenticated peers in a later issue) and are stripped from everything a client sends to a gateway port and
+// from everything forwarded to a backend.
+const (
+	HeaderBackend  = "X-Fedgate-Backend"
+	HeaderEndpoint = "X-Fedgate-Endpoint"
+)
+
+// hopHeaders are connection-scoped (RFC 9110 §7.6.1) and never forwarded.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// serveGateway routes a request that arrived on gateway port `port`.
+func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, port int32) {
+	s.stats.Requests.Add(1)
+	t := s.table.Load()
+	var pt *portTable
+	if t != nil {
+		pt = t.ports[port]
+	}
+	if pt == nil {
+		s.notFound(w)
+		return
+	}
+	req := request{host: normaliseHost(r.Host), path: r.URL.Path, method: r.Method, header: r.Header, rawQuery: r.URL.RawQuery}
+	vh := pt.lookupVhost(req.host)
+	if vh == nil {
+		s.notFound(w)
+		return
+	}
+	rt := vh.match(&req)
+	if rt == nil {
+		s.notFound(w)
+		return
+	}
+	a := rt.action
+	switch {
+	case a.direct != nil:
+		if a.respHeaders != nil {
+			a.respHeaders.apply(w.Header())
+		}
+		if a.direct.Body != "" {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Content-Length", strconv.Itoa(len(a.direct.Body)))
+		}
+		w.WriteHeader(a.direct.Status)
+		io.WriteString(w, a.direct.Body)
+		return
+	case a.redirect != nil:
+		s.redirect(w, r, a, pt.port)
+		return
+	}
+	i := a.sched.next()
+	if i < 0 {
+		s.stats.Invalid.Add(1)
+		http.Error(w, "no backend has a non-zero weight", http.StatusInternalServerError)
+		return
+	}
+	wb := a.backends[i]
+	if wb.backend == nil {
+		s.stats.Invalid.Add(1)
+		http.Error(w, "invalid backend", http.StatusInternalServerError)
+		return
+	}
+	ep := wb.backend.pick()
+	if ep == nil {
+		s.stats.NoEndpoints.Add(1)
+		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+		return
+	}
+	s.forward(w, r, a, wb.backend, ep, false)
+}
+
+func (s *Server) notFound(w http.ResponseWriter) {
+	s.stats.NotFound.Add(1)
+	http.Error(w, "no route", http.StatusNotFound)
+}
+
+// redirect answers per HTTPRoute RequestRedirect. listenerPort is the Gateway listener's port, used when neither the
+// redirect's scheme nor its port says otherwise.
+func (s *Server) redirect(w http.ResponseWriter, r *http.Request, a *action, listenerPort int32) {
+	rd := a.redirect
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	port := int(listenerPort)
+	if rd.Scheme != "" {
+		scheme = rd.Scheme
+		port = 80
+		if scheme == "https" {
+			port = 443
+		}
+	}
+	if rd.Port != 0 {
+		port = int(rd.Port)
+	}
+	host := rd.Hostname
+	if host == "" {
+		host = hostOnly(r.Host)
+	}
+	if !wellKnownPort(scheme, port) {
+		host = net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	path := rewritePath(r.URL.Path, a.prefix, rd.Path)
+	u := url.URL{Scheme: scheme, Host: host, Path: path, RawQuery: r.URL.RawQuery}
+	code := rd.StatusCode
+	if code == 0 {
+		code = http.StatusFound
+	}
+	if a.respHeaders != nil {
+		a.respHeaders.apply(w.Header())
+	}
+	w.Header().Set("Location", u.String())
+	w.WriteHeader(code)
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// forward proxies r to ep. a is nil for east-west requests (the originating spoke already applied the route's
+// filters). eastWest requests keep the forwarding headers the originating spoke set.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *backend, ep *endpoint, eastWest bool) {
+	ctx := r.Context()
+	if a != nil {
+		timeout := a.requestTimeout
+		if a.backendTimeout > 0 && (timeout == 0 || a.backendTimeout < timeout) {
+			timeout = a.backendTimeout
+		}
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+	}
+
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: "http", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        make(http.Header, len(r.Header)+4),
+		Body:          r.Body,
+		ContentLength: r.ContentLength,
+		Host:          r.Host,
+	}
+	if r.ContentLength == 0 {
+		out.Body = http.NoBody
+	}
+	copyHeaders(out.Header, r.Header)
+	// Trailers are end-to-end (gRPC): keep "TE: trailers" although TE is hop-by-hop.
+	if te := r.Header["Te"]; len(te) > 0 && strings.EqualFold(te[0], "trailers") {
+		out.Header["Te"] = []string{"trailers"}
+	}
+	if !eastWest {
+		setForwarded(out.Header, r)
+	}
+	if a != nil {
+		if a.rewriteHost != "" {
+			out.Host = a.rewriteHost
+		}
+		if a.rewritePath != nil {
+			out.URL.Path = rewritePath(r.URL.Path, a.prefix, a.rewritePath)
+			out.URL.RawPath = ""
+		}
+		if a.reqHeaders != nil {
+			a.reqHeaders.apply(out.Header)
+		}
+	}
+
+	var rt http.RoundTripper
+	switch {
+	case ep.remote != nil:
+		if ep.remote.rt == nil {
+			s.upstreamError(w, ep, errors.New("no east-west transport for cluster "+ep.cluster))
+			return
+		}
+		rt = ep.remote.rt
+		out.URL.Host = ep.remote.addr
+		out.Header[HeaderBackend] = []string{b.id}
+		out.Header[HeaderEndpoint] = []string{ep.addr}
+	case b.h2c:
+		rt = s.localH2C
+	default:
+		rt = s.localH1
+	}
+	out = out.WithContext(ctx)
+
+	ep.state.InFlight.Add(1)
+	defer ep.state.InFlight.Add(-1)
+	ep.state.Requests.Add(1)
+	resp, err := rt.RoundTrip(out)
+	if err != nil {
+		ep.state.Failures.Add(1)
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			s.stats.Timeouts.Add(1)
+			http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+			return
+		}
+		s.upstreamError(w, ep, err)
+		return
+	}
+	defer resp.Body.Close()
+
+	h := w.Header()
+	copyHeaders(h, resp.Header)
+	if a != nil && a.respHeaders != nil {
+		a.respHeaders.apply(h)
+	}
+	w.WriteHeader(resp.StatusCode)
+	// Stream: flush as data arrives when the length is unknown (SSE, gRPC streams, chunked responses).
+	var fl http.Flusher
+	if resp.ContentLength < 0 {
+		fl, _ = w.(http.Flusher)
+	}
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr != nil {
+			if rerr != io.EOF {
+				if errors.Is(rerr, context.DeadlineExceeded) {
+					s.stats.Timeouts.Add(1)
+				}
+				s.log.Debug("upstream body", "endpoint", ep.addr, "cluster", ep.cluster, "err", rerr)
+				// Abort the client response so a truncated body is not mistaken for a complete one.
+				panic(http.ErrAbortHandler)
+			}
+			break
+		}
+	}
+	for k, vs := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vs
+	}
+}
+
+func (s *Server) upstreamError(w http.ResponseWriter, ep *endpoint, err error) {
+	s.stats.UpstreamErrors.Add(1)
+	s.log.Debug("upstream error", "endpoint", ep.addr, "cluster", ep.cluster, "err", err)
+	http.Error(w, "upstream connect error", http.StatusBadGateway)
+}
+
+// copyHeaders copies src into dst without hop-by-hop headers, headers named by Connection, or X-Fedgate-* headers.
+func copyHeaders(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, vs := range src {
+		if isHopHeader(k) || strings.HasPrefix(k, "X-Fedgate-") || listedIn(conn, k) {
+			continue
+		}
+		dst[k] = vs
+	}
+}
+
+func isHopHeader(k string) bool {
+	for _, h := range hopHeaders {
+		if k == h {
+			return true
+		}
+	}
+	return false
+}
+
+// listedIn reports whether canonical header name k is one of the comma-separated tokens of the Connection header.
+func listedIn(conn []string, k string) bool {
+	for _, v := range conn {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(tok), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func setForwarded(h http.Header, r *http.Request) {
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Host"] = []string{r.Host}
+}
+
+// rewritePath applies a PathRewrite (nil keeps the path). prefix is the matched PathPrefix without trailing slash;
+// ReplacePrefixMatch replaces exactly that prefix, element-wise, so "/foo" → "/bar" maps "/foo/x" to "/bar/x" and
+// "/" → "/x" maps "/a" to "/x/a".
+func rewritePath(path, prefix string, pr *spokeconfig.PathRewrite) string {
+	switch {
+	case pr == nil:
+		return path
+	case pr.ReplaceFullPath != nil:
+		return *pr.ReplaceFullPath
+	case pr.ReplacePrefixMatch != nil:
+		repl := *pr.ReplacePrefixMatch
+		rest := path[min(len(prefix), len(path)):]
+		if strings.HasSuffix(repl, "/") && strings.HasPrefix(rest, "/") {
+			rest = rest[1:]
+		}
+		if out := repl + rest; out != "" {
+			return out
+		}
+		return "/"
+	}
+	return path
+}

@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// h1Client is the HTTP/1.1 keep-alive client for local endpoints. Unlike http.Transport it runs each exchange on the
+// caller's goroutine (no per-connection read and write loops, no channel hand-offs), which is most of the saving on a
+// proxy whose requests are small. Request bodies are written before the response is read, so it suits
+// request/response traffic; streaming in both directions at once needs h2c.
+type h1Client struct {
+	dialer      net.Dialer
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu   sync.Mutex
+	idle map[string][]*upConn
+}
+
+type upConn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	addr     string
+	lastUsed time.Time
+}
+
+func newH1Client() *h1Client {
+	return &h1Client{
+		dialer:      net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		maxIdle:     256,
+		idleTimeout: 90 * time.Second,
+		idle:        map[string][]*upConn{},
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) {
+	now := time.Now()
+	c.mu.Lock()
+	for l := c.idle[addr]; len(l) > 0; l = c.idle[addr] {
+		uc := l[len(l)-1]
+		l[len(l)-1] = nil
+		c.idle[addr] = l[:len(l)-1]
+		if now.Sub(uc.lastUsed) < c.idleTimeout {
+			c.mu.Unlock()
+			return uc, true, nil
+		}
+		uc.nc.Close()
+	}
+	c.mu.Unlock()
+	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), addr: addr}, false, nil
+}
+
+func (c *h1Client) put(uc *upConn) {
+	uc.lastUsed = time.Now()
+	c.mu.Lock()
+	if l := c.idle[uc.addr]; len(l) < c.maxIdle {
+		c.idle[uc.addr] = append(l, uc)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	uc.nc.Close()
+}
+
+func (c *h1Client) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for addr, l := range c.idle {
+		for _, uc := range l {
+			uc.nc.Close()
+		}
+		delete(c.idle, addr)
+	}
+}
+
+// RoundTrip sends req on a pooled connection. A request without a body that fails on a reused connection (the backend
+// closed it while idle) is retried once on a fresh one, which is only safe because nothing was consumed from the body.
+func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := c.get(ctx, req.URL.Host)
+		if err != nil {
+			return nil, err
+		}
+		resp, wrote, err := c.exchange(ctx, uc, req)
+		if err == nil {
+			return resp, nil
+		}
+		uc.nc.Close()
+		noBody := req.Body == nil || req.Body == http.NoBody
+		if reused && attempt == 0 && noBody && (!wrote || idempotent(req.Method)) && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// exchange writes req and reads the response head. wrote reports whether the request reached the socket.
+func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) (*http.Response, bool, error) {
+	// Cancellation and timeouts interrupt blocking I/O through the deadline; only contexts that can end pay for it.
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { uc.nc.SetDeadline(aLongTimeAgo) })
+	}
+	if err := writeRequest(uc.bw, req); err != nil {
+		stop()
+		return nil, false, err
+	}
+	var resp *http.Response
+	var err error
+	for {
+		resp, err = http.ReadResponse(uc.br, req)
+		if err != nil {
+			stop()
+			return nil, true, err
+		}
+		// Skip informational responses (100 Continue, 103 Early Hints); 101 ends HTTP/1.1 on this connection.
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if resp.Body == http.NoBody {
+		if stop() && keep {
+			c.put(uc)
+		} else {
+			uc.nc.Close()
+		}
+		return resp, true, nil
+	}
+	resp.Body = &upBody{rc: resp.Body, c: c, uc: uc, stop: stop, keep: keep}
+	return resp, true, nil
+}
+
+// writeRequest writes an origin-form HTTP/1.1 request. Header names and values were validated when the request was
+// parsed or the route was built, so they are written as they are.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.EscapedPath())
+	if req.URL.RawQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(req.URL.RawQuery)
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(req.Host)
+	bw.WriteString("\r\n")
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	chunked := hasBody && req.ContentLength < 0
+	var scratch [24]byte
+	switch {
+	case chunked:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	case req.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(scratch[:0], req.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	if hasBody {
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		buf := *bp
+		for {
+			n, rerr := req.Body.Read(buf)
+			if n > 0 {
+				var werr error
+				if chunked {
+					bw.Write(strconv.AppendInt(scratch[:0], int64(n), 16))
+					bw.WriteString("\r\n")
+					bw.Write(buf[:n])
+					_, werr = bw.WriteString("\r\n")
+				} else {
+					_, werr = bw.Write(buf[:n])
+				}
+				if werr != nil {
+					return werr
+				}
+			}
+			if rerr == io.EOF {
+				break
+			}
+			if rerr != nil {
+				return rerr
+			}
+		}
+		if chunked {
+			bw.WriteString("0\r\n\r\n")
+		}
+	}
+	return bw.Flush()
+}
+
+// upBody returns the connection to the pool once the response body has been read to the end, and closes it otherwise.
+type upBody struct {
+	rc   io.ReadCloser
+	c    *h1Client
+	uc   *upConn
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *upBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.release(true)
+	} else if err != nil {
+		b.release(false)
+	}
+	return n, err
+}
+
+func (b *upBody) Close() error {
+	b.release(false)
+	return nil
+}
+
+func (b *upBody) release(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	if b.stop() && complete && b.keep {
+		b.c.put(b.uc)
+		return
+	}
+	b.uc.nc.Close()
+}
