@@ -1,14 +1,18 @@
 package compiler
 
 import (
-	"github.com/fedgate/fedgate/apis/fedgatepb"
-	"github.com/fedgate/fedgate/apis/spokeconfig"
-)
+	"fmt"
+	"sort"
 
-// Graph is the global routing graph. (Stub: replaced by the full implementation.)
-type Graph struct {
-	Revision int64 `json:"revision"`
-}
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/resources"
+)
 
 // Output is what Compile produces.
 type Output struct {
@@ -17,12 +21,180 @@ type Output struct {
 }
 
 // Compile builds the global routing graph and every object's status from one snapshot of inputs.
-func Compile(in *Inputs) *Output { return &Output{Graph: &Graph{Revision: in.Revision}} }
+//
+// The work is a fixed sequence of passes over one compiler value, each filling part of the graph and of the status
+// cache (in the manner of Contour's DAG processors): classes → gateway instances and listeners → routes (attachment,
+// rules, backends) → ports and virtual hosts sorted by precedence → backends. Compile never fails: whatever is wrong
+// with an object becomes a condition on that object's status, and it never takes down an unrelated object.
+func Compile(in *Inputs) *Output {
+	if in == nil {
+		in = &Inputs{}
+	}
+	c := newCompiler(in)
+	c.processClasses()
+	c.processGateways()
+	c.processRoutes()
+	return &Output{Graph: c.buildGraph(), Statuses: c.status.list()}
+}
 
-// Project returns the SpokeConfig for one cluster.
-func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
-	return &spokeconfig.SpokeConfig{Cluster: cluster, Revision: g.Revision}
+// compiler holds the indexes and intermediate state of one Compile call. Nothing in it outlives the call.
+type compiler struct {
+	in *Inputs
+	// clusters: sorted names of Inputs.Clusters.
+	clusters []string
+	// hub and reports hold de-duplicated, sorted views of the inputs (hub objects, then each cluster's).
+	hub     *view
+	reports map[string]*view
+
+	// classes[cluster][name]: our GatewayClasses in scope in each cluster (cluster-reported shadow hub-applied).
+	classes map[string]map[string]*gatewayv1.GatewayClass
+	// gateways[cluster]: instances in the cluster; gatewayIndex[cluster]["ns/name"] looks them up for parentRefs.
+	gateways     map[string][]*gatewayInstance
+	gatewayIndex map[string]map[string]*gatewayInstance
+	// attachments[cluster]: route matches attached to each cluster's listeners, before sorting.
+	attachments map[string][]*attachment
+	// backends referenced by attached routes, by ID.
+	backends    map[string]*BackendNode
+	backendKeys map[string]backendKey
+
+	status *statusCache
+}
+
+// view is one source's objects (the hub's or a cluster's), with nil entries and duplicate names dropped and indexes for
+// the lookups routes need.
+type view struct {
+	cluster string
+	res     Resources
+	// services["ns/name"], slices["ns/service-name"] (EndpointSlices by their kubernetes.io/service-name label).
+	services map[string]*corev1.Service
+	slices   map[string][]*discoveryv1.EndpointSlice
+	// grants[namespace]: ReferenceGrants in that namespace.
+	grants map[string][]*gatewayv1beta1.ReferenceGrant
+}
+
+func newCompiler(in *Inputs) *compiler {
+	c := &compiler{
+		in:           in,
+		reports:      map[string]*view{},
+		classes:      map[string]map[string]*gatewayv1.GatewayClass{},
+		gateways:     map[string][]*gatewayInstance{},
+		gatewayIndex: map[string]map[string]*gatewayInstance{},
+		attachments:  map[string][]*attachment{},
+		backends:     map[string]*BackendNode{},
+		backendKeys:  map[string]backendKey{},
+		status:       newStatusCache(),
+	}
+	c.hub = newView("", &in.Hub)
+	for name, ci := range in.Clusters {
+		if ci == nil {
+			ci = &ClusterInputs{}
+		}
+		c.clusters = append(c.clusters, name)
+		c.reports[name] = newView(name, &ci.Resources)
+	}
+	sort.Strings(c.clusters)
+	return c
+}
+
+// newView copies the object lists (not the objects: the compiler never mutates its inputs), drops nil entries and
+// keeps the first object of each namespace/name so that duplicated input cannot produce duplicated status.
+func newView(cluster string, r *Resources) *view {
+	v := &view{
+		cluster:  cluster,
+		services: map[string]*corev1.Service{},
+		slices:   map[string][]*discoveryv1.EndpointSlice{},
+		grants:   map[string][]*gatewayv1beta1.ReferenceGrant{},
+	}
+	v.res.GatewayClasses = dedupe(r.GatewayClasses, func(o *gatewayv1.GatewayClass) (string, string) { return "", o.Name })
+	v.res.Gateways = dedupe(r.Gateways, func(o *gatewayv1.Gateway) (string, string) { return o.Namespace, o.Name })
+	v.res.HTTPRoutes = dedupe(r.HTTPRoutes, func(o *gatewayv1.HTTPRoute) (string, string) { return o.Namespace, o.Name })
+	v.res.GRPCRoutes = dedupe(r.GRPCRoutes, func(o *gatewayv1.GRPCRoute) (string, string) { return o.Namespace, o.Name })
+	v.res.ReferenceGrants = dedupe(r.ReferenceGrants, func(o *gatewayv1beta1.ReferenceGrant) (string, string) { return o.Namespace, o.Name })
+	v.res.Services = dedupe(r.Services, func(o *corev1.Service) (string, string) { return o.Namespace, o.Name })
+	v.res.EndpointSlices = dedupe(r.EndpointSlices, func(o *discoveryv1.EndpointSlice) (string, string) { return o.Namespace, o.Name })
+	v.res.ServiceExports = dedupe(r.ServiceExports, func(o *mcsv1a1.ServiceExport) (string, string) { return o.Namespace, o.Name })
+	for _, s := range v.res.Services {
+		v.services[s.Namespace+"/"+s.Name] = s
+	}
+	for _, es := range v.res.EndpointSlices {
+		svc := es.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		key := es.Namespace + "/" + svc
+		v.slices[key] = append(v.slices[key], es)
+	}
+	for _, g := range v.res.ReferenceGrants {
+		v.grants[g.Namespace] = append(v.grants[g.Namespace], g)
+	}
+	return v
+}
+
+func dedupe[T any](in []*T, key func(*T) (string, string)) []*T {
+	out := make([]*T, 0, len(in))
+	for _, o := range in {
+		if o != nil {
+			out = append(out, o)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ni, ai := key(out[i])
+		nj, aj := key(out[j])
+		if ni != nj {
+			return ni < nj
+		}
+		return ai < aj
+	})
+	kept := out[:0]
+	for i, o := range out {
+		if i > 0 {
+			pn, pa := key(kept[len(kept)-1])
+			if n, a := key(o); n == pn && a == pa {
+				continue
+			}
+		}
+		kept = append(kept, o)
+	}
+	return kept
+}
+
+// viewsFor returns the views whose objects are in scope in a cluster: the hub's and the cluster's own.
+func (c *compiler) viewsFor(cluster string) []*view {
+	vs := []*view{c.hub}
+	if v, ok := c.reports[cluster]; ok {
+		vs = append(vs, v)
+	}
+	return vs
 }
 
 // AddObject decodes a wire object into its typed form and appends it to r. Unknown kinds are an error.
-func (r *Resources) AddObject(o *fedgatepb.Object) error { return nil }
+func (r *Resources) AddObject(o *fedgatepb.Object) error {
+	if o == nil {
+		return fmt.Errorf("nil object")
+	}
+	obj, err := resources.Typed(o)
+	if err != nil {
+		return err
+	}
+	switch t := obj.(type) {
+	case *gatewayv1.GatewayClass:
+		r.GatewayClasses = append(r.GatewayClasses, t)
+	case *gatewayv1.Gateway:
+		r.Gateways = append(r.Gateways, t)
+	case *gatewayv1.HTTPRoute:
+		r.HTTPRoutes = append(r.HTTPRoutes, t)
+	case *gatewayv1.GRPCRoute:
+		r.GRPCRoutes = append(r.GRPCRoutes, t)
+	case *gatewayv1beta1.ReferenceGrant:
+		r.ReferenceGrants = append(r.ReferenceGrants, t)
+	case *corev1.Service:
+		r.Services = append(r.Services, t)
+	case *discoveryv1.EndpointSlice:
+		r.EndpointSlices = append(r.EndpointSlices, t)
+	case *mcsv1a1.ServiceExport:
+		r.ServiceExports = append(r.ServiceExports, t)
+	default:
+		return fmt.Errorf("%s: kind %s is not a compiler input", resources.Describe(o.Kind, o.Namespace, o.Name), o.Kind)
+	}
+	return nil
+}

@@ -36,14 +36,14 @@ type ClusterInputs struct {
 
 // Resources are typed Kubernetes objects of the kinds fedgate carries.
 type Resources struct {
-	GatewayClasses  []*gatewayv1.GatewayClass          `json:"gatewayClasses,omitempty"`
-	Gateways        []*gatewayv1.Gateway               `json:"gateways,omitempty"`
-	HTTPRoutes      []*gatewayv1.HTTPRoute             `json:"httpRoutes,omitempty"`
-	GRPCRoutes      []*gatewayv1.GRPCRoute             `json:"grpcRoutes,omitempty"`
-	ReferenceGrants []*gatewayv1beta1.ReferenceGrant   `json:"referenceGrants,omitempty"`
-	Services        []*corev1.Service                  `json:"services,omitempty"`
-	EndpointSlices  []*discoveryv1.EndpointSlice       `json:"endpointSlices,omitempty"`
-	ServiceExports  []*mcsv1a1.ServiceExport           `json:"serviceExports,omitempty"`
+	GatewayClasses  []*gatewayv1.GatewayClass        `json:"gatewayClasses,omitempty"`
+	Gateways        []*gatewayv1.Gateway             `json:"gateways,omitempty"`
+	HTTPRoutes      []*gatewayv1.HTTPRoute           `json:"httpRoutes,omitempty"`
+	GRPCRoutes      []*gatewayv1.GRPCRoute           `json:"grpcRoutes,omitempty"`
+	ReferenceGrants []*gatewayv1beta1.ReferenceGrant `json:"referenceGrants,omitempty"`
+	Services        []*corev1.Service                `json:"services,omitempty"`
+	EndpointSlices  []*discoveryv1.EndpointSlice     `json:"endpointSlices,omitempty"`
+	ServiceExports  []*mcsv1a1.ServiceExport         `json:"serviceExports,omitempty"`
 }
 
 // ObjectRef names an object and where it came from.
@@ -64,20 +64,33 @@ type ObjectStatus struct {
 	Parents []ParentStatus `json:"parents,omitempty"`
 	// Listeners: for Gateways, per (listener, cluster).
 	Listeners []ListenerStatus `json:"listeners,omitempty"`
+	// Clusters: for Gateways applied at the hub, the conditions of each cluster's instance (Conditions then sums
+	// them up: True only when every instance is). Unused for other kinds.
+	Clusters []ClusterConditions `json:"clusters,omitempty"`
+}
+
+// ClusterConditions are the conditions of one object's instance in one cluster.
+type ClusterConditions struct {
+	Cluster    string             `json:"cluster"`
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
 // ParentStatus is a route's status for one parentRef in one cluster.
 type ParentStatus struct {
 	// Cluster where the parent Gateway lives.
-	Cluster    string                   `json:"cluster"`
-	ParentRef  gatewayv1.ParentReference `json:"parentRef"`
-	Conditions []metav1.Condition       `json:"conditions,omitempty"`
+	Cluster   string                    `json:"cluster"`
+	ParentRef gatewayv1.ParentReference `json:"parentRef"`
+	// ControllerName is always ControllerName: the RouteParentStatus field that says fedgate wrote this entry.
+	ControllerName gatewayv1.GatewayController `json:"controllerName"`
+	Conditions     []metav1.Condition          `json:"conditions,omitempty"`
 }
 
 // ListenerStatus is one Gateway listener's status in one cluster.
 type ListenerStatus struct {
-	Cluster        string             `json:"cluster"`
-	Name           string             `json:"name"`
-	AttachedRoutes int32              `json:"attachedRoutes"`
-	Conditions     []metav1.Condition `json:"conditions,omitempty"`
+	Cluster        string `json:"cluster"`
+	Name           string `json:"name"`
+	AttachedRoutes int32  `json:"attachedRoutes"`
+	// SupportedKinds the listener accepts routes of (only kinds fedgate implements).
+	SupportedKinds []gatewayv1.RouteGroupKind `json:"supportedKinds"`
+	Conditions     []metav1.Condition         `json:"conditions,omitempty"`
 }

@@ -1,0 +1,263 @@
+package compiler
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+// backendRefSpec is one backendRef of a rule, from either route kind.
+type backendRefSpec struct {
+	ref     gatewayv1.BackendObjectReference
+	weight  *int32
+	filters int // per-backendRef filters, which fedgate does not apply yet
+}
+
+// backendProblem is why a reference did not resolve: a ResolvedRefs reason and a message naming the field.
+type backendProblem struct {
+	reason  gatewayv1.RouteConditionReason
+	message string
+}
+
+const kindServiceImport = "ServiceImport"
+
+// resolveBackend resolves one backendRef of a route instance in cluster. Service and ServiceImport both name the
+// Service of that namespace/name in every cluster that reports it: fedgate federates Services by name (the MCS
+// "namespace sameness" rule), so the two kinds differ only in intent. An unresolvable reference becomes an Invalid
+// backend — its share of traffic answers 500 — and never removes the rest of the rule.
+func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpec) (spokeconfig.WeightedBackend, *backendProblem) {
+	wb := spokeconfig.WeightedBackend{Weight: 1}
+	if br.weight != nil {
+		wb.Weight = *br.weight
+	}
+	invalid := func(reason gatewayv1.RouteConditionReason, format string, args ...any) (spokeconfig.WeightedBackend, *backendProblem) {
+		msg := fmt.Sprintf(format, args...)
+		if wb.Weight < 0 {
+			wb.Weight = 0
+		}
+		wb.Invalid, wb.Reason = true, msg
+		return wb, &backendProblem{reason: reason, message: msg}
+	}
+	group, kind := "", resources.KindService
+	if br.ref.Group != nil {
+		group = string(*br.ref.Group)
+	}
+	if br.ref.Kind != nil {
+		kind = string(*br.ref.Kind)
+	}
+	ns := ro.meta.Namespace
+	if br.ref.Namespace != nil {
+		ns = string(*br.ref.Namespace)
+	}
+	name := string(br.ref.Name)
+	switch {
+	case group == "" && kind == resources.KindService:
+	case group == mcsv1a1.GroupName && kind == kindServiceImport:
+	default:
+		return invalid(gatewayv1.RouteReasonInvalidKind, "%s/%s %q: unsupported backend kind (Service or %s/%s)", group, kind, name, mcsv1a1.GroupName, kindServiceImport)
+	}
+	if wb.Weight < 0 {
+		return invalid(gatewayv1.RouteReasonUnsupportedValue, "weight %d: must not be negative", wb.Weight)
+	}
+	if ns != ro.meta.Namespace && !c.granted(ro, cluster, group, kind, ns, name) {
+		return invalid(gatewayv1.RouteReasonRefNotPermitted, "%s %s/%s: no ReferenceGrant in namespace %q allows %s from namespace %q",
+			kind, ns, name, ns, ro.kind, ro.meta.Namespace)
+	}
+	if br.ref.Port == nil {
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "%s %s/%s: port is required", kind, ns, name)
+	}
+	if br.filters > 0 {
+		return invalid(gatewayv1.RouteReasonUnsupportedValue, "%s %s/%s: backendRef filters are not supported by fedgate yet", kind, ns, name)
+	}
+	port := *br.ref.Port
+	found, hasPort := false, false
+	for _, cl := range c.clusters {
+		if svc := c.reports[cl].services[ns+"/"+name]; svc != nil {
+			found = true
+			hasPort = hasPort || servicePort(svc, port) != nil
+		}
+	}
+	switch {
+	case !found:
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "Service %s/%s not found in any cluster", ns, name)
+	case !hasPort:
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "Service %s/%s has no port %d in any cluster", ns, name, port)
+	}
+	wb.BackendID = backendID(ns, name, port)
+	if _, ok := c.backendKeys[wb.BackendID]; !ok {
+		c.backendKeys[wb.BackendID] = backendKey{namespace: ns, name: name, port: port}
+	}
+	return wb, nil
+}
+
+func backendID(ns, name string, port int32) string { return fmt.Sprintf("%s/%s:%d", ns, name, port) }
+
+func servicePort(svc *corev1.Service, port int32) *corev1.ServicePort {
+	for i := range svc.Spec.Ports {
+		if svc.Spec.Ports[i].Port == port {
+			return &svc.Spec.Ports[i]
+		}
+	}
+	return nil
+}
+
+// granted reports whether a ReferenceGrant in the target namespace lets the route reference the backend. Grants
+// applied at the hub count in every cluster; grants a cluster reported count only for route instances in it.
+func (c *compiler) granted(ro *routeObj, cluster, toGroup, toKind, toNamespace, toName string) bool {
+	for _, v := range c.viewsFor(cluster) {
+		for _, g := range v.grants[toNamespace] {
+			if grantAllows(g, ro.kind, ro.meta.Namespace, toGroup, toKind, toName) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func grantAllows(g *gatewayv1beta1.ReferenceGrant, fromKind, fromNamespace, toGroup, toKind, toName string) bool {
+	fromOK := false
+	for _, f := range g.Spec.From {
+		if string(f.Group) == gatewayv1.GroupName && string(f.Kind) == fromKind && string(f.Namespace) == fromNamespace {
+			fromOK = true
+			break
+		}
+	}
+	if !fromOK {
+		return false
+	}
+	for _, t := range g.Spec.To {
+		if string(t.Group) == toGroup && string(t.Kind) == toKind && (t.Name == nil || string(*t.Name) == toName) {
+			return true
+		}
+	}
+	return false
+}
+
+// backendKey is the Service port behind a backend ID.
+type backendKey struct {
+	namespace, name string
+	port            int32
+}
+
+// useBackends registers the backends an attached route names, so that the graph carries exactly those.
+func (c *compiler) useBackends(a spokeconfig.Action) {
+	for _, wb := range a.Backends {
+		if wb.Invalid || wb.BackendID == "" || c.backends[wb.BackendID] != nil {
+			continue
+		}
+		if k, ok := c.backendKeys[wb.BackendID]; ok {
+			c.backends[wb.BackendID] = c.buildBackend(wb.BackendID, k)
+		}
+	}
+}
+
+// buildBackend collects a Service port's endpoints in every cluster. The EndpointSlice port that carries the Service
+// port is the one with the same name (Kubernetes names slice ports after Service ports); a single-port Service's
+// slice port is unnamed.
+func (c *compiler) buildBackend(id string, k backendKey) *BackendNode {
+	ns, name, port := k.namespace, k.name, k.port
+	bn := &BackendNode{}
+	bn.Backend = spokeconfig.Backend{ID: id, Namespace: ns, Name: name, Port: port}
+	for _, cl := range c.clusters {
+		v := c.reports[cl]
+		svc := v.services[ns+"/"+name]
+		if svc == nil {
+			continue
+		}
+		sp := servicePort(svc, port)
+		if sp == nil {
+			continue
+		}
+		bn.Services = append(bn.Services, Source{Cluster: cl, Kind: resources.KindService, Namespace: ns, Name: name, Section: sp.Name})
+		if bn.AppProtocol == "" && sp.AppProtocol != nil {
+			bn.AppProtocol = *sp.AppProtocol
+		}
+		bn.Endpoints = append(bn.Endpoints, sliceEndpoints(cl, sp.Name, v.slices[ns+"/"+name])...)
+	}
+	bn.Endpoints = dedupEndpoints(bn.Endpoints)
+	return bn
+}
+
+// sliceEndpoints lists the IP endpoints of a Service port in one cluster's EndpointSlices.
+func sliceEndpoints(cluster, portName string, slices []*discoveryv1.EndpointSlice) []spokeconfig.Endpoint {
+	var out []spokeconfig.Endpoint
+	for _, es := range slices {
+		if es.AddressType != discoveryv1.AddressTypeIPv4 && es.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices name hosts the spoke would have to resolve; not supported.
+		}
+		target := slicePort(es.Ports, portName)
+		if target == 0 {
+			continue
+		}
+		for _, ep := range es.Endpoints {
+			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			zone := ""
+			if ep.Zone != nil {
+				zone = *ep.Zone
+			}
+			for _, addr := range ep.Addresses {
+				ip, err := netip.ParseAddr(addr)
+				if err != nil || ip.Zone() != "" {
+					continue
+				}
+				out = append(out, spokeconfig.Endpoint{
+					Cluster: cluster,
+					Address: net.JoinHostPort(ip.String(), fmt.Sprint(target)),
+					Ready:   ready,
+					Zone:    zone,
+				})
+			}
+		}
+	}
+	return out
+}
+
+func slicePort(ports []discoveryv1.EndpointPort, name string) int32 {
+	var unnamed []discoveryv1.EndpointPort
+	for _, p := range ports {
+		pn := ""
+		if p.Name != nil {
+			pn = *p.Name
+		}
+		if pn == "" {
+			unnamed = append(unnamed, p)
+		}
+		if pn == name && p.Port != nil && *p.Port > 0 && *p.Port <= 65535 {
+			return *p.Port
+		}
+	}
+	if len(ports) == 1 && len(unnamed) == 1 && unnamed[0].Port != nil && *unnamed[0].Port > 0 && *unnamed[0].Port <= 65535 {
+		return *unnamed[0].Port
+	}
+	return 0
+}
+
+// dedupEndpoints sorts by (cluster, address) and merges duplicates (an address in two slices during a rollout): ready
+// if any copy is ready.
+func dedupEndpoints(eps []spokeconfig.Endpoint) []spokeconfig.Endpoint {
+	sort.SliceStable(eps, func(i, j int) bool {
+		if eps[i].Cluster != eps[j].Cluster {
+			return eps[i].Cluster < eps[j].Cluster
+		}
+		return eps[i].Address < eps[j].Address
+	})
+	out := eps[:0]
+	for _, e := range eps {
+		if n := len(out); n > 0 && out[n-1].Cluster == e.Cluster && out[n-1].Address == e.Address {
+			out[n-1].Ready = out[n-1].Ready || e.Ready
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,0 +1,99 @@
+package compiler
+
+import (
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+// Graph is the global routing graph: for every cluster, the Gateway instances that live there and the ports they
+// open (port → virtual host → routes in precedence order), plus every backend any attached route references, with its
+// endpoints in every cluster. It is plain data, YAML/JSON-serialisable, and every node names the object it came from
+// (Source) so that a diagnostic on the spoke or in hubctl can point back at what the user wrote.
+//
+// Graph is the only input of Project; nothing in it depends on which spoke asks.
+type Graph struct {
+	// Revision is Inputs.Revision.
+	Revision int64 `json:"revision"`
+	// Clusters, sorted by name: every cluster in Inputs.Clusters.
+	Clusters []ClusterNode `json:"clusters,omitempty"`
+	// Backends referenced by at least one attached route in any cluster, sorted by ID.
+	Backends []BackendNode `json:"backends,omitempty"`
+}
+
+// Source is the provenance of a graph node.
+type Source struct {
+	// Cluster that reported the object; empty for objects applied at the hub.
+	Cluster   string `json:"cluster,omitempty"`
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+	// Section within the object: a listener name for Gateways, a rule name for routes.
+	Section string `json:"section,omitempty"`
+}
+
+// ClusterNode is what one cluster serves.
+type ClusterNode struct {
+	Name string `json:"name"`
+	// EastWestAddress is host:port of the cluster's east-west listener; empty when the cluster has none (its endpoints
+	// are then left out of other clusters' projections).
+	EastWestAddress string `json:"eastWestAddress,omitempty"`
+	// Gateways instantiated in this cluster (ours only), sorted by (namespace, name, source cluster).
+	Gateways []GatewayNode `json:"gateways,omitempty"`
+	// Ports opened by programmed listeners, sorted by port.
+	Ports []PortNode `json:"ports,omitempty"`
+}
+
+// GatewayNode is one Gateway instance in one cluster.
+type GatewayNode struct {
+	// Source is the Gateway object; Source.Cluster is empty when it was applied at the hub.
+	Source    Source         `json:"source"`
+	Class     string         `json:"class"`
+	Listeners []ListenerNode `json:"listeners,omitempty"`
+}
+
+// ListenerNode is one listener of a Gateway instance.
+type ListenerNode struct {
+	// Source names the Gateway; Section is the listener name.
+	Source   Source `json:"source"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+	Hostname string `json:"hostname,omitempty"`
+	// Programmed listeners open their port; the others are reported in status only.
+	Programmed     bool  `json:"programmed"`
+	AttachedRoutes int32 `json:"attachedRoutes"`
+}
+
+// PortNode is one listening port of a cluster: the listeners sharing it select virtual hosts by hostname.
+type PortNode struct {
+	Port     int32                `json:"port"`
+	Protocol spokeconfig.Protocol `json:"protocol"`
+	// Listeners sharing the port, sorted.
+	Listeners    []Source          `json:"listeners"`
+	VirtualHosts []VirtualHostNode `json:"virtualHosts,omitempty"`
+}
+
+// VirtualHostNode is a hostname pattern on a port ("*" = any) with its routes in precedence order.
+type VirtualHostNode struct {
+	Hostname string      `json:"hostname"`
+	Routes   []RouteNode `json:"routes,omitempty"`
+}
+
+// RouteNode is one (rule, match) of a route, flattened, with the action every match of the rule shares.
+type RouteNode struct {
+	// Source is the route object; Section is the rule's name when it has one.
+	Source     Source             `json:"source"`
+	RuleIndex  int                `json:"ruleIndex"`
+	MatchIndex int                `json:"matchIndex"`
+	Match      spokeconfig.Match  `json:"match"`
+	Action     spokeconfig.Action `json:"action"`
+}
+
+// BackendNode is a Service port as seen across clusters.
+type BackendNode struct {
+	spokeconfig.Backend `json:",inline"`
+	// Services behind the backend, one per cluster that reports the Service.
+	Services []Source `json:"services,omitempty"`
+}
+
+func (s Source) objectRef() spokeconfig.ObjectRef {
+	return spokeconfig.ObjectRef{Cluster: s.Cluster, Kind: s.Kind, Namespace: s.Namespace, Name: s.Name}
+}

@@ -1,0 +1,118 @@
+package compiler
+
+import (
+	"net"
+	"sort"
+
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+// Project returns the SpokeConfig for one cluster: its ports with their routes, every backend those routes name, every
+// backend with endpoints in the cluster that a route anywhere names (the spoke serves those to other clusters over
+// east-west), and the remote clusters owning the listed endpoints.
+//
+// Endpoints of a remote cluster without a usable east-west address are left out: the spoke could not reach them, and
+// Validate would refuse a config naming them. A cluster unknown to the graph gets an empty (but valid) config.
+func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
+	sc := &spokeconfig.SpokeConfig{Cluster: cluster}
+	if g == nil {
+		return sc
+	}
+	sc.Revision = g.Revision
+	reachable := map[string]string{} // remote cluster → east-west address
+	for _, cn := range g.Clusters {
+		if cn.Name == cluster || cn.EastWestAddress == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(cn.EastWestAddress); err == nil {
+			reachable[cn.Name] = cn.EastWestAddress
+		}
+	}
+	wanted := map[string]bool{}
+	for _, cn := range g.Clusters {
+		if cn.Name != cluster {
+			continue
+		}
+		for _, pn := range cn.Ports {
+			sp := spokeconfig.Port{Port: pn.Port, Protocol: pn.Protocol}
+			for _, l := range pn.Listeners {
+				sp.Listeners = append(sp.Listeners, spokeconfig.ListenerRef{Namespace: l.Namespace, Gateway: l.Name, Section: l.Section, Hostname: listenerHostname(cn, l)})
+			}
+			for _, vh := range pn.VirtualHosts {
+				svh := spokeconfig.VirtualHost{Hostname: vh.Hostname}
+				for _, rn := range vh.Routes {
+					svh.Routes = append(svh.Routes, spokeconfig.Route{
+						Source: rn.Source.objectRef(), RuleIndex: rn.RuleIndex, MatchIndex: rn.MatchIndex,
+						Match: rn.Match, Action: rn.Action,
+					})
+					for _, wb := range rn.Action.Backends {
+						if !wb.Invalid {
+							wanted[wb.BackendID] = true
+						}
+					}
+				}
+				sp.VirtualHosts = append(sp.VirtualHosts, svh)
+			}
+			sc.Ports = append(sc.Ports, sp)
+		}
+	}
+	used := map[string]bool{}
+	for _, bn := range g.Backends {
+		local := false
+		for _, e := range bn.Endpoints {
+			local = local || e.Cluster == cluster
+		}
+		if !wanted[bn.ID] && !local {
+			continue
+		}
+		b := bn.Backend
+		b.Endpoints = nil
+		for _, e := range bn.Endpoints {
+			if e.Cluster == cluster {
+				b.Endpoints = append(b.Endpoints, e)
+			} else if _, ok := reachable[e.Cluster]; ok {
+				b.Endpoints = append(b.Endpoints, e)
+				used[e.Cluster] = true
+			}
+		}
+		sc.Backends = append(sc.Backends, b)
+	}
+	// A route naming a backend the graph does not carry would fail Validate; the compiler never produces one, but a
+	// hand-built graph might: answer 500 for that share rather than hand the spoke a config it must NACK.
+	known := map[string]bool{}
+	for _, b := range sc.Backends {
+		known[b.ID] = true
+	}
+	for pi := range sc.Ports {
+		for vi := range sc.Ports[pi].VirtualHosts {
+			for ri := range sc.Ports[pi].VirtualHosts[vi].Routes {
+				a := &sc.Ports[pi].VirtualHosts[vi].Routes[ri].Action
+				for bi, wb := range a.Backends {
+					if !wb.Invalid && !known[wb.BackendID] {
+						a.Backends = append([]spokeconfig.WeightedBackend(nil), a.Backends...)
+						a.Backends[bi] = spokeconfig.WeightedBackend{Weight: max(wb.Weight, 0), Invalid: true, Reason: "backend " + wb.BackendID + " is not in the graph"}
+					}
+				}
+			}
+		}
+	}
+	for name := range used {
+		sc.Clusters = append(sc.Clusters, spokeconfig.Cluster{Name: name, EastWestAddress: reachable[name]})
+	}
+	sort.Slice(sc.Clusters, func(i, j int) bool { return sc.Clusters[i].Name < sc.Clusters[j].Name })
+	return sc
+}
+
+func listenerHostname(cn ClusterNode, l Source) string {
+	for _, gn := range cn.Gateways {
+		if gn.Source.Namespace != l.Namespace || gn.Source.Name != l.Name {
+			continue
+		}
+		for _, ln := range gn.Listeners {
+			if ln.Source.Section == l.Section {
+				return ln.Hostname
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,291 @@
+package compiler
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/fedgate/fedgate/apis/resources"
+)
+
+// routeObj is an HTTPRoute or GRPCRoute reduced to what attachment and rule translation need, so that both kinds go
+// through one pipeline. GRPCRoute matches are translated into the HTTP path matches gRPC requests carry.
+type routeObj struct {
+	kind       string
+	meta       *metav1.ObjectMeta
+	source     Source // Source.Cluster: where reported ("" = hub)
+	parentRefs []gatewayv1.ParentReference
+	hostnames  []string // lower-cased
+	rules      []ruleSpec
+}
+
+// ruleSpec is one rule: its matches already in spoke form, the filters and backendRefs still in API form (they
+// resolve per cluster).
+type ruleSpec struct {
+	name        string
+	matches     []matchSpec
+	filters     []gatewayv1.HTTPRouteFilter
+	backendRefs []backendRefSpec
+	timeouts    *gatewayv1.HTTPRouteTimeouts
+}
+
+func (r *routeObj) ref() ObjectRef {
+	return ObjectRef{Cluster: r.source.Cluster, Kind: r.kind, Namespace: r.meta.Namespace, Name: r.meta.Name}
+}
+
+func (r *routeObj) describe() string {
+	return resources.Describe(r.kind, r.meta.Namespace, r.meta.Name)
+}
+
+// processRoutes attaches every route to its parents in every cluster it applies to.
+func (c *compiler) processRoutes() {
+	views := append([]*view{c.hub}, nil...)
+	for _, cl := range c.clusters {
+		views = append(views, c.reports[cl])
+	}
+	for _, v := range views {
+		for _, hr := range v.res.HTTPRoutes {
+			c.processRoute(fromHTTPRoute(v.cluster, hr))
+		}
+		for _, gr := range v.res.GRPCRoutes {
+			c.processRoute(fromGRPCRoute(v.cluster, gr))
+		}
+	}
+	c.writeGatewayStatuses()
+}
+
+func (c *compiler) processRoute(ro *routeObj) {
+	gen := ro.meta.Generation
+	st := c.status.get(ro.ref(), gen)
+	clusters := c.clusters
+	if ro.source.Cluster != "" {
+		clusters = []string{ro.source.Cluster}
+	}
+	compiled := map[string]*compiledRoute{}
+	for _, pr := range ro.parentRefs {
+		group, kind := gatewayv1.GroupName, "Gateway"
+		if pr.Group != nil {
+			group = string(*pr.Group)
+		}
+		if pr.Kind != nil {
+			kind = string(*pr.Kind)
+		}
+		switch {
+		case group == "" && kind == "Service":
+			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
+				condition(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonUnsupportedValue),
+					fmt.Sprintf("parentRef Service %q: mesh (GAMMA) routes are not supported by fedgate yet", pr.Name), gen),
+			}})
+			continue
+		case group != gatewayv1.GroupName || kind != "Gateway":
+			continue // a parent kind fedgate does not serve: another controller's business.
+		}
+		ns := ro.meta.Namespace
+		if pr.Namespace != nil {
+			ns = string(*pr.Namespace)
+		}
+		key := ns + "/" + string(pr.Name)
+		found := false
+		for _, cl := range clusters {
+			gi := c.gatewayIndex[cl][key]
+			if gi == nil {
+				continue
+			}
+			found = true
+			cr := compiled[cl]
+			if cr == nil {
+				cr = c.compileRoute(ro, cl)
+				compiled[cl] = cr
+			}
+			accepted := c.attach(ro, pr, gi, cr)
+			conds := []metav1.Condition{accepted, cr.resolvedRefs}
+			if cr.partiallyInvalid != nil && accepted.Status == metav1.ConditionTrue {
+				conds = append(conds, *cr.partiallyInvalid)
+			}
+			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: cl, ParentRef: pr, Conditions: conds})
+		}
+		if !found && !c.gatewayExists(ro.source.Cluster, key) {
+			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
+				condition(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
+					fmt.Sprintf("Gateway %q not found in any cluster", key), gen),
+			}})
+		}
+		// A Gateway that exists but is not of a fedgate class belongs to another controller: no status from us.
+	}
+}
+
+// gatewayExists reports whether any Gateway named key is in scope for a route from cluster ("" = hub, every cluster).
+func (c *compiler) gatewayExists(cluster, key string) bool {
+	views := []*view{c.hub}
+	if cluster == "" {
+		for _, cl := range c.clusters {
+			views = append(views, c.reports[cl])
+		}
+	} else if v, ok := c.reports[cluster]; ok {
+		views = append(views, v)
+	}
+	for _, v := range views {
+		for _, gw := range v.res.Gateways {
+			if gw.Namespace+"/"+gw.Name == key {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// attach binds a route to the listeners of one Gateway instance that its parentRef selects and that admit it, and
+// returns the Accepted condition for that (parentRef, cluster).
+func (c *compiler) attach(ro *routeObj, pr gatewayv1.ParentReference, gi *gatewayInstance, cr *compiledRoute) metav1.Condition {
+	gen := ro.meta.Generation
+	reject := func(reason gatewayv1.RouteConditionReason, format string, args ...any) metav1.Condition {
+		return condition(string(gatewayv1.RouteConditionAccepted), false, string(reason), fmt.Sprintf(format, args...), gen)
+	}
+	var selected []*listener
+	for _, l := range gi.listeners {
+		if pr.SectionName != nil && string(*pr.SectionName) != l.name {
+			continue
+		}
+		if pr.Port != nil && *pr.Port != l.port {
+			continue
+		}
+		selected = append(selected, l)
+	}
+	if len(selected) == 0 {
+		return reject(gatewayv1.RouteReasonNoMatchingParent, "Gateway %s/%s has no listener%s", gi.gw.Namespace, gi.gw.Name, selectorText(pr))
+	}
+	var programmed []*listener
+	for _, l := range selected {
+		if l.programmed() {
+			programmed = append(programmed, l)
+		}
+	}
+	if len(programmed) == 0 {
+		return reject(gatewayv1.RouteReasonNoMatchingParent, "no programmed listener%s on Gateway %s/%s (see the Gateway's listener status)", selectorText(pr), gi.gw.Namespace, gi.gw.Name)
+	}
+	var allowed []*listener
+	for _, l := range programmed {
+		if routeAllowed(l, ro) {
+			allowed = append(allowed, l)
+		}
+	}
+	if len(allowed) == 0 {
+		return reject(gatewayv1.RouteReasonNotAllowedByListeners, "listeners of Gateway %s/%s do not allow %s from namespace %q", gi.gw.Namespace, gi.gw.Name, ro.kind, ro.meta.Namespace)
+	}
+	type binding struct {
+		l     *listener
+		hosts []string
+	}
+	var bound []binding
+	for _, l := range allowed {
+		if hosts := intersectHostnames(ro.hostnames, l.hostname); len(hosts) > 0 {
+			bound = append(bound, binding{l, hosts})
+		}
+	}
+	if len(bound) == 0 {
+		return reject(gatewayv1.RouteReasonNoMatchingListenerHostname, "no route hostname %v matches a listener hostname of Gateway %s/%s", ro.hostnames, gi.gw.Namespace, gi.gw.Name)
+	}
+	for _, b := range bound {
+		b.l.attached[ro.source] = true
+		for _, host := range b.hosts {
+			for _, rn := range cr.nodes {
+				c.attachments[gi.cluster] = append(c.attachments[gi.cluster], &attachment{
+					listener: b.l, hostname: host, created: ro.meta.CreationTimestamp, node: rn,
+				})
+			}
+		}
+	}
+	return condition(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted), "route is accepted", gen)
+}
+
+func selectorText(pr gatewayv1.ParentReference) string {
+	var parts []string
+	if pr.SectionName != nil {
+		parts = append(parts, fmt.Sprintf(" named %q", *pr.SectionName))
+	}
+	if pr.Port != nil {
+		parts = append(parts, fmt.Sprintf(" on port %d", *pr.Port))
+	}
+	return strings.Join(parts, " and")
+}
+
+// routeAllowed applies a listener's allowedRoutes to a route.
+func routeAllowed(l *listener, ro *routeObj) bool {
+	kindOK := false
+	for _, k := range l.kinds {
+		if string(k.Kind) == ro.kind {
+			kindOK = true
+		}
+	}
+	if !kindOK {
+		return false
+	}
+	from := gatewayv1.NamespacesFromSame
+	if l.allowed != nil && l.allowed.Namespaces != nil && l.allowed.Namespaces.From != nil {
+		from = *l.allowed.Namespaces.From
+	}
+	switch from {
+	case gatewayv1.NamespacesFromAll:
+		return true
+	case gatewayv1.NamespacesFromSame:
+		return ro.meta.Namespace == l.gi.gw.Namespace
+	default:
+		// Selector (and anything unknown): fedgate carries no Namespace objects, so no namespace labels are known and
+		// no namespace can be shown to match. Refusing is the safe reading: a selector is meant to narrow access.
+		return false
+	}
+}
+
+// intersectHostnames returns the hostnames a route serves on a listener: the route's hostnames that the listener's
+// hostname admits (narrowed to the listener's when the route's is a broader wildcard), "*" when neither sets any.
+func intersectHostnames(route []string, listener string) []string {
+	if listener == "" {
+		if len(route) == 0 {
+			return []string{"*"}
+		}
+		return dedupStrings(route)
+	}
+	if len(route) == 0 {
+		return []string{listener}
+	}
+	var out []string
+	for _, h := range route {
+		switch {
+		case h == listener:
+			out = append(out, h)
+		case hostMatches(listener, h):
+			out = append(out, h)
+		case hostMatches(h, listener):
+			out = append(out, listener)
+		}
+	}
+	return dedupStrings(out)
+}
+
+// hostMatches reports whether pattern (exact or "*.suffix") admits name (exact or wildcard). "*.example.com" admits
+// "a.example.com", "a.b.example.com" and "*.a.example.com", but not "example.com" nor itself.
+func hostMatches(pattern, name string) bool {
+	if !strings.HasPrefix(pattern, "*.") {
+		return false
+	}
+	suffix := pattern[1:] // ".example.com"
+	if strings.HasPrefix(name, "*.") {
+		return len(name) > len(pattern) && strings.HasSuffix(name[1:], suffix)
+	}
+	return len(name) > len(suffix) && strings.HasSuffix(name, suffix)
+}
+
+func dedupStrings(in []string) []string {
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	kept := out[:0]
+	for i, s := range out {
+		if i == 0 || s != out[i-1] {
+			kept = append(kept, s)
+		}
+	}
+	return kept
+}
