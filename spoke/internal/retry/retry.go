@@ -1,0 +1,56 @@
+// Package retry paces the spoke's reconnect loops to the hub: exponential backoff with jitter, so that a hub restart
+// does not get every spoke of a fleet reconnecting in the same instant.
+package retry
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+)
+
+// Defaults used by the spoke's streams.
+const (
+	DefaultBase = 100 * time.Millisecond
+	DefaultMax  = 10 * time.Second
+)
+
+// Backoff yields growing delays: attempt n waits a random duration in [d/2, d] where d = min(Max, Base·2ⁿ). The
+// half-fixed floor keeps the growth visible while the random half spreads a fleet out. Not safe for concurrent use.
+type Backoff struct {
+	Base, Max time.Duration
+	attempt   int
+}
+
+// Next returns the delay before the next attempt and advances.
+func (b *Backoff) Next() time.Duration {
+	base, maxD := b.Base, b.Max
+	if base <= 0 {
+		base = DefaultBase
+	}
+	if maxD <= 0 {
+		maxD = DefaultMax
+	}
+	d := base
+	for i := 0; i < b.attempt && d < maxD; i++ {
+		d *= 2
+	}
+	d = min(d, maxD)
+	b.attempt++
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+// Reset starts the sequence over; call it once a connection has proved healthy.
+func (b *Backoff) Reset() { b.attempt = 0 }
+
+// Sleep waits for the next delay or until ctx ends, reporting whether the caller should try again.
+func (b *Backoff) Sleep(ctx context.Context) bool {
+	t := time.NewTimer(b.Next())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
