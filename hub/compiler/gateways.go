@@ -255,9 +255,9 @@ func (c *compiler) writeGatewayStatuses() {
 				conds = append(conds, condition(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gen))
 			}
 			if anyProgrammed {
-				conds = append(conds, condition(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "Gateway is programmed in cluster "+cl, gen))
+				conds = append(conds, condition(string(gatewayv1.GatewayConditionProgrammed), true, string(gatewayv1.GatewayReasonProgrammed), "Gateway is programmed", gen))
 			} else {
-				conds = append(conds, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonInvalid), "no listener is programmed in cluster "+cl, gen))
+				conds = append(conds, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonInvalid), "no listener is programmed", gen))
 			}
 			st.Clusters = append(st.Clusters, ClusterConditions{Cluster: cl, Conditions: conds})
 		}
@@ -269,8 +269,13 @@ func (c *compiler) writeGatewayStatuses() {
 			continue
 		}
 		sort.Slice(st.Clusters, func(i, j int) bool { return st.Clusters[i].Cluster < st.Clusters[j].Cluster })
+		var names []string
+		for _, cc := range st.Clusters {
+			names = append(names, cc.Cluster)
+		}
 		summary := append([]metav1.Condition(nil), st.Clusters[0].Conditions...)
 		for i := range summary {
+			summary[i].Message += " in " + strings.Join(names, ", ")
 			for _, cc := range st.Clusters {
 				if cd := cc.Conditions[i]; cd.Status != metav1.ConditionTrue {
 					summary[i] = cd

@@ -28,6 +28,10 @@ func (s *statusCache) get(ref ObjectRef, generation int64) *ObjectStatus {
 func (s *statusCache) list() []ObjectStatus {
 	out := make([]ObjectStatus, 0, len(s.byRef))
 	for _, st := range s.byRef {
+		if len(st.Conditions) == 0 && len(st.Parents) == 0 && len(st.Listeners) == 0 {
+			// A route whose parents all belong to other controllers: fedgate has nothing to say about it.
+			continue
+		}
 		sort.SliceStable(st.Parents, func(i, j int) bool { return parentLess(st.Parents[i], st.Parents[j]) })
 		sort.SliceStable(st.Listeners, func(i, j int) bool {
 			a, b := st.Listeners[i], st.Listeners[j]
