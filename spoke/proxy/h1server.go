@@ -100,10 +100,14 @@ func (ps *portServer) serve() {
 	}
 }
 
-// shutdown stops accepting, closes idle connections, lets in-flight requests finish (up to timeout) and then closes
-// whatever is left.
-func (ps *portServer) shutdown(timeout time.Duration) {
+// stopAccepting closes the socket (so the port can be bound again at once) and the idle connections; connections with
+// a request in flight close after their response.
+func (ps *portServer) stopAccepting() {
 	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.shutting {
+		return
+	}
 	ps.shutting = true
 	ps.ln.Close()
 	for c := range ps.conns {
@@ -111,7 +115,11 @@ func (ps *portServer) shutdown(timeout time.Duration) {
 			c.nc.Close()
 		}
 	}
-	ps.mu.Unlock()
+}
+
+// shutdown stops accepting, lets in-flight requests finish (up to timeout) and then closes whatever is left.
+func (ps *portServer) shutdown(timeout time.Duration) {
+	ps.stopAccepting()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	h2done := make(chan struct{})

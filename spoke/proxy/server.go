@@ -169,6 +169,7 @@ func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 	for k, ps := range s.ports {
 		if _, ok := want[k]; !ok {
 			delete(s.ports, k)
+			ps.stopAccepting()
 			s.drains.Add(1)
 			go func() {
 				defer s.drains.Done()
