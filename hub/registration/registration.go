@@ -1,0 +1,373 @@
+// Package registration is how clusters join the hub: bootstrap tokens (created by an admin, stored only as a hash),
+// the Join exchange of a token and a CSR for the cluster's own certificate, renewal over the existing identity, and
+// removal with revocation of every certificate the cluster was issued.
+//
+// Every refusal happens before anything is written: a join either records the cluster, its certificate serial and the
+// token's spent usage in one etcd transaction, or changes nothing. Token secrets and keys are never logged.
+package registration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/hub/auth"
+	"github.com/fedgate/fedgate/hub/pki"
+)
+
+// etcd keys owned by this package.
+const (
+	TokenPrefix   = "/fedgate/v1/tokens/"  // <id> → tokenRecord
+	CertPrefix    = "/fedgate/v1/certs/"   // <cluster>/<serial> → certRecord
+	RevokedPrefix = "/fedgate/v1/revoked/" // <serial> → revokedRecord
+	JoinPrefix    = "/fedgate/v1/joined/"  // <cluster> → joinRecord
+)
+
+// Defaults.
+const (
+	DefaultTokenTTL = 24 * time.Hour
+	DefaultUsages   = 1
+	DefaultCertTTL  = 24 * time.Hour
+)
+
+type tokenRecord struct {
+	SecretHash  string    `json:"secretHash"`
+	Expires     time.Time `json:"expires"`
+	UsagesLeft  int32     `json:"usagesLeft"`
+	ClusterName string    `json:"clusterName,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+type certRecord struct {
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"notAfter"`
+	Issued   time.Time `json:"issued"`
+}
+
+type revokedRecord struct {
+	Cluster string    `json:"cluster"`
+	Revoked time.Time `json:"revoked"`
+}
+
+// JoinRecord is what the hub keeps about a joined cluster.
+type JoinRecord struct {
+	Name            string            `json:"name"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	EastWestAddress string            `json:"eastWestAddress,omitempty"`
+	JoinedAt        time.Time         `json:"joinedAt"`
+	TokenID         string            `json:"tokenID"`
+}
+
+// Service implements fedgatepb.RegistrationServer and the token/removal parts of the admin API.
+type Service struct {
+	fedgatepb.UnimplementedRegistrationServer
+
+	etcd    *clientv3.Client
+	ca      *pki.Authority
+	certTTL time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+
+	mu      sync.RWMutex
+	revoked map[string]bool // serial hex
+}
+
+// Options configure a Service.
+type Options struct {
+	CertTTL time.Duration    // default DefaultCertTTL
+	Now     func() time.Time // default time.Now
+	Logger  *slog.Logger
+}
+
+// New returns a Service and loads the revocation list.
+func New(ctx context.Context, etcd *clientv3.Client, ca *pki.Authority, o Options) (*Service, error) {
+	if o.CertTTL == 0 {
+		o.CertTTL = DefaultCertTTL
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Service{etcd: etcd, ca: ca, certTTL: o.CertTTL, now: o.Now, log: o.Logger.With("component", "registration"), revoked: map[string]bool{}}
+	if err := s.loadRevoked(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Service) loadRevoked(ctx context.Context) error {
+	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, kv := range resp.Kvs {
+		s.revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = true
+	}
+	s.mu.Unlock()
+	go s.watchRevoked(ctx, resp.Header.Revision+1)
+	return nil
+}
+
+// watchRevoked keeps the in-memory list in step with revocations made by other hub replicas.
+func (s *Service) watchRevoked(ctx context.Context, rev int64) {
+	for wr := range s.etcd.Watch(clientv3.WithRequireLeader(ctx), RevokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+		s.mu.Lock()
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypePut {
+				s.revoked[strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)] = true
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Revoked implements auth.Revoker.
+func (s *Service) Revoked(serial *big.Int) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revoked[auth.SerialHex(serial)]
+}
+
+// CreateToken creates a token. ttl ≤ 0 and usages ≤ 0 mean the defaults.
+func (s *Service) CreateToken(ctx context.Context, ttl time.Duration, usages int32, clusterName, description string) (identity.Token, *fedgatepb.TokenInfo, error) {
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
+	}
+	if usages <= 0 {
+		usages = DefaultUsages
+	}
+	if clusterName != "" {
+		if err := identity.ValidateClusterName(clusterName); err != nil {
+			return identity.Token{}, nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	tok, err := identity.NewToken()
+	if err != nil {
+		return identity.Token{}, nil, err
+	}
+	now := s.now()
+	rec := tokenRecord{SecretHash: identity.HashSecret(tok), Expires: now.Add(ttl), UsagesLeft: usages, ClusterName: clusterName, Description: description, Created: now}
+	b, _ := json.Marshal(rec)
+	key := TokenPrefix + tok.ID
+	// Token ids are random; the compare only guards against the astronomically unlikely collision.
+	resp, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return identity.Token{}, nil, err
+	}
+	if !resp.Succeeded {
+		return identity.Token{}, nil, status.Error(codes.Aborted, "token id collision, try again")
+	}
+	s.log.Info("token created", "id", tok.ID, "expires", rec.Expires, "usages", usages, "cluster", clusterName)
+	return tok, info(tok.ID, rec), nil
+}
+
+func info(id string, r tokenRecord) *fedgatepb.TokenInfo {
+	return &fedgatepb.TokenInfo{Id: id, ExpiresUnix: r.Expires.Unix(), UsagesLeft: r.UsagesLeft, ClusterName: r.ClusterName, Description: r.Description, CreatedUnix: r.Created.Unix()}
+}
+
+// ListTokens lists tokens (never their secrets).
+func (s *Service) ListTokens(ctx context.Context) ([]*fedgatepb.TokenInfo, error) {
+	resp, err := s.etcd.Get(ctx, TokenPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	var out []*fedgatepb.TokenInfo
+	for _, kv := range resp.Kvs {
+		var r tokenRecord
+		if json.Unmarshal(kv.Value, &r) != nil {
+			continue
+		}
+		out = append(out, info(strings.TrimPrefix(string(kv.Key), TokenPrefix), r))
+	}
+	return out, nil
+}
+
+// DeleteToken deletes a token by id.
+func (s *Service) DeleteToken(ctx context.Context, id string) error {
+	resp, err := s.etcd.Delete(ctx, TokenPrefix+id)
+	if err != nil {
+		return err
+	}
+	if resp.Deleted == 0 {
+		return status.Errorf(codes.NotFound, "token %q not found", id)
+	}
+	return nil
+}
+
+// Join implements fedgatepb.RegistrationServer.
+func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgatepb.JoinResponse, error) {
+	tok, err := identity.ParseToken(req.GetToken())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	name := req.GetClusterName()
+	if err := identity.ValidateClusterName(name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	key := TokenPrefix + tok.ID
+	resp, err := s.etcd.Get(ctx, key)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "token store unavailable")
+	}
+	// One message for unknown id and wrong secret: a caller learns nothing about which token ids exist.
+	invalid := status.Errorf(codes.Unauthenticated, "token %s is not valid", tok.ID)
+	if len(resp.Kvs) == 0 {
+		s.log.Warn("join refused: unknown token", "id", tok.ID, "cluster", name)
+		return nil, invalid
+	}
+	kv := resp.Kvs[0]
+	var rec tokenRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return nil, status.Error(codes.Internal, "token record unreadable")
+	}
+	if !constantTimeEqual(rec.SecretHash, identity.HashSecret(tok)) {
+		s.log.Warn("join refused: wrong token secret", "id", tok.ID, "cluster", name)
+		return nil, invalid
+	}
+	now := s.now()
+	if !now.Before(rec.Expires) {
+		s.log.Warn("join refused: token expired", "id", tok.ID, "cluster", name, "expired", rec.Expires)
+		return nil, status.Errorf(codes.Unauthenticated, "token %s expired at %s", tok.ID, rec.Expires.UTC().Format(time.RFC3339))
+	}
+	if rec.UsagesLeft <= 0 {
+		s.log.Warn("join refused: token used up", "id", tok.ID, "cluster", name)
+		return nil, status.Errorf(codes.Unauthenticated, "token %s has no usages left", tok.ID)
+	}
+	if rec.ClusterName != "" && rec.ClusterName != name {
+		s.log.Warn("join refused: token bound to another cluster", "id", tok.ID, "cluster", name, "bound", rec.ClusterName)
+		return nil, status.Errorf(codes.PermissionDenied, "token %s is bound to cluster %q, not %q", tok.ID, rec.ClusterName, name)
+	}
+	certPEM, cert, err := s.ca.SignClusterCSR(req.GetCsrPem(), name, s.certTTL)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	rec.UsagesLeft--
+	tb, _ := json.Marshal(rec)
+	jb, _ := json.Marshal(JoinRecord{Name: name, Labels: req.GetLabels(), EastWestAddress: req.GetEastWestAddress(), JoinedAt: now, TokenID: tok.ID})
+	cb, _ := json.Marshal(certRecord{Serial: auth.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: now})
+	// The token's ModRevision guards the spend: two joins racing on a single-use token cannot both succeed.
+	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(
+		clientv3.OpPut(key, string(tb)),
+		clientv3.OpPut(JoinPrefix+name, string(jb)),
+		clientv3.OpPut(CertPrefix+name+"/"+auth.SerialHex(cert.SerialNumber), string(cb)),
+	).Commit()
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	if !txn.Succeeded {
+		return nil, status.Errorf(codes.Aborted, "token %s was used concurrently, try again", tok.ID)
+	}
+	s.log.Info("cluster joined", "cluster", name, "token", tok.ID, "serial", auth.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
+	return &fedgatepb.JoinResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
+}
+
+// Renew implements fedgatepb.RegistrationServer: a cluster renews its own certificate (the caller's identity comes
+// from its current certificate, verified by the interceptor).
+func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedgatepb.RenewResponse, error) {
+	p, ok := auth.PrincipalFrom(ctx)
+	if !ok || p.Kind != identity.KindCluster {
+		return nil, status.Error(codes.PermissionDenied, "only a cluster may renew its certificate")
+	}
+	if _, err := s.etcd.Get(ctx, JoinPrefix+p.Name); err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	certPEM, cert, err := s.ca.SignClusterCSR(req.GetCsrPem(), p.Name, s.certTTL)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
+	}
+	cb, _ := json.Marshal(certRecord{Serial: auth.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: s.now()})
+	// Only a still-joined cluster may renew: a removal racing with a renewal must win.
+	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(JoinPrefix+p.Name), ">", 0)).Then(
+		clientv3.OpPut(CertPrefix+p.Name+"/"+auth.SerialHex(cert.SerialNumber), string(cb)),
+	).Commit()
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	if !txn.Succeeded {
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not joined", p.Name)
+	}
+	s.log.Info("certificate renewed", "cluster", p.Name, "serial", auth.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
+	return &fedgatepb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
+}
+
+// RemoveCluster revokes every certificate issued to the cluster and deletes its join record. Removing the cluster's
+// reported objects and cutting its streams is the caller's part (the hub's store and session registry).
+func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, error) {
+	if err := identity.ValidateClusterName(name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	resp, err := s.etcd.Get(ctx, CertPrefix+name+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	join, err := s.etcd.Get(ctx, JoinPrefix+name)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Kvs) == 0 && len(join.Kvs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "cluster %q is not joined", name)
+	}
+	rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now()})
+	ops := []clientv3.Op{clientv3.OpDelete(JoinPrefix + name), clientv3.OpDelete(CertPrefix+name+"/", clientv3.WithPrefix())}
+	var serials []string
+	for _, kv := range resp.Kvs {
+		serial := strings.TrimPrefix(string(kv.Key), CertPrefix+name+"/")
+		serials = append(serials, serial)
+		ops = append(ops, clientv3.OpPut(RevokedPrefix+serial, string(rb)))
+	}
+	if _, err := s.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	for _, sn := range serials {
+		s.revoked[sn] = true
+	}
+	s.mu.Unlock()
+	sort.Strings(serials)
+	s.log.Info("cluster removed", "cluster", name, "revokedCertificates", len(serials))
+	return serials, nil
+}
+
+// Joined returns the join record of a cluster, or nil.
+func (s *Service) Joined(ctx context.Context, name string) (*JoinRecord, error) {
+	resp, err := s.etcd.Get(ctx, JoinPrefix+name)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, err
+	}
+	var r JoinRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &r); err != nil {
+		return nil, fmt.Errorf("join record of %q: %w", name, err)
+	}
+	return &r, nil
+}
+
+// ErrNotJoined is returned by callers that require a joined cluster.
+var ErrNotJoined = errors.New("cluster is not joined")
+
+func constantTimeEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := 0; i < len(a); i++ {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}

@@ -1,0 +1,216 @@
+package registration
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"path/filepath"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/hub/auth"
+	"github.com/fedgate/fedgate/hub/pki"
+	"github.com/fedgate/fedgate/hub/store"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func startEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	ctx := context.Background()
+	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{DataDir: filepath.Join(t.TempDir(), "etcd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := store.Connect(ctx, e.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func csr(t *testing.T, cn string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+}
+
+func newService(t *testing.T) (*Service, *clientv3.Client, *clock) {
+	t.Helper()
+	cli := startEtcd(t)
+	ca, err := pki.New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Now()}
+	s, err := New(context.Background(), cli, ca, Options{Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cli, c
+}
+
+// snapshot returns every key/value under /fedgate/ so a test can assert a refusal changed nothing.
+func snapshot(t *testing.T, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	resp, err := cli.Get(context.Background(), "/fedgate/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, kv := range resp.Kvs {
+		m[string(kv.Key)] = string(kv.Value)
+	}
+	return m
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestJoinRefusalsStoreNothing(t *testing.T) {
+	ctx := context.Background()
+	s, cli, clk := newService(t)
+	single, _, err := s.CreateToken(ctx, time.Hour, 1, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, _, err := s.CreateToken(ctx, time.Hour, 5, "east", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortLived, _, err := s.CreateToken(ctx, time.Minute, 5, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongSecret := identity.Token{ID: single.ID, Secret: "0000000000000000"}
+
+	cases := []struct {
+		name     string
+		req      *fedgatepb.JoinRequest
+		advance  time.Duration
+		wantCode codes.Code
+	}{
+		{"wrong secret", &fedgatepb.JoinRequest{Token: wrongSecret.String(), ClusterName: "east", CsrPem: csr(t, "east")}, 0, codes.Unauthenticated},
+		{"unknown token", &fedgatepb.JoinRequest{Token: "zzzzzz.0000000000000000", ClusterName: "east", CsrPem: csr(t, "east")}, 0, codes.Unauthenticated},
+		{"malformed token", &fedgatepb.JoinRequest{Token: "nope", ClusterName: "east", CsrPem: csr(t, "east")}, 0, codes.InvalidArgument},
+		{"bound to another cluster", &fedgatepb.JoinRequest{Token: bound.String(), ClusterName: "west", CsrPem: csr(t, "west")}, 0, codes.PermissionDenied},
+		{"malformed CSR", &fedgatepb.JoinRequest{Token: single.String(), ClusterName: "east", CsrPem: []byte("not a csr")}, 0, codes.InvalidArgument},
+		{"CSR name differs", &fedgatepb.JoinRequest{Token: single.String(), ClusterName: "east", CsrPem: csr(t, "west")}, 0, codes.InvalidArgument},
+		{"bad cluster name", &fedgatepb.JoinRequest{Token: single.String(), ClusterName: "East_1", CsrPem: csr(t, "East_1")}, 0, codes.InvalidArgument},
+		{"expired", &fedgatepb.JoinRequest{Token: shortLived.String(), ClusterName: "east", CsrPem: csr(t, "east")}, 2 * time.Minute, codes.Unauthenticated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, cli)
+			clk.t = clk.t.Add(tc.advance)
+			_, err := s.Join(ctx, tc.req)
+			if status.Code(err) != tc.wantCode {
+				t.Fatalf("Join: %v, want code %v", err, tc.wantCode)
+			}
+			if !equalMaps(before, snapshot(t, cli)) {
+				t.Fatal("a refused join changed the store")
+			}
+		})
+	}
+
+	// The single-use token still works after all those refusals, once.
+	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: single.String(), ClusterName: "east", CsrPem: csr(t, "east"), Labels: map[string]string{"region": "eu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := pki.ParseCertificates(resp.CertificatePem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := identity.FromCertificate(certs[0]); err != nil || p.Name != "east" {
+		t.Fatalf("joined certificate identity %v, %v", p, err)
+	}
+	rec, err := s.Joined(ctx, "east")
+	if err != nil || rec == nil || rec.Labels["region"] != "eu" {
+		t.Fatalf("join record %+v, %v", rec, err)
+	}
+	before := snapshot(t, cli)
+	_, err = s.Join(ctx, &fedgatepb.JoinRequest{Token: single.String(), ClusterName: "west", CsrPem: csr(t, "west")})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("reusing a single-use token: %v", err)
+	}
+	if !equalMaps(before, snapshot(t, cli)) {
+		t.Fatal("reusing a spent token changed the store")
+	}
+}
+
+func TestRenewAndRemove(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newService(t)
+	tok, _, err := s.CreateToken(ctx, 0, 0, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: "east", CsrPem: csr(t, "east")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := pki.ParseCertificates(resp.CertificatePem)
+	eastCtx := auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"})
+	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("renewing with another cluster's name: %v", err)
+	}
+	rn, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, _ := pki.ParseCertificates(rn.CertificatePem)
+	serials, err := s.RemoveCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(serials) != 2 {
+		t.Fatalf("revoked %d serials, want 2", len(serials))
+	}
+	for _, c := range []*x509.Certificate{first[0], second[0]} {
+		if !s.Revoked(c.SerialNumber) {
+			t.Errorf("certificate %s not revoked", auth.SerialHex(c.SerialNumber))
+		}
+	}
+	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a removed cluster renewed: %v", err)
+	}
+	// A second hub replica loading the list sees the revocations too.
+	s2, err := New(ctx, s.etcd, s.ca, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s2.Revoked(first[0].SerialNumber) {
+		t.Fatal("revocation not visible to a fresh service")
+	}
+}
