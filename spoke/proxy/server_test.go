@@ -358,6 +358,9 @@ func TestAtomicSwapUnderLoad(t *testing.T) {
 		}()
 	}
 	for i := 0; i < 100; i++ {
+		// Each swap happens while requests are being served: wait for progress between swaps.
+		before := ok.Load() + failed.Load()
+		waitFor(t, func() bool { return ok.Load()+failed.Load() > before })
 		if err := s.Apply(cfgWith(int64(i+2), i%2 == 1)); err != nil {
 			t.Fatal(err)
 		}
@@ -431,4 +434,3 @@ func TestApplyErrorKeepsServing(t *testing.T) {
 		t.Fatalf("previous table stopped serving: %d", resp.StatusCode)
 	}
 }
-
