@@ -173,7 +173,14 @@ func (c *compiler) attach(ro *routeObj, pr gatewayv1.ParentReference, gi *gatewa
 		}
 	}
 	if len(allowed) == 0 {
-		return reject(gatewayv1.RouteReasonNotAllowedByListeners, "listeners of Gateway %s/%s do not allow %s from namespace %q", gi.gw.Namespace, gi.gw.Name, ro.kind, ro.meta.Namespace)
+		note := ""
+		for _, l := range programmed {
+			if l.allowed != nil && l.allowed.Namespaces != nil && l.allowed.Namespaces.From != nil && *l.allowed.Namespaces.From == gatewayv1.NamespacesFromSelector {
+				note = " (allowedRoutes.namespaces.from Selector admits no namespace: fedgate does not carry Namespace labels yet)"
+				break
+			}
+		}
+		return reject(gatewayv1.RouteReasonNotAllowedByListeners, "listeners of Gateway %s/%s do not allow %s from namespace %q%s", gi.gw.Namespace, gi.gw.Name, ro.kind, ro.meta.Namespace, note)
 	}
 	type binding struct {
 		l     *listener
