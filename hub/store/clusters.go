@@ -1,0 +1,229 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ClusterRecord is what the hub knows of a cluster apart from its objects.
+type ClusterRecord struct {
+	Name            string            `json:"name"`
+	EastWestAddress string            `json:"eastWestAddress,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	AgentVersion    string            `json:"agentVersion,omitempty"`
+	// JoinedAt is when the hub first heard of the cluster; kept across reconnects.
+	JoinedAt time.Time `json:"joinedAt"`
+	// LastSeen is when the cluster last said hello or disconnected.
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// UpsertCluster records a cluster's hello. JoinedAt is kept from an existing record. The record is only rewritten
+// when a field the compiler reads changed or LastSeen is older than a minute: every write under clusters/ triggers a
+// compile, and a flapping spoke should not make the hub recompile on every reconnect.
+func (s *Store) UpsertCluster(ctx context.Context, rec ClusterRecord) (ClusterRecord, error) {
+	if err := CheckSegment("cluster", rec.Name, false); err != nil {
+		return rec, err
+	}
+	key := ClusterKey(rec.Name)
+	now := s.now().UTC().Truncate(time.Second)
+	for attempt := 0; attempt < 10; attempt++ {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return rec, fmt.Errorf("read cluster %s: %w", rec.Name, err)
+		}
+		next := rec
+		next.JoinedAt, next.LastSeen = now, now
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(resp.Kvs) > 0 {
+			var old ClusterRecord
+			if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
+				if !old.JoinedAt.IsZero() {
+					next.JoinedAt = old.JoinedAt
+				}
+				if old.EastWestAddress == next.EastWestAddress && old.AgentVersion == next.AgentVersion &&
+					maps.Equal(old.Labels, next.Labels) && now.Sub(old.LastSeen) < time.Minute {
+					return old, nil
+				}
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+		}
+		v, err := json.Marshal(next)
+		if err != nil {
+			return rec, err
+		}
+		tr, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(v))).Commit()
+		if err != nil {
+			return rec, fmt.Errorf("store cluster %s: %w", rec.Name, err)
+		}
+		if tr.Succeeded {
+			return next, nil
+		}
+	}
+	return rec, errors.New("store cluster: too many concurrent updates")
+}
+
+// TouchCluster sets a cluster's LastSeen to now (on disconnect). A missing record is left missing.
+func (s *Store) TouchCluster(ctx context.Context, cluster string) error {
+	key := ClusterKey(cluster)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return err
+	}
+	var rec ClusterRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return fmt.Errorf("cluster record %s: %w", cluster, err)
+	}
+	rec.LastSeen = s.now().UTC().Truncate(time.Second)
+	v, _ := json.Marshal(rec)
+	_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, string(v))).Commit()
+	return err
+}
+
+// Presence is a held presence key. Close releases it.
+type Presence struct {
+	cli    *clientv3.Client
+	lease  clientv3.LeaseID
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// PresenceTTL is how long a cluster stays "connected" after its hub vanishes without revoking the lease.
+const PresenceTTL = 15 * time.Second
+
+// HoldPresence puts presence/<cluster> on a fresh lease and keeps the lease alive until Close. A second connection
+// of the same cluster takes the key over (the key moves to its lease), and the first one's Close then leaves it alone:
+// revoking a lease only deletes keys still attached to it.
+func (s *Store) HoldPresence(ctx context.Context, cluster string) (*Presence, error) {
+	lease, err := s.cli.Grant(ctx, int64(PresenceTTL/time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("grant presence lease for %s: %w", cluster, err)
+	}
+	since := s.now().UTC().Format(time.RFC3339)
+	if _, err := s.cli.Put(ctx, PresenceKey(cluster), since, clientv3.WithLease(lease.ID)); err != nil {
+		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		return nil, fmt.Errorf("put presence of %s: %w", cluster, err)
+	}
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ka, err := s.cli.KeepAlive(kctx, lease.ID)
+	if err != nil {
+		cancel()
+		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
+		return nil, fmt.Errorf("keep presence lease of %s alive: %w", cluster, err)
+	}
+	p := &Presence{cli: s.cli, lease: lease.ID, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for range ka { // drain responses so the client does not log "channel full"
+		}
+	}()
+	return p, nil
+}
+
+// Close revokes the lease, deleting the presence key if this connection still owns it.
+func (p *Presence) Close(ctx context.Context) error {
+	p.cancel()
+	<-p.done
+	_, err := p.cli.Revoke(ctx, p.lease)
+	return err
+}
+
+// SyncState is the hub's record of what it sent a cluster and what the cluster answered.
+type SyncState struct {
+	SentRevision   int64     `json:"sentRevision,omitempty"`
+	SentHash       string    `json:"sentHash,omitempty"`
+	AckedRevision  int64     `json:"ackedRevision,omitempty"`
+	AckedHash      string    `json:"ackedHash,omitempty"`
+	NackedRevision int64     `json:"nackedRevision,omitempty"`
+	LastNackError  string    `json:"lastNackError,omitempty"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// UpdateSyncState applies fn to cluster's sync state with compare-and-swap, so concurrent streams of one cluster never
+// lose each other's updates.
+func (s *Store) UpdateSyncState(ctx context.Context, cluster string, fn func(*SyncState)) (SyncState, error) {
+	key := SyncStateKey(cluster)
+	for attempt := 0; attempt < 10; attempt++ {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return SyncState{}, fmt.Errorf("read sync state of %s: %w", cluster, err)
+		}
+		var st SyncState
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(resp.Kvs) > 0 {
+			if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
+				s.log.Warn("replacing malformed sync state", "cluster", cluster, "error", err)
+				st = SyncState{}
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+		}
+		fn(&st)
+		st.UpdatedAt = s.now().UTC()
+		v, _ := json.Marshal(st)
+		tr, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(v))).Commit()
+		if err != nil {
+			return SyncState{}, fmt.Errorf("store sync state of %s: %w", cluster, err)
+		}
+		if tr.Succeeded {
+			return st, nil
+		}
+	}
+	return SyncState{}, errors.New("store sync state: too many concurrent updates")
+}
+
+// ClusterStatus joins everything the store knows about one cluster, for ListClusters.
+type ClusterStatus struct {
+	Record          ClusterRecord
+	Connected       bool
+	Sync            SyncState
+	ReportedObjects int64
+}
+
+// Clusters returns every cluster with a record, sorted by name, read at one revision.
+func (s *Store) Clusters(ctx context.Context) ([]ClusterStatus, error) {
+	resp, err := s.cli.Get(ctx, ClustersPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list clusters: %w", err)
+	}
+	rev := resp.Header.Revision
+	presence, err := s.cli.Get(ctx, PresencePrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("list presence: %w", err)
+	}
+	connected := map[string]bool{}
+	for _, kv := range presence.Kvs {
+		connected[strings.TrimPrefix(string(kv.Key), PresencePrefix)] = true
+	}
+	syncs, err := s.cli.Get(ctx, SyncStatePrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("list sync state: %w", err)
+	}
+	syncByName := map[string]SyncState{}
+	for _, kv := range syncs.Kvs {
+		var st SyncState
+		if json.Unmarshal(kv.Value, &st) == nil {
+			syncByName[strings.TrimPrefix(string(kv.Key), SyncStatePrefix)] = st
+		}
+	}
+	out := make([]ClusterStatus, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var rec ClusterRecord
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			s.log.Warn("skipping malformed cluster record", "key", string(kv.Key), "error", err)
+			continue
+		}
+		n, err := s.ReportCount(ctx, rec.Name, rev)
+		if err != nil {
+			return nil, fmt.Errorf("count report of %s: %w", rec.Name, err)
+		}
+		out = append(out, ClusterStatus{Record: rec, Connected: connected[rec.Name], Sync: syncByName[rec.Name], ReportedObjects: n})
+	}
+	return out, nil
+}

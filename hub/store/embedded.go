@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Limits the embedded server is started with. The transaction limit is raised from etcd's 128 so that an Apply of a
+// few thousand objects stays one atomic transaction; the request limit leaves room for large SpokeConfigs.
+const (
+	EmbeddedMaxTxnOps       = 10000
+	EmbeddedMaxRequestBytes = 8 << 20
+	// DefaultMaxTxnOps and DefaultMaxRequestBytes are etcd's own defaults, assumed for an external cluster.
+	DefaultMaxTxnOps       = 128
+	DefaultMaxRequestBytes = 3 << 19 // 1.5 MiB
+)
+
+// EmbeddedConfig configures an etcd server running inside the hub process.
+type EmbeddedConfig struct {
+	// DataDir holds etcd's WAL and snapshots; reusing it across restarts keeps every object, report and graph.
+	DataDir string
+	// ClientPort and PeerPort on 127.0.0.1; 0 picks a free port.
+	ClientPort, PeerPort int
+	// LogLevel of etcd's own zap logger ("debug", "info", "warn", "error"); empty silences it, because etcd logs
+	// routine shutdown as errors and would drown the hub's own log.
+	LogLevel string
+}
+
+// Embedded is a running single-member etcd server.
+type Embedded struct {
+	etcd *embed.Etcd
+}
+
+// StartEmbedded starts etcd on 127.0.0.1 and waits until it serves. Only loopback is used: the embedded server is a
+// private detail of one hub, never a cluster member others join.
+func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
+	if c.DataDir == "" {
+		return nil, errors.New("embedded etcd: data dir must be set")
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "fedgate-hub"
+	cfg.Dir = c.DataDir
+	cfg.MaxTxnOps = EmbeddedMaxTxnOps
+	cfg.MaxRequestBytes = EmbeddedMaxRequestBytes
+	// Compact history older than an hour: the hub only watches from recent revisions and re-reads on ErrCompacted.
+	cfg.AutoCompactionMode = embed.CompactorModePeriodic
+	cfg.AutoCompactionRetention = "1h"
+	if c.LogLevel == "" {
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	} else {
+		cfg.LogLevel = c.LogLevel
+	}
+	clientURL := loopbackURL(c.ClientPort)
+	peerURL := loopbackURL(c.PeerPort)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded etcd in %s: %w", c.DataDir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Embedded{etcd: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, errors.New("embedded etcd: not ready after 60s")
+	}
+}
+
+func loopbackURL(port int) url.URL {
+	return url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
+}
+
+// Endpoints are the client addresses actually bound (real ports, also when 0 was asked for).
+func (e *Embedded) Endpoints() []string {
+	var eps []string
+	for _, l := range e.etcd.Clients {
+		eps = append(eps, "http://"+l.Addr().String())
+	}
+	return eps
+}
+
+// Err reports a fatal server error (nil value when the server stops normally).
+func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
+
+// Close stops the server; it is safe to call once.
+func (e *Embedded) Close() { e.etcd.Close() }
+
+// Connect opens a client to endpoints. etcd's client logs through zap; it is silenced because every error it would log
+// also reaches the caller.
+func Connect(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:          endpoints,
+		DialTimeout:        10 * time.Second,
+		Logger:             zap.NewNop(),
+		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,
+		// Reads of whole prefixes (ReadInputs) can be far larger than one request.
+		MaxCallRecvMsgSize: 1 << 30,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %v: %w", endpoints, err)
+	}
+	return cli, nil
+}

@@ -1,0 +1,252 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/hub/compiler"
+)
+
+// GraphRecord is one cluster's projected SpokeConfig as stored under graph/<cluster>.
+type GraphRecord struct {
+	// Revision is the graph revision of Config: the input revision of the compile that last changed this cluster's
+	// projection. A compile that leaves the projection unchanged leaves the record (and the revision) alone, so
+	// spokes are not sent identical configs under new revision numbers.
+	Revision int64 `json:"revision"`
+	// Hash is spokeconfig.Hash(Config), the hash spokes ACK.
+	Hash string `json:"hash"`
+	// ContentHash is the hash of the config encoded with Revision 0: what decides whether a new compile changed it.
+	ContentHash string `json:"contentHash"`
+	// Config is the canonical JSON encoding of spokeconfig.SpokeConfig (already compact, so storing it inside this
+	// record keeps its bytes and Hash valid).
+	Config json.RawMessage `json:"config"`
+}
+
+// WriteGraphs stores each cluster's projection whose content changed since the stored one, stamped with revision
+// rev, and deletes the graphs of clusters absent from configs. Every write is guarded by guard (the compile leader's
+// election key), so a deposed leader cannot overwrite a newer graph. It returns the clusters whose graph was written.
+func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64, configs map[string]*spokeconfig.SpokeConfig) ([]string, error) {
+	cur, err := s.cli.Get(ctx, GraphPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read graphs: %w", err)
+	}
+	stored := make(map[string]GraphRecord, len(cur.Kvs))
+	var b batch
+	for _, kv := range cur.Kvs {
+		cluster := strings.TrimPrefix(string(kv.Key), GraphPrefix)
+		if _, ok := configs[cluster]; !ok {
+			b.del(string(kv.Key))
+			continue
+		}
+		var rec GraphRecord
+		if err := json.Unmarshal(kv.Value, &rec); err == nil {
+			stored[cluster] = rec
+		}
+	}
+	names := make([]string, 0, len(configs))
+	for name := range configs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var changed []string
+	for _, name := range names {
+		if err := CheckSegment("cluster", name, false); err != nil {
+			return nil, err
+		}
+		c := *configs[name] // shallow copy: the compiler's output is not ours to mutate
+		c.Revision = 0
+		_, contentHash, err := spokeconfig.Encode(&c)
+		if err != nil {
+			return nil, fmt.Errorf("encode graph of %s: %w", name, err)
+		}
+		if old, ok := stored[name]; ok && old.ContentHash == contentHash {
+			continue
+		}
+		c.Revision = rev
+		js, hash, err := spokeconfig.Encode(&c)
+		if err != nil {
+			return nil, fmt.Errorf("encode graph of %s: %w", name, err)
+		}
+		v, err := json.Marshal(GraphRecord{Revision: rev, Hash: hash, ContentHash: contentHash, Config: js})
+		if err != nil {
+			return nil, err
+		}
+		b.put(GraphKey(name), v)
+		changed = append(changed, name)
+	}
+	_, ok, err := s.commit(ctx, guard, &b)
+	if err != nil {
+		return nil, fmt.Errorf("write graphs: %w", err)
+	}
+	if !ok {
+		return nil, ErrNotLeader
+	}
+	return changed, nil
+}
+
+// ErrNotLeader is returned by guarded writes when the guard (leadership) no longer holds.
+var ErrNotLeader = errors.New("no longer the compile leader")
+
+// ReadGraph returns cluster's stored graph (nil when none), the key's mod revision and the store revision of the read;
+// a watch from headerRev+1 sees every later change.
+func (s *Store) ReadGraph(ctx context.Context, cluster string) (rec *GraphRecord, headerRev int64, err error) {
+	resp, err := s.cli.Get(ctx, GraphKey(cluster))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read graph of %s: %w", cluster, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, resp.Header.Revision, nil
+	}
+	r, err := DecodeGraph(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, fmt.Errorf("graph of %s: %w", cluster, err)
+	}
+	return r, resp.Header.Revision, nil
+}
+
+// DecodeGraph parses a graph/<cluster> value.
+func DecodeGraph(v []byte) (*GraphRecord, error) {
+	var rec GraphRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// WriteStatuses makes the status/ prefix equal to statuses (writing only changed values), guarded like WriteGraphs.
+func (s *Store) WriteStatuses(ctx context.Context, guard []clientv3.Cmp, statuses []compiler.ObjectStatus) (int, error) {
+	want := make(map[string][]byte, len(statuses))
+	for i := range statuses {
+		r := statuses[i].Ref
+		if checkRef(r.Kind, r.Namespace, r.Name) != nil || (r.Cluster != "" && CheckSegment("cluster", r.Cluster, false) != nil) {
+			s.log.Warn("skipping status with malformed ref", "ref", r)
+			continue
+		}
+		v, err := json.Marshal(&statuses[i])
+		if err != nil {
+			return 0, fmt.Errorf("encode status of %s: %w", r.Name, err)
+		}
+		want[StatusKey(r.Cluster, r.Kind, r.Namespace, r.Name)] = v
+	}
+	cur, err := s.cli.Get(ctx, StatusPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read statuses: %w", err)
+	}
+	have := make(map[string][]byte, len(cur.Kvs))
+	var b batch
+	for _, kv := range cur.Kvs {
+		have[string(kv.Key)] = kv.Value
+		if _, ok := want[string(kv.Key)]; !ok {
+			b.del(string(kv.Key))
+		}
+	}
+	keys := make([]string, 0, len(want))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if v, ok := have[k]; !ok || !bytes.Equal(v, want[k]) {
+			b.put(k, want[k])
+		}
+	}
+	_, ok, err := s.commit(ctx, guard, &b)
+	if err != nil {
+		return 0, fmt.Errorf("write statuses: %w", err)
+	}
+	if !ok {
+		return 0, ErrNotLeader
+	}
+	return b.len(), nil
+}
+
+// Statuses returns every compiled status keyed by StatusKey, read at rev (0: latest).
+func (s *Store) Statuses(ctx context.Context, rev int64) (map[string][]byte, error) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := s.cli.Get(ctx, StatusPrefix, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read statuses: %w", err)
+	}
+	out := make(map[string][]byte, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = kv.Value
+	}
+	return out, nil
+}
+
+// ReadInputs reads everything the compiler needs at one etcd revision: the hub prefix is read first and its revision
+// pins the reads of clusters/ and reports/ (clientv3.WithRev), so the snapshot is consistent even while spokes write.
+// Objects that fail to decode are skipped and logged: they were checked on the way in, so this only happens after a
+// schema change, and one bad object must not stop every cluster from getting a graph.
+func (s *Store) ReadInputs(ctx context.Context) (*compiler.Inputs, error) {
+	for attempt := 0; ; attempt++ {
+		in, err := s.readInputs(ctx)
+		// A compaction between the first and the pinned reads: read again at a newer revision.
+		if errors.Is(err, rpctypes.ErrCompacted) && attempt < 3 {
+			continue
+		}
+		return in, err
+	}
+}
+
+func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
+	hub, err := s.cli.Get(ctx, HubPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read hub objects: %w", err)
+	}
+	rev := hub.Header.Revision
+	clusters, err := s.cli.Get(ctx, ClustersPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("read clusters: %w", err)
+	}
+	reports, err := s.cli.Get(ctx, ReportsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("read reports: %w", err)
+	}
+	in := &compiler.Inputs{Revision: rev, Clusters: map[string]*compiler.ClusterInputs{}}
+	for _, kv := range hub.Kvs {
+		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
+		if err == nil {
+			err = in.Hub.AddObject(o)
+		}
+		if err != nil {
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+		}
+	}
+	for _, kv := range clusters.Kvs {
+		var rec ClusterRecord
+		if err := json.Unmarshal(kv.Value, &rec); err != nil || rec.Name == "" {
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+			continue
+		}
+		in.Clusters[rec.Name] = &compiler.ClusterInputs{EastWestAddress: rec.EastWestAddress}
+	}
+	for _, kv := range reports.Kvs {
+		cluster, o, err := decodeReportKV(string(kv.Key), kv.Value)
+		if err == nil {
+			ci := in.Clusters[cluster]
+			if ci == nil {
+				// Reports without a record (record deleted by an operator): still compiled, without an east-west address.
+				ci = &compiler.ClusterInputs{}
+				in.Clusters[cluster] = ci
+			}
+			err = ci.Resources.AddObject(o)
+		}
+		if err != nil {
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+		}
+	}
+	return in, nil
+}

@@ -1,0 +1,278 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/resources"
+)
+
+// Options tune a Store to the etcd it talks to.
+type Options struct {
+	// MaxTxnOps is the server's --max-txn-ops (DefaultMaxTxnOps for an external etcd unless it was raised).
+	MaxTxnOps int
+	// MaxRequestBytes is the server's --max-request-bytes.
+	MaxRequestBytes int
+	Logger          *slog.Logger
+}
+
+// Store is typed access to the fedgate key space. It is safe for concurrent use.
+type Store struct {
+	cli      *clientv3.Client
+	maxOps   int
+	maxBytes int
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New wraps an etcd client.
+func New(cli *clientv3.Client, o Options) *Store {
+	if o.MaxTxnOps <= 0 {
+		o.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if o.MaxRequestBytes <= 0 {
+		o.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Store{cli: cli, maxOps: o.MaxTxnOps, maxBytes: o.MaxRequestBytes, log: o.Logger, now: time.Now}
+}
+
+// Client is the underlying etcd client (watches, leases, elections).
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// ErrTooLarge is returned when a write that must be atomic does not fit in one etcd transaction.
+var ErrTooLarge = errors.New("too large for one etcd transaction")
+
+// Apply actions, as kubectl names them.
+const (
+	ActionCreated    = "created"
+	ActionConfigured = "configured"
+	ActionUnchanged  = "unchanged"
+)
+
+// ApplyResult is the outcome for one object of ApplyHub.
+type ApplyResult struct {
+	Ref    *fedgatepb.ObjectRef
+	Action string
+}
+
+// ApplyHub stores objects applied at the hub, all in one transaction or none. The caller validates them first.
+// Objects whose stored JSON is byte-identical are left untouched (no new revision, no recompile).
+func (s *Store) ApplyHub(ctx context.Context, objs []*fedgatepb.Object) ([]ApplyResult, int64, error) {
+	keys := make([]string, len(objs))
+	seen := make(map[string]int, len(objs))
+	for i, o := range objs {
+		if err := checkObject(o); err != nil {
+			return nil, 0, fmt.Errorf("objects[%d]: %w", i, err)
+		}
+		keys[i] = HubKey(o.Kind, o.Namespace, o.Name)
+		if j, dup := seen[keys[i]]; dup {
+			return nil, 0, fmt.Errorf("objects[%d]: %s is also objects[%d]", i, resources.Describe(o.Kind, o.Namespace, o.Name), j)
+		}
+		seen[keys[i]] = i
+	}
+	if len(objs) > s.maxOps {
+		return nil, 0, fmt.Errorf("apply of %d objects: %w (etcd allows %d operations)", len(objs), ErrTooLarge, s.maxOps)
+	}
+	// Optimistic concurrency: read, decide, then write only if none of the keys moved in between. A concurrent apply
+	// of the same object makes us re-read instead of reporting a wrong action.
+	for attempt := 0; ; attempt++ {
+		reads := make([]clientv3.Op, len(keys))
+		for i, k := range keys {
+			reads[i] = clientv3.OpGet(k)
+		}
+		rr, err := s.cli.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return nil, 0, fmt.Errorf("read hub objects: %w", err)
+		}
+		results := make([]ApplyResult, len(objs))
+		var cmps []clientv3.Cmp
+		var puts []clientv3.Op
+		size := 0
+		for i, o := range objs {
+			kvs := rr.Responses[i].GetResponseRange().Kvs
+			ref := &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+			switch {
+			case len(kvs) == 0:
+				results[i] = ApplyResult{Ref: ref, Action: ActionCreated}
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0))
+			case bytes.Equal(kvs[0].Value, o.Json):
+				results[i] = ApplyResult{Ref: ref, Action: ActionUnchanged}
+				continue
+			default:
+				results[i] = ApplyResult{Ref: ref, Action: ActionConfigured}
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
+			}
+			puts = append(puts, clientv3.OpPut(keys[i], string(o.Json)))
+			size += len(keys[i]) + len(o.Json)
+		}
+		if len(puts) == 0 {
+			return results, rr.Header.Revision, nil
+		}
+		if size > s.maxBytes-64<<10 {
+			return nil, 0, fmt.Errorf("apply of %d bytes: %w (etcd allows %d bytes)", size, ErrTooLarge, s.maxBytes)
+		}
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		if err != nil {
+			return nil, 0, fmt.Errorf("store hub objects: %w", err)
+		}
+		if tr.Succeeded {
+			return results, tr.Header.Revision, nil
+		}
+		if attempt >= 10 {
+			return nil, 0, errors.New("store hub objects: too many concurrent changes to the same objects")
+		}
+	}
+}
+
+// DeleteHub removes objects applied at the hub, in one transaction. Refs that name nothing are returned in notFound.
+func (s *Store) DeleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
+	if len(refs) > s.maxOps {
+		return nil, nil, 0, fmt.Errorf("delete of %d objects: %w (etcd allows %d operations)", len(refs), ErrTooLarge, s.maxOps)
+	}
+	ops := make([]clientv3.Op, len(refs))
+	for i, r := range refs {
+		if err := checkRef(r.Kind, r.Namespace, r.Name); err != nil {
+			return nil, nil, 0, fmt.Errorf("refs[%d]: %w", i, err)
+		}
+		ops[i] = clientv3.OpDelete(HubKey(r.Kind, r.Namespace, r.Name))
+	}
+	tr, err := s.cli.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("delete hub objects: %w", err)
+	}
+	for i, r := range refs {
+		if tr.Responses[i].GetResponseDeleteRange().Deleted > 0 {
+			deleted = append(deleted, r)
+		} else {
+			notFound = append(notFound, r)
+		}
+	}
+	return deleted, notFound, tr.Header.Revision, nil
+}
+
+// StoredObject is an object read back from the store.
+type StoredObject struct {
+	// Cluster that reported it; empty for hub objects.
+	Cluster string
+	Object  *fedgatepb.Object
+}
+
+// ListObjects returns hub objects (and, with includeReports, reported objects) of the given kinds (all when empty) in
+// namespace (all when empty), read at one revision.
+func (s *Store) ListObjects(ctx context.Context, kinds []string, namespace string, includeReports bool) ([]StoredObject, int64, error) {
+	resp, err := s.cli.Get(ctx, HubPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list hub objects: %w", err)
+	}
+	rev := resp.Header.Revision
+	want := func(kind, ns string) bool {
+		if namespace != "" && ns != namespace {
+			return false
+		}
+		if len(kinds) == 0 {
+			return true
+		}
+		for _, k := range kinds {
+			if k == kind {
+				return true
+			}
+		}
+		return false
+	}
+	var out []StoredObject
+	for _, kv := range resp.Kvs {
+		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
+		if err != nil {
+			s.log.Warn("skipping malformed stored object", "key", string(kv.Key), "error", err)
+			continue
+		}
+		if want(o.Kind, o.Namespace) {
+			out = append(out, StoredObject{Object: o})
+		}
+	}
+	if includeReports {
+		rresp, err := s.cli.Get(ctx, ReportsPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, 0, fmt.Errorf("list reported objects: %w", err)
+		}
+		for _, kv := range rresp.Kvs {
+			cluster, o, err := decodeReportKV(string(kv.Key), kv.Value)
+			if err != nil {
+				s.log.Warn("skipping malformed stored report", "key", string(kv.Key), "error", err)
+				continue
+			}
+			if want(o.Kind, o.Namespace) {
+				out = append(out, StoredObject{Cluster: cluster, Object: o})
+			}
+		}
+	}
+	return out, rev, nil
+}
+
+// checkObject refuses objects whose identity cannot be a key. (Content is validated by hub/validation.)
+func checkObject(o *fedgatepb.Object) error {
+	if o == nil {
+		return errors.New("object: Required value")
+	}
+	if err := checkRef(o.Kind, o.Namespace, o.Name); err != nil {
+		return err
+	}
+	if len(o.Json) == 0 {
+		return fmt.Errorf("%s: json: Required value", resources.Describe(o.Kind, o.Namespace, o.Name))
+	}
+	return nil
+}
+
+func checkRef(kind, namespace, name string) error {
+	desc := resources.Describe(kind, namespace, name)
+	if err := CheckSegment("kind", kind, false); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	if err := CheckSegment("metadata.namespace", namespace, !resources.Namespaced(kind)); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	if !resources.Namespaced(kind) && namespace != "" {
+		return fmt.Errorf("%s: metadata.namespace: Invalid value: %q: %s is cluster-scoped", desc, namespace, kind)
+	}
+	if err := CheckSegment("metadata.name", name, false); err != nil {
+		return fmt.Errorf("%s: %w", desc, err)
+	}
+	return nil
+}
+
+// decodeObjectKV rebuilds a wire object from a key under prefix and its Kubernetes JSON value.
+func decodeObjectKV(key, prefix string, value []byte) (*fedgatepb.Object, error) {
+	kind, ns, name, err := objectKeyParts(strings.TrimPrefix(key, prefix))
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+	}
+	if err := json.Unmarshal(value, &head); err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return &fedgatepb.Object{ApiVersion: head.APIVersion, Kind: kind, Namespace: ns, Name: name, Json: value}, nil
+}
+
+func decodeReportKV(key string, value []byte) (string, *fedgatepb.Object, error) {
+	tail := strings.TrimPrefix(key, ReportsPrefix)
+	cluster, rest, ok := strings.Cut(tail, "/")
+	if !ok || cluster == "" {
+		return "", nil, fmt.Errorf("malformed report key %q", key)
+	}
+	o, err := decodeObjectKV(rest, "", value)
+	return cluster, o, err
+}

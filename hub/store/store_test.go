@@ -1,0 +1,340 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// startStore runs an embedded etcd in dir and returns a Store on it; both are closed when the test ends unless the
+// returned stop is called first.
+func startStore(t *testing.T, dir string, opts Options) (*Store, func()) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := StartEmbedded(ctx, EmbeddedConfig{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := Connect(ctx, e.Endpoints())
+	if err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	if opts.MaxTxnOps == 0 {
+		opts.MaxTxnOps = EmbeddedMaxTxnOps
+		opts.MaxRequestBytes = EmbeddedMaxRequestBytes
+	}
+	opts.Logger = quietLogger()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cli.Close()
+			e.Close()
+		}
+	}
+	t.Cleanup(stop)
+	return New(cli, opts), stop
+}
+
+func route(ns, name, host string) *fedgatepb.Object {
+	js := fmt.Sprintf(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":%q,"namespace":%q},"spec":{"hostnames":[%q]}}`, name, ns, host)
+	return &fedgatepb.Object{ApiVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute", Namespace: ns, Name: name, Json: []byte(js)}
+}
+
+func service(ns, name string) *fedgatepb.Object {
+	js := fmt.Sprintf(`{"apiVersion":"v1","kind":"Service","metadata":{"name":%q,"namespace":%q},"spec":{"ports":[{"port":80}]}}`, name, ns)
+	return &fedgatepb.Object{ApiVersion: "v1", Kind: "Service", Namespace: ns, Name: name, Json: []byte(js)}
+}
+
+func actions(rs []ApplyResult) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Ref.Name+"="+r.Action)
+	}
+	return out
+}
+
+func listNames(t *testing.T, s *Store, includeReports bool) []string {
+	t.Helper()
+	objs, _, err := s.ListObjects(context.Background(), nil, "", includeReports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Cluster+":"+o.Object.Kind+"/"+o.Object.Namespace+"/"+o.Object.Name)
+	}
+	return out
+}
+
+func TestApplyListDeleteRoundTrip(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+
+	res, rev1, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "a", "a.example"), route("default", "b", "b.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a=created", "b=created"}, actions(res)); diff != "" {
+		t.Fatalf("first apply (-want +got):\n%s", diff)
+	}
+	res, rev2, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "a", "a.example"), route("default", "b", "b2.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a=unchanged", "b=configured"}, actions(res)); diff != "" {
+		t.Fatalf("second apply (-want +got):\n%s", diff)
+	}
+	if rev2 <= rev1 {
+		t.Fatalf("revision did not advance: %d then %d", rev1, rev2)
+	}
+	res, rev3, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "a", "a.example")})
+	if err != nil || res[0].Action != ActionUnchanged || rev3 != rev2 {
+		t.Fatalf("no-op apply: res=%v rev=%d (want %d) err=%v", actions(res), rev3, rev2, err)
+	}
+
+	objs, _, err := s.ListObjects(ctx, []string{"HTTPRoute"}, "default", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 || string(objs[1].Object.Json) != string(route("default", "b", "b2.example").Json) ||
+		objs[1].Object.ApiVersion != "gateway.networking.k8s.io/v1" {
+		t.Fatalf("listed objects: %v", objs)
+	}
+
+	deleted, notFound, _, err := s.DeleteHub(ctx, []*fedgatepb.ObjectRef{
+		{Kind: "HTTPRoute", Namespace: "default", Name: "a"}, {Kind: "HTTPRoute", Namespace: "default", Name: "zzz"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deleted) != 1 || deleted[0].Name != "a" || len(notFound) != 1 || notFound[0].Name != "zzz" {
+		t.Fatalf("delete: deleted=%v notFound=%v", deleted, notFound)
+	}
+	if diff := cmp.Diff([]string{":HTTPRoute/default/b"}, listNames(t, s, false)); diff != "" {
+		t.Fatalf("after delete (-want +got):\n%s", diff)
+	}
+}
+
+func TestApplyIsAllOrNothing(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	bad := route("default", "x/../y", "x.example")
+	bad.Name = "x/../y"
+	_, _, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "good", "g.example"), bad})
+	if err == nil {
+		t.Fatal("apply with a malformed name succeeded")
+	}
+	if want := `objects[1]: HTTPRoute "default/x/../y": metadata.name`; !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not name the object and field (%q)", err, want)
+	}
+	if got := listNames(t, s, false); len(got) != 0 {
+		t.Fatalf("a failed apply stored %v", got)
+	}
+	// Too many objects for one transaction: refused whole, not chunked.
+	small, _ := startStore(t, t.TempDir(), Options{MaxTxnOps: 3, MaxRequestBytes: DefaultMaxRequestBytes})
+	var many []*fedgatepb.Object
+	for i := range 4 {
+		many = append(many, route("default", fmt.Sprintf("r%d", i), "h.example"))
+	}
+	if _, _, err := small.ApplyHub(ctx, many); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("oversized apply: err=%v", err)
+	}
+	if got := listNames(t, small, false); len(got) != 0 {
+		t.Fatalf("an oversized apply stored %v", got)
+	}
+}
+
+func TestReplaceReportRemovesMissingObjects(t *testing.T) {
+	// MaxTxnOps 4 also exercises the chunked path used against an external etcd with default limits.
+	for _, maxOps := range []int{EmbeddedMaxTxnOps, 4} {
+		t.Run(fmt.Sprint("maxTxnOps=", maxOps), func(t *testing.T) {
+			s, _ := startStore(t, t.TempDir(), Options{MaxTxnOps: maxOps, MaxRequestBytes: DefaultMaxRequestBytes})
+			ctx := context.Background()
+			var first []*fedgatepb.Object
+			for i := range 10 {
+				first = append(first, service("apps", fmt.Sprintf("svc%02d", i)))
+			}
+			if _, err := s.ReplaceReport(ctx, "east", first); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ReplaceReport(ctx, "west", first[:1]); err != nil {
+				t.Fatal(err)
+			}
+			rev, err := s.ReplaceReport(ctx, "east", []*fedgatepb.Object{first[3], service("apps", "new")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Report(ctx, "east")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, o := range got {
+				names = append(names, o.Name)
+			}
+			if diff := cmp.Diff([]string{"new", "svc03"}, names); diff != "" {
+				t.Fatalf("east report (-want +got):\n%s", diff)
+			}
+			// Identical snapshot: nothing written, so no new revision and no recompile.
+			rev2, err := s.ReplaceReport(ctx, "east", []*fedgatepb.Object{service("apps", "new"), first[3]})
+			if err != nil || rev2 != rev {
+				t.Fatalf("identical snapshot: rev %d -> %d, err %v", rev, rev2, err)
+			}
+			// Another cluster's report is untouched.
+			if w, _ := s.Report(ctx, "west"); len(w) != 1 {
+				t.Fatalf("west report changed: %v", w)
+			}
+			if _, err := s.ApplyReportDelta(ctx, "east", []*fedgatepb.Object{service("apps", "d")},
+				[]*fedgatepb.ObjectRef{{Kind: "Service", Namespace: "apps", Name: "new"}}); err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := s.ReportCount(ctx, "east", 0); n != 2 {
+				t.Fatalf("after delta east has %d objects, want 2", n)
+			}
+		})
+	}
+}
+
+func TestStateSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, stop := startStore(t, dir, Options{})
+	if _, _, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "a", "a.example")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east", EastWestAddress: "127.0.0.1:15443", Labels: map[string]string{"region": "eu"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReplaceReport(ctx, "east", []*fedgatepb.Object{service("apps", "web")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteGraphs(ctx, nil, 7, map[string]*spokeconfig.SpokeConfig{"east": {Cluster: "east"}}); err != nil {
+		t.Fatal(err)
+	}
+	before := listNames(t, s, true)
+	stop()
+
+	s2, _ := startStore(t, dir, Options{})
+	if diff := cmp.Diff(before, listNames(t, s2, true)); diff != "" {
+		t.Fatalf("objects after restart (-before +after):\n%s", diff)
+	}
+	cl, err := s2.Clusters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cl) != 1 || cl[0].Record.EastWestAddress != "127.0.0.1:15443" || cl[0].Record.Labels["region"] != "eu" || cl[0].ReportedObjects != 1 {
+		t.Fatalf("clusters after restart: %+v", cl)
+	}
+	g, _, err := s2.ReadGraph(ctx, "east")
+	if err != nil || g == nil || g.Revision != 7 {
+		t.Fatalf("graph after restart: %+v, %v", g, err)
+	}
+}
+
+func TestWriteGraphsOnlyWritesChanges(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	cfg := func(name, ew string) *spokeconfig.SpokeConfig {
+		return &spokeconfig.SpokeConfig{Cluster: name, Revision: 99, Clusters: []spokeconfig.Cluster{{Name: "x", EastWestAddress: ew}}}
+	}
+	changed, err := s.WriteGraphs(ctx, nil, 10, map[string]*spokeconfig.SpokeConfig{"east": cfg("east", "a:1"), "west": cfg("west", "a:1")})
+	if err != nil || !cmp.Equal(changed, []string{"east", "west"}) {
+		t.Fatalf("first write: %v %v", changed, err)
+	}
+	// Same content at a later revision: nothing written, the stored revision stays 10.
+	changed, err = s.WriteGraphs(ctx, nil, 20, map[string]*spokeconfig.SpokeConfig{"east": cfg("east", "a:1"), "west": cfg("west", "b:2")})
+	if err != nil || !cmp.Equal(changed, []string{"west"}) {
+		t.Fatalf("second write: %v %v", changed, err)
+	}
+	east, _, _ := s.ReadGraph(ctx, "east")
+	west, _, _ := s.ReadGraph(ctx, "west")
+	if east.Revision != 10 || west.Revision != 20 {
+		t.Fatalf("revisions: east %d west %d", east.Revision, west.Revision)
+	}
+	// The stored bytes are what the hash covers, and they decode to the stamped revision.
+	if spokeconfig.Hash(west.Config) != west.Hash {
+		t.Fatal("stored config does not match its hash")
+	}
+	if c, err := spokeconfig.Decode(west.Config); err != nil || c.Revision != 20 {
+		t.Fatalf("decoded config: %+v %v", c, err)
+	}
+	// A vanished cluster loses its graph.
+	if _, err := s.WriteGraphs(ctx, nil, 30, map[string]*spokeconfig.SpokeConfig{"west": cfg("west", "b:2")}); err != nil {
+		t.Fatal(err)
+	}
+	if g, _, _ := s.ReadGraph(ctx, "east"); g != nil {
+		t.Fatalf("graph of vanished cluster kept: %+v", g)
+	}
+}
+
+func TestReadInputsAtOneRevision(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east", EastWestAddress: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := s.ApplyHub(ctx, []*fedgatepb.Object{route("default", "a", "a.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.ReadInputs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Revision != rev || in.Clusters["east"] == nil || in.Clusters["east"].EastWestAddress != "127.0.0.1:1" {
+		t.Fatalf("inputs: rev %d (want %d), clusters %+v", in.Revision, rev, in.Clusters)
+	}
+}
+
+func TestPresenceAndSyncState(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	p1, err := s.HoldPresence(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := s.HoldPresence(ctx, "east") // reconnect before the old stream noticed it was dead
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	connected := func() bool {
+		cl, err := s.Clusters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl[0].Connected
+	}
+	if !connected() {
+		t.Fatal("closing the old connection dropped the new connection's presence")
+	}
+	if _, err := s.UpdateSyncState(ctx, "east", func(st *SyncState) { st.NackedRevision, st.LastNackError = 5, "boom" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if connected() {
+		t.Fatal("still connected after the last connection closed")
+	}
+	cl, _ := s.Clusters(ctx)
+	if cl[0].Sync.NackedRevision != 5 || cl[0].Sync.LastNackError != "boom" {
+		t.Fatalf("sync state: %+v", cl[0].Sync)
+	}
+}
