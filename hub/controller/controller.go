@@ -1,0 +1,317 @@
+// Package controller runs the hub's compile loop: it watches the inputs in etcd (hub objects, cluster reports,
+// cluster records), coalesces bursts of changes, compiles one consistent snapshot with hub/compiler, projects the
+// graph for every cluster and writes the projections and statuses back to etcd, where hub/server streams them to
+// spokes.
+//
+// Only the elected leader compiles (etcd election under store.LeaderPrefix), so several hub replicas can share one
+// etcd; every graph and status write is guarded by the leader key, so a replica that lost leadership mid-compile
+// cannot overwrite a newer graph. The package does no networking of its own beyond etcd.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/hub/compiler"
+	"github.com/fedgate/fedgate/hub/store"
+)
+
+// Config tunes the compile loop. Zero values take the defaults.
+type Config struct {
+	// HoldOff is how long the loop waits after a change for more changes before compiling. Default 20ms.
+	HoldOff time.Duration
+	// MaxDelay bounds how long a steady stream of changes can postpone a compile. Default 200ms.
+	MaxDelay time.Duration
+	// Identity is this replica's value in the leader election (shown by etcdctl). Default: hostname and pid.
+	Identity string
+	// SessionTTL is the leader lease TTL: how long a crashed leader blocks a standby. Default 10s.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultHoldOff    = 20 * time.Millisecond
+	DefaultMaxDelay   = 200 * time.Millisecond
+	DefaultSessionTTL = 10 * time.Second
+)
+
+// Validate reports a configuration the loop cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.HoldOff < 0 {
+		errs = append(errs, fmt.Errorf("compile hold-off %v: must not be negative", c.HoldOff))
+	}
+	if c.MaxDelay < 0 {
+		errs = append(errs, fmt.Errorf("compile max delay %v: must not be negative", c.MaxDelay))
+	}
+	if c.HoldOff > 0 && c.MaxDelay > 0 && c.MaxDelay < c.HoldOff {
+		errs = append(errs, fmt.Errorf("compile max delay %v: must be at least the hold-off %v", c.MaxDelay, c.HoldOff))
+	}
+	if c.SessionTTL != 0 && c.SessionTTL < time.Second {
+		errs = append(errs, fmt.Errorf("session TTL %v: must be at least 1s", c.SessionTTL))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.HoldOff == 0 {
+		c.HoldOff = DefaultHoldOff
+	}
+	if c.MaxDelay == 0 {
+		c.MaxDelay = DefaultMaxDelay
+	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.Identity == "" {
+		host, _ := os.Hostname()
+		c.Identity = fmt.Sprintf("%s/%d", host, os.Getpid())
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Controller is the compile loop. Create it with New and start it with Run.
+type Controller struct {
+	st  *store.Store
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	compiled int64         // input revision of the last successful compile
+	compiles int64         // successful compiles since start
+	advanced chan struct{} // closed (and replaced) whenever compiled advances
+}
+
+// New returns a controller over st.
+func New(st *store.Store, cfg Config) *Controller {
+	cfg = cfg.withDefaults()
+	return &Controller{st: st, cfg: cfg, log: cfg.Logger.With("component", "compile"), advanced: make(chan struct{})}
+}
+
+// Compiled is the input revision of the last compile this replica finished.
+func (c *Controller) Compiled() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.compiled
+}
+
+// Compiles counts the compiles this replica finished (tests use it to see debouncing).
+func (c *Controller) Compiles() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.compiles
+}
+
+// WaitCompiled blocks until this replica has compiled inputs at revision rev or later. rev should be a revision
+// returned by a write of inputs (Apply, a report, a cluster record); only the leader compiles, so a standby replica
+// waits until it becomes leader.
+func (c *Controller) WaitCompiled(ctx context.Context, rev int64) error {
+	for {
+		c.mu.Lock()
+		done, ch := c.compiled >= rev, c.advanced
+		c.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for revision %d to be compiled (last compiled %d): %w", rev, c.Compiled(), ctx.Err())
+		}
+	}
+}
+
+func (c *Controller) markCompiled(rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.compiles++
+	if rev > c.compiled {
+		c.compiled = rev
+		close(c.advanced)
+		c.advanced = make(chan struct{})
+	}
+}
+
+// Run campaigns for leadership and compiles while leader, until ctx ends. Losing leadership or an etcd error sends it
+// back to campaigning after a short backoff; it returns only ctx's error.
+func (c *Controller) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.campaignAndLead(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.log.Warn("compile leadership ended; campaigning again", "error", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *Controller) campaignAndLead(ctx context.Context) error {
+	cli := c.st.Client()
+	session, err := concurrency.NewSession(cli, concurrency.WithTTL(int(c.cfg.SessionTTL/time.Second)), concurrency.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("leader session: %w", err)
+	}
+	defer session.Close() // revokes the lease: a standby takes over at once instead of after the TTL
+	election := concurrency.NewElection(session, store.LeaderPrefix)
+	if err := election.Campaign(ctx, c.cfg.Identity); err != nil {
+		return fmt.Errorf("campaign: %w", err)
+	}
+	c.log.Info("elected compile leader", "identity", c.cfg.Identity, "key", election.Key())
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-session.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	guard := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(election.Key()), "=", election.Rev())}
+	return c.lead(lctx, guard)
+}
+
+// lead compiles once, then on every batch of input changes until ctx ends or a write finds leadership lost.
+func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
+	rev, err := c.compile(ctx, guard)
+	if err != nil {
+		return err
+	}
+	cli := c.st.Client()
+	// Watch from the compiled revision on, so no change between the read and the watch is missed.
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(rev + 1)}
+	hubW := cli.Watch(ctx, store.HubPrefix, opts...)
+	reportsW := cli.Watch(ctx, store.ReportsPrefix, opts...)
+	clustersW := cli.Watch(ctx, store.ClustersPrefix, opts...)
+
+	var d debouncer
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	onEvents := func(wr clientv3.WatchResponse, ok bool) error {
+		if !ok {
+			return errors.New("input watch closed")
+		}
+		if err := wr.Err(); err != nil {
+			// Compacted or cancelled: start over (re-read, re-watch) rather than risk missing a change.
+			return fmt.Errorf("input watch: %w", err)
+		}
+		if len(wr.Events) > 0 {
+			timer.Reset(d.event(time.Now(), c.cfg.HoldOff, c.cfg.MaxDelay))
+		}
+		return nil
+	}
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case wr, ok := <-hubW:
+			err = onEvents(wr, ok)
+		case wr, ok := <-reportsW:
+			err = onEvents(wr, ok)
+		case wr, ok := <-clustersW:
+			err = onEvents(wr, ok)
+		case <-timer.C:
+			d.reset()
+			if _, cerr := c.compile(ctx, guard); cerr != nil {
+				if errors.Is(cerr, store.ErrNotLeader) || ctx.Err() != nil {
+					return cerr
+				}
+				// Transient (etcd unavailable, oversized write): keep leadership and retry later; the spokes keep
+				// their last config meanwhile.
+				c.log.Error("compile failed; retrying", "error", cerr)
+				timer.Reset(d.event(time.Now(), c.cfg.MaxDelay, c.cfg.MaxDelay))
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// debouncer decides when a burst of changes is compiled: HoldOff after the latest change, but never later than
+// MaxDelay after the first change of the burst.
+type debouncer struct {
+	pending bool
+	first   time.Time
+}
+
+// event records a change at now and returns how long to wait before compiling.
+func (d *debouncer) event(now time.Time, holdOff, maxDelay time.Duration) time.Duration {
+	if !d.pending {
+		d.pending, d.first = true, now
+	}
+	fire := now.Add(holdOff)
+	if deadline := d.first.Add(maxDelay); deadline.Before(fire) {
+		fire = deadline
+	}
+	return max(fire.Sub(now), 0)
+}
+
+func (d *debouncer) reset() { d.pending = false }
+
+// compile runs one read → compile → project → write cycle and returns the input revision.
+func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int64, err error) {
+	start := time.Now()
+	in, err := c.st.ReadInputs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	out, configs, err := compileAndProject(in)
+	if err != nil {
+		return 0, err
+	}
+	changed, err := c.st.WriteGraphs(ctx, guard, in.Revision, configs)
+	if err != nil {
+		return 0, err
+	}
+	nStatus, err := c.st.WriteStatuses(ctx, guard, out.Statuses)
+	if err != nil {
+		return 0, err
+	}
+	c.markCompiled(in.Revision)
+	c.log.Debug("compiled", "revision", in.Revision, "clusters", len(configs), "graphsChanged", changed,
+		"statusWrites", nStatus, "duration", time.Since(start))
+	return in.Revision, nil
+}
+
+// compileAndProject runs the pure stages. A panic in them is a compiler bug; it becomes an error so the hub keeps
+// serving the last good graphs instead of crashing every replica on the same input.
+func compileAndProject(in *compiler.Inputs) (out *compiler.Output, configs map[string]*spokeconfig.SpokeConfig, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("compiler panic at revision %d: %v", in.Revision, r)
+		}
+	}()
+	out = compiler.Compile(in)
+	names := make([]string, 0, len(in.Clusters))
+	for name := range in.Clusters {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	configs = make(map[string]*spokeconfig.SpokeConfig, len(names))
+	for _, name := range names {
+		configs[name] = compiler.Project(out.Graph, name)
+	}
+	return out, configs, nil
+}
