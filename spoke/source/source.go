@@ -55,3 +55,16 @@ func SameObject(a, b *fedgatepb.Object) bool {
 
 // ObjectID names an object in a snapshot (see resources.ID).
 func ObjectID(o *fedgatepb.Object) string { return resources.ID(o.Kind, o.Namespace, o.Name) }
+
+// Static is a Source whose objects never change: it emits them once. A spoke with no local objects to report (it only
+// routes to other clusters) runs with an empty Static so the hub still learns of it.
+type Static struct {
+	Objects []*fedgatepb.Object
+}
+
+// Run implements Source.
+func (s Static) Run(ctx context.Context, emit func(Snapshot)) error {
+	emit(NewSnapshot(append([]*fedgatepb.Object(nil), s.Objects...)))
+	<-ctx.Done()
+	return nil
+}

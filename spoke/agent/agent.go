@@ -1,0 +1,215 @@
+// Package agent wires a spoke together: source → reporter → hub, hub → subscriber → proxy (with the disk cache), and
+// the east-west listener other spokes forward to. It owns process-level concerns (listeners, the hub connection,
+// shutdown order) and no protocol logic of its own. Run is usable in-process, which is how end-to-end tests start
+// spokes.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/proxy"
+	"github.com/fedgate/fedgate/spoke/reporter"
+	"github.com/fedgate/fedgate/spoke/source"
+	"github.com/fedgate/fedgate/spoke/subscriber"
+)
+
+// maxConfigMessage bounds a SpokeConfigUpdate from the hub. A large fleet's projection can exceed grpc's 4 MiB
+// default; a bigger config than this should be split by the hub, not swallowed by the spoke.
+const maxConfigMessage = 16 << 20
+
+// Proxy is what the agent needs from the embedded proxy; *proxy.Server implements it.
+type Proxy interface {
+	Apply(*spokeconfig.SpokeConfig) error
+	ServeEastWest(net.Listener) error
+	Close() error
+}
+
+var _ Proxy = (*proxy.Server)(nil)
+
+// Agent is one running spoke.
+type Agent struct {
+	cfg       Config
+	log       *slog.Logger
+	proxy     Proxy
+	eastWest  net.Listener
+	advertise string
+	sub       *subscriber.Subscriber
+	conn      *grpc.ClientConn // nil without a hub
+	rep       *reporter.Reporter
+}
+
+// New validates cfg and binds the east-west listener, so callers learn the advertised address (and port conflicts)
+// before Run. Run must follow: it releases what New acquired. The hub connection is lazy and is not attempted yet.
+func New(cfg Config) (*Agent, error) {
+	cfg = cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("spoke config: %w", err)
+	}
+	log := cfg.Log.With("cluster", cfg.Cluster)
+	l, err := net.Listen("tcp", cfg.EastWestListen)
+	if err != nil {
+		return nil, fmt.Errorf("east-west listener: %w", err)
+	}
+	advertise := cfg.EastWestAddress
+	if advertise == "" {
+		advertise = l.Addr().String()
+		if ip := l.Addr().(*net.TCPAddr).IP; ip.IsUnspecified() {
+			log.Warn("east-west listener binds every address and no east-west address is set; other spokes cannot reach "+
+				"this one until --east-west-address names a reachable host", "advertised", advertise)
+		}
+	}
+	p := cfg.Proxy
+	if p == nil {
+		p = proxy.New(proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset})
+	}
+	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
+	var client fedgatepb.SyncClient
+	if cfg.HubAddress != "" {
+		if a.conn, err = grpc.NewClient(cfg.HubAddress, dialOptions(cfg)...); err != nil {
+			_ = l.Close()
+			return nil, fmt.Errorf("hub %s: %w", cfg.HubAddress, err)
+		}
+		client = fedgatepb.NewSyncClient(a.conn)
+		if a.rep, err = reporter.New(reporter.Options{
+			Client: client, Hello: a.hello(), MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log,
+		}); err != nil {
+			_ = a.conn.Close()
+			_ = l.Close()
+			return nil, err
+		}
+	}
+	a.sub, err = subscriber.New(subscriber.Options{
+		Client: client, Hello: a.hello(), Applier: p, CacheDir: cfg.CacheDir,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log,
+	})
+	if err != nil {
+		if a.conn != nil {
+			_ = a.conn.Close()
+		}
+		_ = l.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// EastWestAddress is the address advertised to the hub for this spoke's east-west listener.
+func (a *Agent) EastWestAddress() string { return a.advertise }
+
+// Applied returns the graph revision and config hash serving now.
+func (a *Agent) Applied() (revision int64, hash string) { return a.sub.Applied() }
+
+func (a *Agent) hello() *fedgatepb.Hello {
+	return &fedgatepb.Hello{
+		Cluster: a.cfg.Cluster, AgentVersion: a.cfg.AgentVersion, EastWestAddress: a.advertise, Labels: a.cfg.Labels,
+	}
+}
+
+// Run builds an Agent from cfg and runs it until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// Run serves until ctx ends, then shuts down: streams to the hub first, then the proxy (in-flight requests finish).
+// It returns nil on a clean shutdown and an error when a component fails for good (e.g. the source directory is gone
+// at start).
+func (a *Agent) Run(ctx context.Context) error {
+	log := a.log
+	// The cache goes live before anything touches the network: a spoke restarted while the hub is down serves at once.
+	if ok, err := a.sub.LoadCache(); err != nil {
+		log.Error("ignoring config cache; waiting for the hub", "error", err)
+	} else if !ok && a.cfg.CacheDir != "" {
+		log.Info("no config cache yet", "dir", a.cfg.CacheDir)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	fail := func(name string, err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = fmt.Errorf("%s: %w", name, err)
+		}
+		errMu.Unlock()
+		cancel()
+	}
+	// goRun runs a component; its failure stops the agent, its clean return (ctx ended) does not.
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				fail(name, err)
+			}
+		}()
+	}
+
+	// Not in wg: it returns only once the proxy is closed, which happens after wg.Wait.
+	ewDone := make(chan struct{})
+	go func() {
+		defer close(ewDone)
+		if err := a.proxy.ServeEastWest(a.eastWest); err != nil && ctx.Err() == nil {
+			fail("east-west listener", err)
+		}
+	}()
+	log.Info("east-west listening", "listen", a.eastWest.Addr().String(), "advertised", a.advertise)
+
+	if a.conn != nil {
+		src := a.cfg.Source
+		if src == nil && a.cfg.SourceDir != "" {
+			src = &source.Dir{Path: a.cfg.SourceDir, Log: log}
+		}
+		if src == nil {
+			src = source.Static{}
+		}
+		goRun("source", func() error { return src.Run(ctx, a.rep.Update) })
+		goRun("reporter", func() error { return a.rep.Run(ctx) })
+		goRun("subscriber", func() error { return a.sub.Run(ctx) })
+		log.Info("connecting to hub", "hub", a.cfg.HubAddress)
+	} else {
+		log.Warn("no hub address: serving the cached config only")
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	cancel()
+	wg.Wait()
+	if a.conn != nil {
+		_ = a.conn.Close()
+	}
+	perr := a.proxy.Close()
+	_ = a.eastWest.Close() // in case the proxy never took it
+	<-ewDone
+	errMu.Lock()
+	defer errMu.Unlock()
+	return errors.Join(firstErr, perr)
+}
+
+// dialOptions is the one place the hub connection is configured. Plaintext for now; mTLS arrives with cluster join.
+func dialOptions(cfg Config) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                cfg.KeepaliveTime,
+			Timeout:             cfg.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxConfigMessage)),
+	}
+}

@@ -1,0 +1,137 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/fedgate/fedgate/spoke/source"
+)
+
+// Version is the agent version reported to the hub; set at build time with
+// -ldflags "-X github.com/fedgate/fedgate/spoke/agent.Version=...".
+var Version = "dev"
+
+// Config configures one spoke agent. Zero values take the documented defaults (see Defaults); a test checks that every
+// "Default:" below matches the code.
+type Config struct {
+	// Cluster is this spoke's cluster name, as the hub and other spokes know it. Required.
+	Cluster string
+	// HubAddress is host:port of the hub's gRPC endpoint. Empty runs without a hub: the agent serves its disk cache
+	// and east-west traffic only.
+	HubAddress string
+	// SourceDir is a directory of Kubernetes manifests describing this cluster's objects (see source.Dir).
+	SourceDir string
+	// Source overrides SourceDir (tests, and the Kubernetes source later). With neither, the spoke reports no objects.
+	Source source.Source
+	// EastWestListen is the address of the listener other spokes send cross-cluster requests to.
+	// Default: ":15443".
+	EastWestListen string
+	// EastWestAddress is host:port advertised to the hub for EastWestListen. Empty advertises the listener's bound
+	// address, which is only reachable by others when EastWestListen names a concrete host.
+	EastWestAddress string
+	// ListenHost overrides the bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host).
+	ListenHost string
+	// PortOffset is added to every gateway listener port.
+	PortOffset int32
+	// CacheDir keeps the last good config so a restarted spoke serves before (and without) reaching the hub. Empty
+	// disables the cache.
+	CacheDir string
+	// Labels describe the cluster to the hub (e.g. region=eu).
+	Labels map[string]string
+	// AgentVersion reported to the hub.
+	// Default: Version.
+	AgentVersion string
+	// MinBackoff is the first reconnect delay after a hub stream breaks; it doubles (with jitter) per failure.
+	// Default: 100ms.
+	MinBackoff time.Duration
+	// MaxBackoff caps the reconnect delay.
+	// Default: 10s.
+	MaxBackoff time.Duration
+	// KeepaliveTime is how long the hub connection may stay silent before the agent pings it, so a vanished hub is
+	// noticed and the streams reconnect. The hub's keepalive enforcement policy must allow pings this often
+	// (grpc-go's server default, 5m, does not: the client then backs off by doubling after a GOAWAY).
+	// Default: 1m0s.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long a ping may go unanswered before the connection is considered dead.
+	// Default: 10s.
+	KeepaliveTimeout time.Duration
+	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost and PortOffset.
+	Proxy Proxy
+	// Log, default slog.Default().
+	Log *slog.Logger
+}
+
+// Defaults returns c with every unset field that has a default filled in.
+func (c Config) Defaults() Config {
+	if c.EastWestListen == "" {
+		c.EastWestListen = ":15443"
+	}
+	if c.AgentVersion == "" {
+		c.AgentVersion = Version
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 10 * time.Second
+	}
+	if c.KeepaliveTime == 0 {
+		c.KeepaliveTime = time.Minute
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = 10 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return c
+}
+
+// Validate checks a Config after Defaults.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Cluster == "" {
+		errs = append(errs, errors.New("cluster: required"))
+	} else if strings.ContainsAny(c.Cluster, "/ \t\n") {
+		errs = append(errs, fmt.Errorf("cluster %q: must not contain '/' or whitespace", c.Cluster))
+	}
+	if c.HubAddress != "" {
+		if _, _, err := net.SplitHostPort(c.HubAddress); err != nil {
+			errs = append(errs, fmt.Errorf("hubAddress %q: %v", c.HubAddress, err))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.EastWestListen); err != nil {
+		errs = append(errs, fmt.Errorf("eastWestListen %q: %v", c.EastWestListen, err))
+	}
+	if c.EastWestAddress != "" {
+		if _, _, err := net.SplitHostPort(c.EastWestAddress); err != nil {
+			errs = append(errs, fmt.Errorf("eastWestAddress %q: %v", c.EastWestAddress, err))
+		}
+	}
+	if c.ListenHost != "" && net.ParseIP(c.ListenHost) == nil {
+		errs = append(errs, fmt.Errorf("listenHost %q: not an IP address", c.ListenHost))
+	}
+	if c.PortOffset < 0 || c.PortOffset > 65534 {
+		errs = append(errs, fmt.Errorf("portOffset %d: must be between 0 and 65534", c.PortOffset))
+	}
+	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
+		errs = append(errs, fmt.Errorf("backoff %v..%v: need 0 < min <= max", c.MinBackoff, c.MaxBackoff))
+	}
+	if c.KeepaliveTime < 10*time.Second {
+		// grpc-go raises anything lower to 10s anyway; say so rather than silently differ.
+		errs = append(errs, fmt.Errorf("keepaliveTime %v: must be at least 10s", c.KeepaliveTime))
+	}
+	if c.KeepaliveTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("keepaliveTimeout %v: must be positive", c.KeepaliveTimeout))
+	}
+	for k := range c.Labels {
+		if k == "" {
+			errs = append(errs, errors.New("labels: empty key"))
+		}
+	}
+	return errors.Join(errs...)
+}
