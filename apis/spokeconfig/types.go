@@ -21,6 +21,26 @@ type SpokeConfig struct {
 	Backends []Backend `json:"backends,omitempty"`
 	// Clusters that own endpoints named in Backends, other than this one. Sorted by name.
 	Clusters []Cluster `json:"clusters,omitempty"`
+	// SessionKeys authenticate session-persistence tokens; the first signs, every one verifies (the hub keeps the
+	// previous key for one rotation period). Every spoke gets the same keys, so a token minted in one cluster is
+	// honoured in another.
+	SessionKeys []SessionKey `json:"sessionKeys,omitempty"`
+	// Gossip configures cluster-health gossip among spokes (memberlist). Nil disables it.
+	Gossip *Gossip `json:"gossip,omitempty"`
+}
+
+// SessionKey is one HMAC key for session tokens.
+type SessionKey struct {
+	ID     uint8  `json:"id"`
+	Secret []byte `json:"secret"` // base64 in JSON
+}
+
+// Gossip is the memberlist configuration the hub hands every spoke.
+type Gossip struct {
+	// Key encrypts gossip (AES-256-GCM; 32 bytes). Rotated by the hub like session keys.
+	Key []byte `json:"key"`
+	// Peers: gossip addresses (host:port) of the other clusters' spokes, sorted; a spoke joins through any of them.
+	Peers []string `json:"peers,omitempty"`
 }
 
 // Cluster is a remote cluster reachable over its spoke's east-west listener.
@@ -28,6 +48,8 @@ type Cluster struct {
 	Name string `json:"name"`
 	// EastWestAddress is host:port of that spoke's east-west listener.
 	EastWestAddress string `json:"eastWestAddress"`
+	// GossipAddress is host:port of that spoke's memberlist listener (empty: the cluster does not gossip).
+	GossipAddress string `json:"gossipAddress,omitempty"`
 }
 
 // Protocol of a port.
@@ -138,6 +160,57 @@ type Action struct {
 	// Timeouts in milliseconds; 0 = none.
 	RequestTimeoutMs        int64 `json:"requestTimeoutMs,omitempty"`
 	BackendRequestTimeoutMs int64 `json:"backendRequestTimeoutMs,omitempty"`
+	// SessionPersistence of the rule (HTTPRoute/GRPCRoute rule sessionPersistence, or a policy that targets every
+	// backend of the rule). Nil: no stickiness at the rule level.
+	SessionPersistence *SessionPersistence `json:"sessionPersistence,omitempty"`
+	// Retry policy of the rule (HTTPRoute rule retry). Nil: only the built-in retry of idempotent requests on
+	// connection failure.
+	Retry *Retry `json:"retry,omitempty"`
+}
+
+// SessionPersistence pins a client to the endpoint (in whichever cluster) that served its first request.
+type SessionPersistence struct {
+	// Type "Cookie" (default) or "Header".
+	Type string `json:"type,omitempty"`
+	// SessionName is the cookie or header name.
+	SessionName string `json:"sessionName"`
+	// AbsoluteTimeoutMs: hard limit from the session's start; 0 none.
+	AbsoluteTimeoutMs int64 `json:"absoluteTimeoutMs,omitempty"`
+	// IdleTimeoutMs: rolling expiry renewed by each request (v1.1 BackendLBPolicy); 0 none.
+	IdleTimeoutMs int64 `json:"idleTimeoutMs,omitempty"`
+	// CookieLifetime "Session" (default: no Max-Age) or "Permanent" (Max-Age = absolute timeout).
+	CookieLifetime string `json:"cookieLifetime,omitempty"`
+	// Scope names what the session is bound to (rule or backend), so a token cannot be replayed against another.
+	Scope string `json:"scope"`
+	// Source is the object the policy came from (route, XBackendTrafficPolicy or BackendLBPolicy).
+	Source ObjectRef `json:"source"`
+}
+
+// Retry per HTTPRoute rule retry (experimental) and XBackendTrafficPolicy retryConstraint.
+type Retry struct {
+	// Codes: HTTP status codes (400-599) that trigger a retry.
+	Codes []int `json:"codes,omitempty"`
+	// Attempts after the first try.
+	Attempts int `json:"attempts,omitempty"`
+	// BackoffMs is the minimum wait between attempts.
+	BackoffMs int64 `json:"backoffMs,omitempty"`
+}
+
+// RetryBudget bounds retries to a share of active requests (XBackendTrafficPolicy retryConstraint); once spent, a
+// request that would be retried gets 503.
+type RetryBudget struct {
+	Percent             int   `json:"percent"`
+	IntervalMs          int64 `json:"intervalMs,omitempty"`
+	MinRetriesPerSecond int   `json:"minRetriesPerSecond,omitempty"`
+}
+
+// HealthCheck is an active HTTP health check of a backend's endpoints. Nil on a Backend means the spoke's defaults.
+type HealthCheck struct {
+	Path               string `json:"path,omitempty"`
+	IntervalMs         int64  `json:"intervalMs,omitempty"`
+	TimeoutMs          int64  `json:"timeoutMs,omitempty"`
+	HealthyThreshold   int    `json:"healthyThreshold,omitempty"`
+	UnhealthyThreshold int    `json:"unhealthyThreshold,omitempty"`
 }
 
 // DirectResponse answers without a backend.
@@ -205,6 +278,13 @@ type Backend struct {
 	// Endpoints in every cluster, sorted by (cluster, address). Endpoints of this spoke's cluster are dialled directly;
 	// the others through their cluster's east-west address.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// SessionPersistence from an XBackendTrafficPolicy or BackendLBPolicy targeting this Service; a rule's own
+	// sessionPersistence takes precedence.
+	SessionPersistence *SessionPersistence `json:"sessionPersistence,omitempty"`
+	// RetryBudget from an XBackendTrafficPolicy retryConstraint.
+	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
+	// HealthCheck overrides the spoke's default active health check for local endpoints.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 
 // Endpoint is one backend address in one cluster.
@@ -213,5 +293,7 @@ type Endpoint struct {
 	// Address is ip:port (the target port, resolved from the EndpointSlice).
 	Address string `json:"address"`
 	Ready   bool   `json:"ready"`
+	// Serving without Ready means terminating (draining): no new sessions, but pinned sessions keep using it.
+	Serving bool   `json:"serving,omitempty"`
 	Zone    string `json:"zone,omitempty"`
 }
