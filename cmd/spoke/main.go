@@ -12,28 +12,43 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/proxy"
 )
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "spoke:", err)
 		os.Exit(1)
 	}
 }
 
 func run(args []string) error {
+	defaults := agent.Config{}.Defaults()
 	fs := flag.NewFlagSet("spoke", flag.ContinueOnError)
-	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub")
-	cluster := fs.String("cluster", "", "name of this spoke's cluster")
+	hub := fs.String("hub", "", "hub gRPC address (host:port); empty serves the config cache only")
+	cluster := fs.String("cluster", "", "name of this spoke's cluster (required except with --static-config)")
+	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
+	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
+	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
 	listenHost := fs.String("listen-host", "", "bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host)")
 	portOffset := fs.Int("port-offset", 0, "added to every gateway listener port")
+	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
+	labels := fs.String("labels", "", "cluster labels, k=v,k=v")
+	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -45,10 +60,51 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if *staticConfig == "" {
-		return errors.New("--static-config is required")
+	if *portOffset < 0 || *portOffset > 65534 {
+		return fmt.Errorf("--port-offset %d: must be between 0 and 65534", *portOffset)
 	}
-	return runStatic(ctx, log, *staticConfig, *cluster, *listenHost, int32(*portOffset))
+	if *staticConfig != "" {
+		return runStatic(ctx, log, *staticConfig, *cluster, *listenHost, int32(*portOffset))
+	}
+	lbls, err := parseLabels(*labels)
+	if err != nil {
+		return fmt.Errorf("--labels: %w", err)
+	}
+	if *cluster == "" {
+		return errors.New("--cluster is required")
+	}
+	return agent.Run(ctx, agent.Config{
+		Cluster:         *cluster,
+		HubAddress:      *hub,
+		SourceDir:       *sourceDir,
+		EastWestListen:  *eastWestListen,
+		EastWestAddress: *eastWestAddress,
+		ListenHost:      *listenHost,
+		PortOffset:      int32(*portOffset),
+		CacheDir:        *cacheDir,
+		Labels:          lbls,
+		Log:             log,
+	})
+}
+
+// parseLabels reads "k=v,k=v".
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		k = strings.TrimSpace(k)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("%q: duplicate key", k)
+		}
+		out[k] = strings.TrimSpace(v)
+	}
+	return out, nil
 }
 
 // runStatic serves one SpokeConfig file until ctx ends.
