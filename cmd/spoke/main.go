@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -64,7 +65,14 @@ func run(args []string) error {
 		return fmt.Errorf("--port-offset %d: must be between 0 and 65534", *portOffset)
 	}
 	if *staticConfig != "" {
-		return runStatic(ctx, log, *staticConfig, *cluster, *listenHost, int32(*portOffset))
+		// East-west is served in static mode only when asked for, so a benchmark's lone spoke binds nothing extra.
+		ew := ""
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "east-west-listen" {
+				ew = *eastWestListen
+			}
+		})
+		return runStatic(ctx, log, *staticConfig, *cluster, *listenHost, int32(*portOffset), ew)
 	}
 	lbls, err := parseLabels(*labels)
 	if err != nil {
@@ -107,8 +115,8 @@ func parseLabels(s string) (map[string]string, error) {
 	return out, nil
 }
 
-// runStatic serves one SpokeConfig file until ctx ends.
-func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost string, portOffset int32) error {
+// runStatic serves one SpokeConfig file until ctx ends, and east-west traffic on eastWestListen if set.
+func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost string, portOffset int32, eastWestListen string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--static-config: %w", err)
@@ -124,6 +132,19 @@ func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost 
 	if err := srv.Apply(cfg); err != nil {
 		_ = srv.Close()
 		return fmt.Errorf("--static-config %s: apply: %w", path, err)
+	}
+	if eastWestListen != "" {
+		l, err := net.Listen("tcp", eastWestListen)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("--east-west-listen: %w", err)
+		}
+		go func() {
+			if err := srv.ServeEastWest(l); err != nil && ctx.Err() == nil {
+				log.Error("east-west listener failed", "error", err)
+			}
+		}()
+		log.Info("east-west listening", "listen", l.Addr().String())
 	}
 	log.Info("serving static config", "file", path, "cluster", cluster, "revision", cfg.Revision, "ports", len(cfg.Ports))
 	<-ctx.Done()
