@@ -121,6 +121,16 @@ func (c *compiler) processGateways() {
 	}
 }
 
+// hubClass returns the hub-applied GatewayClass of that name when it is ours.
+func (c *compiler) hubClass(name string) *gatewayv1.GatewayClass {
+	for _, gc := range c.hub.res.GatewayClasses {
+		if gc.Name == name && gc.Spec.ControllerName == ControllerName {
+			return gc
+		}
+	}
+	return nil
+}
+
 func gatewayOlder(a, b *gatewayInstance) bool {
 	ta, tb := a.gw.CreationTimestamp, b.gw.CreationTimestamp
 	if !ta.Equal(&tb) {
@@ -260,6 +270,20 @@ func (c *compiler) writeGatewayStatuses() {
 				conds = append(conds, condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonInvalid), "no listener is programmed", gen))
 			}
 			st.Clusters = append(st.Clusters, ClusterConditions{Cluster: cl, Conditions: conds})
+		}
+	}
+	// A hub Gateway of a fedgate class with no instance (no cluster has joined yet, or every cluster's own class of
+	// that name shadows it) still gets status, so that `hubctl get` does not show it as ignored.
+	for _, gw := range c.hub.res.Gateways {
+		gc := c.hubClass(string(gw.Spec.GatewayClassName))
+		ref := ObjectRef{Kind: resources.KindGateway, Namespace: gw.Namespace, Name: gw.Name}
+		if gc == nil || c.status.byRef[ref] != nil {
+			continue
+		}
+		st := c.status.get(ref, gw.Generation)
+		st.Conditions = []metav1.Condition{
+			condition(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "Gateway is accepted", gw.Generation),
+			condition(string(gatewayv1.GatewayConditionProgrammed), false, string(gatewayv1.GatewayReasonPending), "no cluster serves this Gateway yet", gw.Generation),
 		}
 	}
 	// Sum up per-cluster conditions: True only when every instance says True; otherwise the first False, naming its

@@ -42,7 +42,7 @@ func (r *routeObj) describe() string {
 
 // processRoutes attaches every route to its parents in every cluster it applies to.
 func (c *compiler) processRoutes() {
-	views := append([]*view{c.hub}, nil...)
+	views := []*view{c.hub}
 	for _, cl := range c.clusters {
 		views = append(views, c.reports[cl])
 	}
@@ -107,18 +107,30 @@ func (c *compiler) processRoute(ro *routeObj) {
 			}
 			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: cl, ParentRef: pr, Conditions: conds})
 		}
-		if !found && !c.gatewayExists(ro.source.Cluster, key) {
-			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
-				condition(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
-					fmt.Sprintf("Gateway %q not found in any cluster", key), gen),
-			}})
+		if found {
+			continue
 		}
-		// A Gateway that exists but is not of a fedgate class belongs to another controller: no status from us.
+		// Not instantiated anywhere: say why, unless the Gateway belongs to another controller (then it is not ours
+		// to report on).
+		var reason gatewayv1.RouteConditionReason
+		var msg string
+		switch exists, ours := c.gatewayState(ro.source.Cluster, key); {
+		case !exists:
+			reason, msg = gatewayv1.RouteReasonNoMatchingParent, fmt.Sprintf("Gateway %q not found in any cluster", key)
+		case ours:
+			reason, msg = gatewayv1.RouteReasonPending, fmt.Sprintf("Gateway %q is not instantiated in any cluster yet", key)
+		default:
+			continue
+		}
+		st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
+			condition(string(gatewayv1.RouteConditionAccepted), false, string(reason), msg, gen),
+		}})
 	}
 }
 
-// gatewayExists reports whether any Gateway named key is in scope for a route from cluster ("" = hub, every cluster).
-func (c *compiler) gatewayExists(cluster, key string) bool {
+// gatewayState reports whether a Gateway named key is in scope for a route from cluster ("" = hub: every cluster)
+// and whether any such Gateway is of a fedgate class.
+func (c *compiler) gatewayState(cluster, key string) (exists, ours bool) {
 	views := []*view{c.hub}
 	if cluster == "" {
 		for _, cl := range c.clusters {
@@ -129,12 +141,20 @@ func (c *compiler) gatewayExists(cluster, key string) bool {
 	}
 	for _, v := range views {
 		for _, gw := range v.res.Gateways {
-			if gw.Namespace+"/"+gw.Name == key {
-				return true
+			if gw.Namespace+"/"+gw.Name != key {
+				continue
+			}
+			exists = true
+			class := string(gw.Spec.GatewayClassName)
+			if c.hubClass(class) != nil {
+				ours = true
+			}
+			if gc := c.classes[v.cluster][class]; v.cluster != "" && gc != nil {
+				ours = true
 			}
 		}
 	}
-	return false
+	return exists, ours
 }
 
 // attach binds a route to the listeners of one Gateway instance that its parentRef selects and that admit it, and

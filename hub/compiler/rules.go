@@ -60,7 +60,9 @@ func fromHTTPRoute(cluster string, hr *gatewayv1.HTTPRoute) *routeObj {
 func lowerHostnames(hs []gatewayv1.Hostname) []string {
 	var out []string
 	for _, h := range hs {
-		out = append(out, strings.ToLower(string(h)))
+		if h != "" {
+			out = append(out, strings.ToLower(string(h)))
+		}
 	}
 	return out
 }
