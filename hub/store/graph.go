@@ -127,7 +127,7 @@ func (s *Store) WriteStatuses(ctx context.Context, guard []clientv3.Cmp, statuse
 	want := make(map[string][]byte, len(statuses))
 	for i := range statuses {
 		r := statuses[i].Ref
-		if checkRef(r.Kind, r.Namespace, r.Name) != nil || (r.Cluster != "" && CheckSegment("cluster", r.Cluster, false) != nil) {
+		if CheckRef(r.Kind, r.Namespace, r.Name) != nil || (r.Cluster != "" && CheckSegment("cluster", r.Cluster, false) != nil) {
 			s.log.Warn("skipping status with malformed ref", "ref", r)
 			continue
 		}

@@ -72,7 +72,7 @@ func (s *Store) ApplyReportDelta(ctx context.Context, cluster string, upserts []
 	}
 	var b batch
 	for i, r := range deletes {
-		if err := checkRef(r.Kind, r.Namespace, r.Name); err != nil {
+		if err := CheckRef(r.Kind, r.Namespace, r.Name); err != nil {
 			return 0, fmt.Errorf("delta.deletes[%d]: %w", i, err)
 		}
 		b.del(ReportKey(cluster, r.Kind, r.Namespace, r.Name))

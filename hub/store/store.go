@@ -143,7 +143,7 @@ func (s *Store) DeleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef) (del
 	}
 	ops := make([]clientv3.Op, len(refs))
 	for i, r := range refs {
-		if err := checkRef(r.Kind, r.Namespace, r.Name); err != nil {
+		if err := CheckRef(r.Kind, r.Namespace, r.Name); err != nil {
 			return nil, nil, 0, fmt.Errorf("refs[%d]: %w", i, err)
 		}
 		ops[i] = clientv3.OpDelete(HubKey(r.Kind, r.Namespace, r.Name))
@@ -226,7 +226,7 @@ func checkObject(o *fedgatepb.Object) error {
 	if o == nil {
 		return errors.New("object: Required value")
 	}
-	if err := checkRef(o.Kind, o.Namespace, o.Name); err != nil {
+	if err := CheckRef(o.Kind, o.Namespace, o.Name); err != nil {
 		return err
 	}
 	if len(o.Json) == 0 {
@@ -235,7 +235,9 @@ func checkObject(o *fedgatepb.Object) error {
 	return nil
 }
 
-func checkRef(kind, namespace, name string) error {
+// CheckRef refuses an object identity that cannot be stored: a missing or key-breaking kind, namespace or name, or a
+// namespace on a cluster-scoped kind. Errors name the object and field.
+func CheckRef(kind, namespace, name string) error {
 	desc := resources.Describe(kind, namespace, name)
 	if err := CheckSegment("kind", kind, false); err != nil {
 		return fmt.Errorf("%s: %w", desc, err)
