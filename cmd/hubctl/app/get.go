@@ -117,7 +117,7 @@ func runGet(cmd *cobra.Command, g *globalOptions, o *getOptions, what string, na
 		if err != nil {
 			return err
 		}
-		clusters = resp.GetClusters()
+		clusters = filterClusters(resp.GetClusters(), nil)
 	}
 
 	switch o.output {
@@ -132,7 +132,9 @@ func runGet(cmd *cobra.Command, g *globalOptions, o *getOptions, what string, na
 		}
 		return nil
 	}
-	return printTables(g.stdout, listed, clusters, what == "all", o.includeReports)
+	// Names carry their kind (kubectl's "httproute.gateway.networking.k8s.io/color") whenever one table is not all.
+	prefix := what == "all" || len(kinds) > 1
+	return printTables(g.stdout, listed, clusters, prefix, o.includeReports)
 }
 
 func notFound(resource string, want, found []string) error {
@@ -273,7 +275,7 @@ func describe(l *fedgatepb.ListedObject) string {
 // newTable uses kubectl's tabwriter settings (k8s.io/cli-runtime printers) so columns line up the same way.
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 6, 4, 3, ' ', 0) }
 
-func printTables(w io.Writer, listed []*fedgatepb.ListedObject, clusters []*fedgatepb.ClusterInfo, all, withCluster bool) error {
+func printTables(w io.Writer, listed []*fedgatepb.ListedObject, clusters []*fedgatepb.ClusterInfo, prefixKind, withCluster bool) error {
 	var sections [][]*fedgatepb.ListedObject
 	for i, l := range listed {
 		if i == 0 || l.GetObject().GetKind() != listed[i-1].GetObject().GetKind() {
@@ -287,7 +289,7 @@ func printTables(w io.Writer, listed []*fedgatepb.ListedObject, clusters []*fedg
 			fmt.Fprintln(w)
 		}
 		first = false
-		if err := printKindTable(w, sec, all, withCluster); err != nil {
+		if err := printKindTable(w, sec, prefixKind, withCluster); err != nil {
 			return err
 		}
 	}
@@ -295,7 +297,7 @@ func printTables(w io.Writer, listed []*fedgatepb.ListedObject, clusters []*fedg
 		if !first {
 			fmt.Fprintln(w)
 		}
-		return printClusterTable(w, clusters, all)
+		return printClusterTable(w, clusters, prefixKind)
 	}
 	return nil
 }
