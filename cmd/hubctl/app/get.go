@@ -615,4 +615,3 @@ func oneLine(s string) string {
 	}
 	return s
 }
-
