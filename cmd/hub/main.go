@@ -1,0 +1,70 @@
+// Command hub runs the fedgate hub: etcd (embedded by default), the compile loop and the gRPC API that hubctl and
+// spoke agents talk to. All wiring lives in hub/server; this file only turns flags into a server.Config.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/fedgate/fedgate/hub/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "hub:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg, logLevel, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("app", "hub")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return server.Run(ctx, cfg)
+}
+
+func parseFlags(args []string) (server.Config, string, error) {
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address for hubctl and spokes (plaintext)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data directory (state survives restarts)")
+	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "comma-separated external etcd endpoints; empty runs an embedded etcd")
+	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", cfg.EtcdClientPort, "embedded etcd client port on 127.0.0.1 (0: a free port)")
+	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", cfg.EtcdPeerPort, "embedded etcd peer port on 127.0.0.1 (0: a free port)")
+	fs.StringVar(&cfg.EtcdLogLevel, "etcd-log-level", cfg.EtcdLogLevel, "embedded etcd's own log level (debug, info, warn, error); empty silences it")
+	fs.DurationVar(&cfg.CompileHoldOff, "compile-holdoff", cfg.CompileHoldOff, "wait this long after a change for more before compiling")
+	fs.DurationVar(&cfg.CompileMaxDelay, "compile-max-delay", cfg.CompileMaxDelay, "longest a stream of changes can postpone a compile")
+	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for in-flight RPCs")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg.EtcdEndpoints = nil
+	for _, e := range strings.Split(*endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			cfg.EtcdEndpoints = append(cfg.EtcdEndpoints, e)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, "", err
+	}
+	return cfg, *logLevel, nil
+}
