@@ -326,6 +326,13 @@ spec:
   rules: [{backendRefs: [{name: api, port: 8080}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: pending, namespace: default}
+spec:
+  parentRefs: [{name: gw2}]
+  rules: [{backendRefs: [{name: color, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
 metadata: {name: echo, namespace: default}
 spec:
@@ -362,6 +369,10 @@ spec: {controllerName: fedgate.io/gateway-controller}
 	setStatus("HTTPRoute", "shop", "api", compiler.ObjectStatus{Parents: []compiler.ParentStatus{
 		{Cluster: "east", ParentRef: gw, Conditions: accepted},
 		{Cluster: "west", ParentRef: gw, Conditions: accepted},
+	}})
+	// A parent not instantiated in any cluster yet is reported under cluster "".
+	setStatus("HTTPRoute", "default", "pending", compiler.ObjectStatus{Parents: []compiler.ParentStatus{
+		{Cluster: "", ParentRef: gatewayv1.ParentReference{Name: "gw2"}, Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "Pending"}}},
 	}})
 	setStatus("Gateway", "default", "gw", compiler.ObjectStatus{
 		Conditions: []metav1.Condition{{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted"}, {Type: "Programmed", Status: metav1.ConditionFalse, Reason: "Pending"}},
@@ -441,7 +452,7 @@ func TestGetOutputFormats(t *testing.T) {
 	// Several: a v1 List, in YAML too.
 	stdout, _, code = hubctl(t, "", "--hub", addr, "get", "routes", "-o", "yaml")
 	if code != 0 || !strings.HasPrefix(stdout, "apiVersion: v1\nitems:\n") || !strings.Contains(stdout, "kind: List\n") ||
-		strings.Count(stdout, "\n  kind: HTTPRoute\n") != 2 || strings.Count(stdout, "\n  kind: GRPCRoute\n") != 1 {
+		strings.Count(stdout, "\n  kind: HTTPRoute\n") != 3 || strings.Count(stdout, "\n  kind: GRPCRoute\n") != 1 {
 		t.Errorf("routes -o yaml: code %d\n%s", code, stdout)
 	}
 

@@ -489,12 +489,19 @@ func routeAccepted(st *compiler.ObjectStatus) string {
 		default:
 			v = fmt.Sprintf("%d/%d", t.accepted, t.total)
 		}
-		out = append(out, clusterLabel(cl)+"="+v)
+		out = append(out, perCluster(cl, v))
 	}
 	return strings.Join(out, ",")
 }
 
-func clusterLabel(c string) string { return orNone(c, "hub") }
+// perCluster renders "cluster=value"; the compiler reports cluster "" when a parent is not instantiated in any
+// cluster yet, and then the value stands alone.
+func perCluster(cluster, value string) string {
+	if cluster == "" {
+		return value
+	}
+	return cluster + "=" + value
+}
 
 // gatewayCondition shows a Gateway condition per cluster when the hub reports per-cluster instances, else the
 // summed-up condition.
@@ -506,7 +513,7 @@ func gatewayCondition(st *compiler.ObjectStatus, condType string) string {
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Cluster < cs[j].Cluster })
 	out := make([]string, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, clusterLabel(c.Cluster)+"="+orNone(conditionText(c.Conditions, condType), "Unknown"))
+		out = append(out, perCluster(c.Cluster, orNone(conditionText(c.Conditions, condType), "Unknown")))
 	}
 	return strings.Join(out, ",")
 }
