@@ -345,6 +345,49 @@ func TestOtherKindsAccepted(t *testing.T) {
 	}
 }
 
+// Every embedded CRD must build (a broken copy would otherwise surface only at the first Apply of its kind), and each
+// kind fedgate carries must have a validator or a core check.
+func TestPreloadBuildsEveryEmbeddedCRD(t *testing.T) {
+	if err := Preload(); err != nil {
+		t.Fatal(err)
+	}
+	for _, gk := range resources.Kinds {
+		if gk == coreServiceGK || gk == coreEndpointSliceGK {
+			continue
+		}
+		idx, _ := loadIndex()
+		e, ok := idx.kinds[gk]
+		if !ok {
+			t.Errorf("no embedded CRD for %s", gk)
+			continue
+		}
+		if len(e.versions) == 0 {
+			t.Errorf("%s: no served versions", gk)
+		}
+	}
+}
+
+func TestGRPCRouteRefused(t *testing.T) {
+	r := &gatewayv1.GRPCRoute{
+		TypeMeta:   metav1.TypeMeta{APIVersion: gatewayv1.GroupVersion.String(), Kind: "GRPCRoute"},
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"},
+		Spec: gatewayv1.GRPCRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}},
+			Rules: []gatewayv1.GRPCRouteRule{{
+				Matches:     []gatewayv1.GRPCRouteMatch{{Method: &gatewayv1.GRPCMethodMatch{}}},
+				BackendRefs: []gatewayv1.GRPCBackendRef{{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "echo"}}}},
+			}},
+		},
+	}
+	want := []string{
+		"spec.rules[0].backendRefs[0]: Invalid value: Must have port for Service reference",
+		"spec.rules[0].matches[0].method: Invalid value: One or both of 'service' or 'method' must be specified",
+	}
+	if diff := cmp.Diff(want, invalidMessages(t, Validate(toObject(t, r)))); diff != "" {
+		t.Errorf("messages (-want +got):\n%s", diff)
+	}
+}
+
 func TestCoreKindsLightChecks(t *testing.T) {
 	svc := &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},

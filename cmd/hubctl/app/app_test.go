@@ -34,6 +34,7 @@ type fakeAdmin struct {
 	mu         sync.Mutex
 	objects    map[string]*fedgatepb.Object
 	statuses   map[string][]byte
+	reported   []*fedgatepb.ListedObject // listed only with include_reports
 	clusters   []*fedgatepb.ClusterInfo
 	applyCalls int
 	applyErr   error // returned by Apply when set
@@ -93,6 +94,13 @@ func (f *fakeAdmin) List(_ context.Context, req *fedgatepb.ListRequest) (*fedgat
 			continue
 		}
 		resp.Objects = append(resp.Objects, &fedgatepb.ListedObject{Object: o, StatusJson: f.statuses[k]})
+	}
+	if req.IncludeReports {
+		for _, l := range f.reported {
+			if (req.Kind == "" || l.Object.Kind == req.Kind) && (req.Namespace == "" || l.Object.Namespace == req.Namespace) {
+				resp.Objects = append(resp.Objects, l)
+			}
+		}
 	}
 	return resp, nil
 }
@@ -382,6 +390,25 @@ spec: {controllerName: fedgate.io/gateway-controller}
 		},
 	})
 	setStatus("GatewayClass", "", "fedgate", compiler.ObjectStatus{Conditions: accepted})
+	reported, err := resources.DecodeYAML(strings.NewReader(`
+apiVersion: v1
+kind: Service
+metadata: {name: color, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: local, namespace: infra}
+spec: {gatewayClassName: fedgate, listeners: [{name: http, port: 8080, protocol: HTTP}]}
+`), "reports", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range []string{"west", "east"} {
+		for _, o := range reported {
+			f.reported = append(f.reported, &fedgatepb.ListedObject{Object: o, Cluster: cl})
+		}
+	}
 	f.clusters = []*fedgatepb.ClusterInfo{
 		{Name: "west", Connected: false, EastWestAddress: "127.0.0.1:15443", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 40, NackedRevision: 42, LastNackError: "listener http:\n port 80 in use"},
 		{Name: "east", Connected: true, EastWestAddress: "127.0.0.1:15442", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 42},
@@ -401,6 +428,8 @@ func TestGetTables(t *testing.T) {
 		{"get-referencegrants", []string{"get", "referencegrants"}},
 		{"get-clusters", []string{"get", "clusters"}},
 		{"get-all", []string{"get", "all"}},
+		{"get-services-reports", []string{"get", "services", "--include-reports"}},
+		{"get-gateways-reports", []string{"get", "gw", "--include-reports"}},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			stdout, stderr, code := hubctl(t, "", append([]string{"--hub", addr}, tc.args...)...)
