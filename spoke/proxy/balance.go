@@ -1,11 +1,12 @@
 package proxy
 
 import (
+	"math/rand/v2"
 	"net/http"
-	"sync"
 	"sync/atomic"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/health"
 )
 
 // maxCycle bounds the precomputed weighted schedule. Weights whose sum (after dividing by their GCD) exceeds it are
@@ -79,125 +80,252 @@ func (s *schedule) next() int {
 	return int(s.seq[n%uint64(len(s.seq))])
 }
 
-// backend is a Service port with its ready endpoints in every cluster.
+// backend is a Service port with its endpoints in every cluster.
 type backend struct {
-	id  string
-	h2c bool
-	// ready endpoints in config order (sorted by cluster, address), local and remote.
+	id      string
+	cluster string // this spoke's cluster
+	h2c     bool
+	// ready endpoints in config order (sorted by cluster, address), local and remote: the candidates for new requests.
 	ready []*endpoint
-	// readyLocal are this cluster's ready endpoints: the only ones east-west requests may reach.
+	// readyStates are ready's health states, the peer set for the outlier ejection cap.
+	readyStates []*health.Endpoint
+	// serving are ready and draining (Serving && !Ready) endpoints by identity: what a session token or an east-west
+	// request may name. Draining endpoints keep the sessions pinned to them but get no new ones.
+	serving map[health.Key]*endpoint
+	// readyLocal are this cluster's ready endpoints: the only ones east-west requests may reach without naming one.
 	readyLocal []*endpoint
 	// hasLocal: the backend has endpoints (ready or not) in this cluster, so this spoke serves it over east-west.
 	hasLocal bool
-	rr       atomic.Uint64
-	rrLocal  atomic.Uint64
+	budget   *retryBudget
+	check    health.CheckConfig
 }
 
 // endpoint is one address; remote is nil for this cluster's endpoints.
 type endpoint struct {
-	addr    string
-	cluster string
-	remote  *remoteCluster
-	state   *EndpointState
+	addr     string
+	cluster  string
+	remote   *remoteCluster
+	draining bool
+	state    *health.Endpoint
 }
 
 // remoteCluster is another spoke's east-west listener. rt is attached by the Server before the table is published
 // (transports are pooled per cluster on the Server so that connections survive table swaps).
 type remoteCluster struct {
-	name string
-	addr string
-	rt   http.RoundTripper
+	name  string
+	addr  string
+	rt    http.RoundTripper
+	state *health.Cluster
 }
 
-func newBackend(b *spokeconfig.Backend, cluster string, remotes map[string]*remoteCluster, reg *registry) *backend {
-	out := &backend{id: b.ID, h2c: b.AppProtocol == "kubernetes.io/h2c"}
+func newBackend(b *spokeconfig.Backend, cluster string, remotes map[string]*remoteCluster, reg *health.Registry) *backend {
+	out := &backend{id: b.ID, cluster: cluster, h2c: b.AppProtocol == "kubernetes.io/h2c", serving: map[health.Key]*endpoint{},
+		check: health.ResolveCheck(b.HealthCheck)}
+	out.check.H2C = out.h2c
+	if b.RetryBudget != nil {
+		out.budget = newRetryBudget(b.RetryBudget)
+	}
 	for _, e := range b.Endpoints {
 		local := e.Cluster == cluster
 		if local {
 			out.hasLocal = true
 		}
-		if !e.Ready {
+		if !e.Ready && !e.Serving {
 			continue
 		}
-		ep := &endpoint{addr: e.Address, cluster: e.Cluster, state: reg.get(e.Cluster, e.Address)}
+		ep := &endpoint{addr: e.Address, cluster: e.Cluster, draining: !e.Ready, state: reg.Endpoint(e.Cluster, e.Address)}
+		if !local {
+			ep.remote = remotes[e.Cluster]
+			if ep.remote == nil {
+				// Validate guarantees every endpoint's cluster is listed; an unlisted one cannot be reached.
+				continue
+			}
+		}
+		out.serving[health.Key{Cluster: e.Cluster, Address: e.Address}] = ep
+		if ep.draining {
+			continue
+		}
 		if local {
 			out.readyLocal = append(out.readyLocal, ep)
-		} else {
-			ep.remote = remotes[e.Cluster]
 		}
 		out.ready = append(out.ready, ep)
+		out.readyStates = append(out.readyStates, ep.state)
 	}
 	return out
 }
 
-// pick round-robins over ready endpoints in every cluster; nil when none is ready.
-func (b *backend) pick() *endpoint {
-	if len(b.ready) == 0 {
-		return nil
-	}
-	return b.ready[(b.rr.Add(1)-1)%uint64(len(b.ready))]
+// maxSamples bounds the random draws of one power-of-two-choices pick before it falls back to a linear scan.
+const maxSamples = 4
+
+// pick chooses among ready, available endpoints by power of two choices with least request: two distinct random
+// candidates, the one with fewer requests in flight wins (ties go to the one with fewer requests so far, which keeps
+// a sequential client spread evenly). avoid (may be nil) is skipped: a retry goes elsewhere. Every loop is bounded;
+// nil means nothing is available.
+func (b *backend) pick(now int64, avoid *endpoint) *endpoint {
+	return p2c(b.ready, now, avoid)
 }
 
-// pickLocal serves an east-west request: the named endpoint if it is one of this cluster's ready endpoints, else a
-// round-robin pick among them. It never returns a remote endpoint, which is what prevents forwarding loops.
-func (b *backend) pickLocal(named string) *endpoint {
+func p2c(eps []*endpoint, now int64, avoid *endpoint) *endpoint {
+	n := len(eps)
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		if e := eps[0]; e != avoid && e.state.Available(now) {
+			return e
+		}
+		return nil
+	}
+	var first, second *endpoint
+	for i := 0; i < maxSamples && second == nil; i++ {
+		e := eps[rand.IntN(n)]
+		if e == avoid || e == first || !e.state.Available(now) {
+			continue
+		}
+		if first == nil {
+			first = e
+		} else {
+			second = e
+		}
+	}
+	if first == nil {
+		// Most of the set is unavailable: scan once from a random start for anything that is.
+		start := rand.IntN(n)
+		for i := 0; i < n; i++ {
+			if e := eps[(start+i)%n]; e != avoid && e.state.Available(now) {
+				return e
+			}
+		}
+		return nil
+	}
+	if second == nil {
+		return first
+	}
+	a, c := first.state.InFlight.Load(), second.state.InFlight.Load()
+	if c < a || c == a && second.state.Requests.Load() < first.state.Requests.Load() {
+		return second
+	}
+	return first
+}
+
+// available reports whether pick could return an endpoint.
+func (b *backend) available(now int64, avoid *endpoint) bool {
+	for _, e := range b.ready {
+		if e != avoid && e.state.Available(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// pickLocal serves an east-west request: the named endpoint if it is one of this cluster's serving endpoints (ready,
+// or draining with sessions pinned to it) and not known bad here, else a pick among the local ready ones. It never
+// returns a remote endpoint, which is what prevents forwarding loops.
+func (b *backend) pickLocal(named string, now int64) *endpoint {
 	if named != "" {
-		for _, ep := range b.readyLocal {
-			if ep.addr == named {
-				return ep
+		if ep := b.serving[health.Key{Cluster: b.cluster, Address: named}]; ep != nil && ep.remote == nil && ep.state.Available(now) {
+			return ep
+		}
+	}
+	return p2c(b.readyLocal, now, nil)
+}
+
+// pickResult says why an action found no endpoint.
+type pickResult int
+
+const (
+	picked        pickResult = iota
+	pickAllZero              // 500: every weight is zero
+	pickInvalid              // 500: the scheduled share belongs to an invalid backendRef
+	pickNoHealthy            // 503: nothing available
+)
+
+// pick selects a backend by weight and an endpoint in it. Weights apply to the backends that have an available
+// endpoint: when the scheduled backend has none, its share goes to the others in proportion to their weights (Caddy
+// instead indexes over all weights and applies the result to the healthy subset, which mis-weights exactly when a
+// host is down). Invalid backendRefs keep their share: they answer 500 as the spec requires.
+func (a *action) pick(now int64, avoid *endpoint) (*backend, *endpoint, pickResult) {
+	i := a.sched.next()
+	if i < 0 {
+		return nil, nil, pickAllZero
+	}
+	wb := a.backends[i]
+	if wb.backend == nil {
+		return nil, nil, pickInvalid
+	}
+	if ep := wb.backend.pick(now, avoid); ep != nil {
+		return wb.backend, ep, picked
+	}
+	var total int64
+	for j, o := range a.backends {
+		if j != i && o.backend != nil && o.weight > 0 && o.backend.available(now, avoid) {
+			total += int64(o.weight)
+		}
+	}
+	if total == 0 {
+		return nil, nil, pickNoHealthy
+	}
+	r := rand.Int64N(total)
+	for j, o := range a.backends {
+		if j != i && o.backend != nil && o.weight > 0 && o.backend.available(now, avoid) {
+			if r -= int64(o.weight); r < 0 {
+				if ep := o.backend.pick(now, avoid); ep != nil {
+					return o.backend, ep, picked
+				}
+				break
 			}
 		}
 	}
-	if len(b.readyLocal) == 0 {
-		return nil
-	}
-	return b.readyLocal[(b.rrLocal.Add(1)-1)%uint64(len(b.readyLocal))]
+	return nil, nil, pickNoHealthy
 }
 
-// EndpointState is per-endpoint state that outlives tables: in-flight and outcome counters now, health and
-// least-request inputs later.
-type EndpointState struct {
-	InFlight atomic.Int64
-	Requests atomic.Uint64
-	Failures atomic.Uint64
+// retryBudget bounds retries to a share of requests over a window (XBackendTrafficPolicy retryConstraint): within
+// each interval, retries may not exceed max(percent% of requests, minRetriesPerSecond × interval). Counting is per
+// window with atomic counters; a window boundary race can let one extra retry through, which a budget tolerates.
+type retryBudget struct {
+	percent  int64
+	interval int64 // nanoseconds
+	minCount int64
+	window   atomic.Int64 // start of the current window, unix nanoseconds
+	requests atomic.Int64
+	retries  atomic.Int64
 }
 
-type endpointKey struct{ cluster, addr string }
-
-// registry holds EndpointState by endpoint identity. It is only locked while a table is built or pruned, never on the
-// request path (requests reach states through pointers captured in the table).
-type registry struct {
-	mu sync.Mutex
-	m  map[endpointKey]*EndpointState
+func newRetryBudget(rb *spokeconfig.RetryBudget) *retryBudget {
+	interval := rb.IntervalMs
+	if interval <= 0 {
+		interval = 10_000
+	}
+	min := int64(rb.MinRetriesPerSecond) * interval / 1000
+	return &retryBudget{percent: int64(rb.Percent), interval: interval * 1e6, minCount: min}
 }
 
-func newRegistry() *registry { return &registry{m: map[endpointKey]*EndpointState{}} }
-
-func (r *registry) get(cluster, addr string) *EndpointState {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := endpointKey{cluster, addr}
-	s := r.m[k]
-	if s == nil {
-		s = &EndpointState{}
-		r.m[k] = s
+func (rb *retryBudget) roll(now int64) {
+	if w := rb.window.Load(); now-w >= rb.interval && rb.window.CompareAndSwap(w, now) {
+		rb.requests.Store(0)
+		rb.retries.Store(0)
 	}
-	return s
 }
 
-// retain drops the state of endpoints that t no longer references.
-func (r *registry) retain(t *Table) {
-	keep := map[endpointKey]bool{}
-	for _, b := range t.backends {
-		for _, ep := range b.ready {
-			keep[endpointKey{ep.cluster, ep.addr}] = true
-		}
+// request counts a first attempt.
+func (rb *retryBudget) request(now int64) {
+	if rb == nil {
+		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k := range r.m {
-		if !keep[k] {
-			delete(r.m, k)
-		}
+	rb.roll(now)
+	rb.requests.Add(1)
+}
+
+// allow takes a retry from the budget if one is left.
+func (rb *retryBudget) allow(now int64) bool {
+	if rb == nil {
+		return true
 	}
+	rb.roll(now)
+	limit := max(rb.requests.Load()*rb.percent/100, rb.minCount)
+	if rb.retries.Add(1) > limit {
+		rb.retries.Add(-1)
+		return false
+	}
+	return true
 }

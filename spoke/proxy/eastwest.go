@@ -1,6 +1,9 @@
 package proxy
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // serveEastWest serves a request another spoke forwarded to one of this cluster's endpoints. The request names the
 // backend (and usually the endpoint the sender picked); this spoke only ever sends it to its own ready endpoints of
@@ -22,10 +25,10 @@ func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "backend not served by this cluster", http.StatusMisdirectedRequest)
 		return
 	}
-	ep := b.pickLocal(named)
+	ep := b.pickLocal(named, s.now().UnixNano())
 	if ep == nil {
 		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
 		return
 	}
-	s.forward(w, r, nil, b, ep, true)
+	s.forward(w, r, nil, b, ep, time.Time{})
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
@@ -70,25 +72,36 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, port int32
 		s.redirect(w, r, a, pt.port)
 		return
 	}
-	i := a.sched.next()
-	if i < 0 {
-		s.stats.Invalid.Add(1)
-		http.Error(w, "no backend has a non-zero weight", http.StatusInternalServerError)
-		return
+	now := s.now()
+	var started time.Time
+	var b *backend
+	var ep *endpoint
+	if a.sticky != nil {
+		if p, st, ok := a.sticky.lookup(r, now); ok {
+			b, ep, started = p.b, p.ep, st
+			s.stats.SessionHits.Add(1)
+		}
 	}
-	wb := a.backends[i]
-	if wb.backend == nil {
-		s.stats.Invalid.Add(1)
-		http.Error(w, "invalid backend", http.StatusInternalServerError)
-		return
-	}
-	ep := wb.backend.pick()
 	if ep == nil {
-		s.stats.NoEndpoints.Add(1)
-		http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
-		return
+		var res pickResult
+		b, ep, res = a.pick(now.UnixNano(), nil)
+		switch res {
+		case pickAllZero:
+			s.stats.Invalid.Add(1)
+			http.Error(w, "no backend has a non-zero weight", http.StatusInternalServerError)
+			return
+		case pickInvalid:
+			s.stats.Invalid.Add(1)
+			http.Error(w, "invalid backend", http.StatusInternalServerError)
+			return
+		case pickNoHealthy:
+			s.stats.NoEndpoints.Add(1)
+			http.Error(w, "no healthy upstream", http.StatusServiceUnavailable)
+			return
+		}
+		started = now
 	}
-	s.forward(w, r, a, wb.backend, ep, false)
+	s.forward(w, r, a, b, ep, started)
 }
 
 func (s *Server) notFound(w http.ResponseWriter) {
@@ -143,9 +156,16 @@ func hostOnly(hostport string) string {
 }
 
 // forward proxies r to ep. a is nil for east-west requests (the originating spoke already applied the route's
-// filters). eastWest requests keep the forwarding headers the originating spoke set.
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *backend, ep *endpoint, eastWest bool) {
+// filters, picked the endpoint and owns retries); eastWest requests keep the forwarding headers the originating spoke
+// set. started is when the request's session began (sticky routes only).
+//
+// Retries (gateway requests without a body only, since a consumed body cannot be replayed): a connection failure on
+// an idempotent request is retried once on another endpoint, in any cluster, even without a policy; a rule's Retry
+// adds attempts for connection failures and for its status codes, with its backoff. Each retry is taken from the
+// backend's RetryBudget; when it is spent the client gets 503.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *backend, ep *endpoint, started time.Time) {
 	ctx := r.Context()
+	eastWest := a == nil
 	if a != nil {
 		timeout := a.requestTimeout
 		if a.backendTimeout > 0 && (timeout == 0 || a.backendTimeout < timeout) {
@@ -160,7 +180,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 
 	out := &http.Request{
 		Method:        r.Method,
-		URL:           &url.URL{Scheme: "http", Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		URL:           &url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
@@ -169,7 +189,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		ContentLength: r.ContentLength,
 		Host:          r.Host,
 	}
-	if r.ContentLength == 0 {
+	bodyless := r.ContentLength == 0
+	if bodyless {
 		out.Body = http.NoBody
 	}
 	copyHeaders(out.Header, r.Header)
@@ -192,13 +213,96 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 			a.reqHeaders.apply(out.Header)
 		}
 	}
+	out = out.WithContext(ctx)
 
+	var policy *retryPolicy
+	if a != nil {
+		policy = a.retry
+	}
+	builtin := !eastWest && bodyless && idempotent(r.Method)
+	attempts := 0 // retries taken
+	b.budget.request(s.now().UnixNano())
+	for {
+		resp, err := s.roundTrip(out, b, ep)
+		now := s.now()
+		var retryable bool
+		if err != nil {
+			if ctx.Err() != nil {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					s.outlier.Failure(ep.state, b.readyStates, now)
+					s.stats.Timeouts.Add(1)
+					http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+				}
+				return
+			}
+			s.noteConnError(b, ep, err, now)
+			retryable = !eastWest && bodyless && (policy != nil && attempts < policy.attempts || builtin && attempts == 0)
+		} else {
+			if resp.StatusCode >= 500 {
+				s.outlier.Failure(ep.state, b.readyStates, now)
+			} else {
+				s.outlier.Success(ep.state)
+			}
+			retryable = !eastWest && bodyless && policy != nil && attempts < policy.attempts && policy.retriesStatus(resp.StatusCode)
+		}
+		if retryable {
+			nb, nep, res := a.pick(now.UnixNano(), ep)
+			if res != picked {
+				// Nowhere else to go: the same endpoint may still answer (a 503 from an overloaded pod, say).
+				nb, nep = b, ep
+				if err != nil && (ep.remote != nil || !ep.state.Available(now.UnixNano())) {
+					retryable = false
+				}
+			}
+			if retryable && !b.budget.allow(now.UnixNano()) {
+				if resp != nil {
+					discard(resp)
+				}
+				s.stats.BudgetExhausted.Add(1)
+				http.Error(w, "retry budget exhausted", http.StatusServiceUnavailable)
+				return
+			}
+			if retryable {
+				if resp != nil {
+					discard(resp)
+				}
+				attempts++
+				s.stats.Retries.Add(1)
+				if policy != nil && policy.backoff > 0 {
+					t := time.NewTimer(policy.backoff)
+					select {
+					case <-t.C:
+					case <-ctx.Done():
+						t.Stop()
+						s.stats.Timeouts.Add(1)
+						http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+						return
+					}
+				}
+				if nep != ep {
+					// A session moves with the retry: the token names the endpoint that answered.
+					started = now
+				}
+				b, ep = nb, nep
+				continue
+			}
+		}
+		if err != nil {
+			s.upstreamError(w, ep, err)
+			return
+		}
+		s.writeResponse(w, r, a, ep, resp, started)
+		return
+	}
+}
+
+// roundTrip sends out to ep (directly, or through its cluster's east-west listener), counting it in ep's state.
+func (s *Server) roundTrip(out *http.Request, b *backend, ep *endpoint) (*http.Response, error) {
 	var rt http.RoundTripper
 	switch {
 	case ep.remote != nil:
 		if ep.remote.rt == nil {
-			s.upstreamError(w, ep, errors.New("no east-west transport for cluster "+ep.cluster))
-			return
+			return nil, errors.New("no east-west transport for cluster " + ep.cluster)
 		}
 		rt = ep.remote.rt
 		out.URL.Host = ep.remote.addr
@@ -206,31 +310,63 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		out.Header[HeaderEndpoint] = []string{ep.addr}
 	case b.h2c:
 		rt = s.localH2C
+		out.URL.Host = ep.addr
+		delete(out.Header, HeaderBackend)
+		delete(out.Header, HeaderEndpoint)
 	default:
 		rt = s.localH1
+		out.URL.Host = ep.addr
+		delete(out.Header, HeaderBackend)
+		delete(out.Header, HeaderEndpoint)
 	}
-	out = out.WithContext(ctx)
-
 	ep.state.InFlight.Add(1)
-	defer ep.state.InFlight.Add(-1)
+	s.inFlight.Add(1)
 	ep.state.Requests.Add(1)
 	resp, err := rt.RoundTrip(out)
-	if err != nil {
-		ep.state.Failures.Add(1)
-		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			s.stats.Timeouts.Add(1)
-			http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
-			return
+	ep.state.InFlight.Add(-1)
+	s.inFlight.Add(-1)
+	return resp, err
+}
+
+// noteConnError feeds a failed exchange to outlier detection. A failed dial to a remote spoke's east-west address
+// says the cluster (not the endpoint) is unreachable: it is marked suspect at once, ahead of gossip's verdict.
+func (s *Server) noteConnError(b *backend, ep *endpoint, err error, now time.Time) {
+	if ep.remote != nil && isDialError(err) {
+		if ep.remote.state.Usable(now.UnixNano()) {
+			s.log.Warn("east-west dial failed: cluster suspect", "cluster", ep.cluster, "addr", ep.remote.addr, "err", err)
 		}
-		s.upstreamError(w, ep, err)
+		ep.remote.state.Suspect(now, s.opts.SuspectHold)
 		return
 	}
-	defer resp.Body.Close()
+	s.outlier.Failure(ep.state, b.readyStates, now)
+}
 
+func isDialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// discard drops a response that is being retried, keeping its connection when the body is small.
+func discard(resp *http.Response) {
+	io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+}
+
+// writeResponse relays resp to the client, stamping a session token on sticky routes.
+func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, a *action, ep *endpoint, resp *http.Response, started time.Time) {
+	defer resp.Body.Close()
 	h := w.Header()
 	copyHeaders(h, resp.Header)
-	if a != nil && a.respHeaders != nil {
-		a.respHeaders.apply(h)
+	if a != nil {
+		if a.respHeaders != nil {
+			a.respHeaders.apply(h)
+		}
+		if a.sticky != nil {
+			a.sticky.stamp(h, ep, started, s.now(), r.TLS != nil)
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	// Stream: flush as data arrives when the length is unknown (SSE, gRPC streams, chunked responses).

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/gossip"
+	"github.com/fedgate/fedgate/spoke/health"
 )
 
 // Options configure a Server.
@@ -40,6 +42,30 @@ type Options struct {
 	// The mTLS issue fills them in; the rest of the proxy does not care which is used.
 	EastWestServerTLS *tls.Config
 	EastWestClientTLS *tls.Config
+	// Now is the clock for session tokens, ejections and suspicion; nil means time.Now. Tests inject one.
+	Now func() time.Time
+	// SuspectHold is how long a cluster is skipped after a failed east-west dial; 0 means health.DefaultSuspectHold.
+	SuspectHold time.Duration
+	// Outlier configures passive outlier detection; the zero value means health.DefaultOutlier().
+	Outlier health.Outlier
+	// DisableHealthChecks turns off active health checks of local endpoints (benchmarks, and tests that drive health
+	// by hand).
+	DisableHealthChecks bool
+	// OnHealthChange, if set, is told when an active check changes an endpoint's verdict.
+	OnHealthChange func(cluster, address string, healthy bool)
+	// Gossip, if set, makes the proxy run this spoke's memberlist member whenever the applied SpokeConfig has a Gossip
+	// section: liveness of other clusters then feeds the health registry.
+	Gossip *GossipOptions
+}
+
+// GossipOptions say where this spoke gossips.
+type GossipOptions struct {
+	// BindAddr is host:port for memberlist (UDP and TCP).
+	BindAddr string
+	// EastWestAddress is advertised to peers in the member metadata.
+	EastWestAddress string
+	// Observer, if set, is also told of liveness transitions (after the registry is updated).
+	Observer gossip.Observer
 }
 
 // Stats are cumulative counters of gateway-port outcomes, for metrics and tests.
@@ -50,6 +76,11 @@ type Stats struct {
 	NoEndpoints    atomic.Uint64 // 503
 	UpstreamErrors atomic.Uint64 // 502
 	Timeouts       atomic.Uint64 // 504
+	// BudgetExhausted: 503 because a retry was due and the backend's retry budget was spent.
+	BudgetExhausted atomic.Uint64
+	Retries         atomic.Uint64
+	// SessionHits: requests routed by a valid session token.
+	SessionHits atomic.Uint64
 }
 
 // Server serves the gateway ports and the east-west listener from the current table.
@@ -57,8 +88,13 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	table atomic.Pointer[Table]
-	reg   *registry
+	reg   *health.Registry
 	stats Stats
+	now   func() time.Time
+
+	outlier  health.Outlier
+	checker  *health.Checker
+	inFlight atomic.Int64
 
 	localH1  *h1Client
 	localH2C *http.Transport
@@ -70,6 +106,8 @@ type Server struct {
 	remotes map[string]*http.Transport // east-west transports by cluster name + address
 	ew      map[*http.Server]struct{}
 	drains  sync.WaitGroup
+	gossip  *gossip.Node
+	gossipK []byte
 }
 
 type portKey struct {
@@ -85,22 +123,51 @@ func New(opts Options) *Server {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.SuspectHold == 0 {
+		opts.SuspectHold = health.DefaultSuspectHold
+	}
+	if opts.Outlier == (health.Outlier{}) {
+		opts.Outlier = health.DefaultOutlier()
+	}
 	h2c := &http.Transport{
 		Protocols:           protocols(false, true),
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &Server{
+	s := &Server{
 		opts:     opts,
 		log:      opts.Logger.With("component", "proxy"),
-		reg:      newRegistry(),
+		now:      opts.Now,
+		outlier:  opts.Outlier,
+		reg:      health.NewRegistry(),
 		localH1:  newH1Client(),
 		localH2C: h2c,
 		ports:    map[portKey]*portServer{},
 		remotes:  map[string]*http.Transport{},
 		ew:       map[*http.Server]struct{}{},
 	}
+	if !opts.DisableHealthChecks {
+		var onChange func(*health.Endpoint, bool)
+		if f := opts.OnHealthChange; f != nil {
+			onChange = func(ep *health.Endpoint, ok bool) { f(ep.Key.Cluster, ep.Key.Address, ok) }
+		}
+		s.checker = health.NewChecker(s.log, onChange)
+	}
+	return s
+}
+
+// Health returns the endpoint and cluster health registry (gossip and diagnostics write and read it).
+func (s *Server) Health() *health.Registry { return s.reg }
+
+// Gossip returns the running memberlist member, or nil.
+func (s *Server) Gossip() *gossip.Node {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gossip
 }
 
 func protocols(h1, h2c bool) *http.Protocols {
@@ -160,7 +227,10 @@ func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 		opened = append(opened, ps)
 	}
 	s.table.Store(t)
-	s.reg.retain(t)
+	s.retain(t)
+	if err := s.applyGossip(cfg); err != nil {
+		s.log.Error("gossip", "revision", cfg.Revision, "err", err)
+	}
 	s.mu.Lock()
 	for _, ps := range opened {
 		s.ports[ps.key] = ps
@@ -294,6 +364,17 @@ func (s *Server) Close() error {
 	}
 	wg.Wait()
 	s.drains.Wait()
+	if s.checker != nil {
+		s.checker.Close()
+	}
+	s.mu.Lock()
+	g := s.gossip
+	s.gossip = nil
+	s.mu.Unlock()
+	if g != nil {
+		// A graceful stop tells peers at once instead of letting them detect a failure.
+		g.Leave(time.Second)
+	}
 	s.localH1.closeIdle()
 	s.localH2C.CloseIdleConnections()
 	s.mu.Lock()
@@ -301,5 +382,81 @@ func (s *Server) Close() error {
 		t.CloseIdleConnections()
 	}
 	s.mu.Unlock()
+	return nil
+}
+
+// retain drops the health state of endpoints t no longer references and points the active checker at t's local
+// endpoints (ready or draining: a draining endpoint still serves its sessions and must be known to be up).
+func (s *Server) retain(t *Table) {
+	keep := map[health.Key]bool{}
+	var targets []health.Target
+	for _, b := range t.backends {
+		for k, ep := range b.serving {
+			keep[k] = true
+			if ep.remote == nil && ep.cluster == t.cluster {
+				targets = append(targets, health.Target{Endpoint: ep.state, Config: b.check})
+			}
+		}
+	}
+	s.reg.Retain(func(k health.Key) bool { return keep[k] })
+	if s.checker != nil {
+		s.checker.Sync(targets)
+	}
+}
+
+// applyGossip starts this spoke's memberlist member on the first config with a Gossip section, rotates its key when
+// the config's key changes, and (re)joins the listed peers. Gossip problems are logged, not NACKed: routing works
+// without gossip, only failover is slower.
+func (s *Server) applyGossip(cfg *spokeconfig.SpokeConfig) error {
+	if s.opts.Gossip == nil || cfg.Gossip == nil {
+		return nil
+	}
+	s.mu.Lock()
+	g := s.gossip
+	s.mu.Unlock()
+	if g == nil {
+		cluster := s.opts.Cluster
+		if cluster == "" {
+			cluster = cfg.Cluster
+		}
+		obs := s.opts.Gossip.Observer
+		var err error
+		g, err = gossip.Start(gossip.Options{
+			Cluster: cluster, BindAddr: s.opts.Gossip.BindAddr, EastWestAddress: s.opts.Gossip.EastWestAddress,
+			Key: cfg.Gossip.Key, Logger: s.log,
+			Load: func() int64 { return s.inFlight.Load() },
+			Observer: func(c string, alive bool) {
+				s.reg.SetClusterAlive(c, alive)
+				if obs != nil {
+					obs(c, alive)
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			g.Shutdown()
+			return nil
+		}
+		s.gossip = g
+		s.mu.Unlock()
+	} else if err := g.UpdateKey(cfg.Gossip.Key); err != nil {
+		return err
+	}
+	var peers []string
+	for _, p := range cfg.Gossip.Peers {
+		if p != g.Addr() {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) > 0 {
+		if _, err := g.Join(peers); err != nil {
+			// Peers that are down now will join us when they start (they have our address in their config).
+			s.log.Info("gossip join", "peers", peers, "err", err)
+		}
+	}
 	return nil
 }

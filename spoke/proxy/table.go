@@ -15,6 +15,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/health"
+	"github.com/fedgate/fedgate/spoke/session"
 )
 
 // Table is the immutable lookup structure built from one SpokeConfig. Requests read it through an atomic pointer and
@@ -29,6 +31,11 @@ type Table struct {
 	backends map[string]*backend
 	// remotes by cluster name.
 	remotes map[string]*remoteCluster
+	// backendSP are the backend-level session persistence policies by backend ID (build time only).
+	backendSP map[string]*spokeconfig.SessionPersistence
+	// codec verifies and issues session tokens with the config's SessionKeys; built once per table so no request
+	// rebuilds HMAC state. Nil when the config has no keys.
+	codec *session.Codec
 }
 
 // portTable is the vhost lookup for one listening port.
@@ -100,12 +107,34 @@ type action struct {
 
 	requestTimeout time.Duration
 	backendTimeout time.Duration
+
+	// sticky is the session persistence of the rule (or of its backends); nil: no stickiness.
+	sticky *sticky
+	// retry is the rule's retry policy; nil: only the built-in retry of idempotent requests on connection failure.
+	retry *retryPolicy
 }
 
 // weightedBackend is one backendRef; backend is nil when the ref is invalid (its share answers 500).
 type weightedBackend struct {
 	backend *backend
+	weight  int32
 	reason  string
+}
+
+// retryPolicy is an HTTPRoute rule's retry, resolved.
+type retryPolicy struct {
+	codes    []int
+	attempts int
+	backoff  time.Duration
+}
+
+func (p *retryPolicy) retriesStatus(code int) bool {
+	for _, c := range p.codes {
+		if c == code {
+			return true
+		}
+	}
+	return false
 }
 
 // headerMod is a HeaderModifier with names canonicalised once at build time.
@@ -159,10 +188,10 @@ func newHeaderMod(field string, m *spokeconfig.HeaderModifier) (*headerMod, erro
 // returned value is touched. Endpoint state (in-flight counts, later health) is fresh; a Server reuses its registry
 // so that state survives table swaps.
 func Build(cfg *spokeconfig.SpokeConfig, opts Options) (*Table, error) {
-	return build(cfg, opts, newRegistry())
+	return build(cfg, opts, health.NewRegistry())
 }
 
-func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *registry) (*Table, error) {
+func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*Table, error) {
 	if cfg == nil {
 		return nil, errors.New("spoke config is nil")
 	}
@@ -181,29 +210,47 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *registry) (*Table, e
 		remotes:  make(map[string]*remoteCluster, len(cfg.Clusters)),
 	}
 	for _, c := range cfg.Clusters {
-		t.remotes[c.Name] = &remoteCluster{name: c.Name, addr: c.EastWestAddress}
+		t.remotes[c.Name] = &remoteCluster{name: c.Name, addr: c.EastWestAddress, state: reg.Cluster(c.Name)}
 	}
+	var errs []error
+	if n := len(cfg.SessionKeys); n > 0 {
+		for i, k := range cfg.SessionKeys {
+			if len(k.Secret) < 16 {
+				errs = append(errs, fmt.Errorf("sessionKeys[%d] (id %d): secret is %d bytes, want at least 16", i, k.ID, len(k.Secret)))
+			}
+		}
+		// The first key signs; the second (the hub keeps one previous key) still verifies.
+		ring := session.Keyring{Current: session.Key{ID: cfg.SessionKeys[0].ID, Secret: cfg.SessionKeys[0].Secret}}
+		if n > 1 {
+			ring.Previous = &session.Key{ID: cfg.SessionKeys[1].ID, Secret: cfg.SessionKeys[1].Secret}
+		}
+		t.codec = session.NewCodec(ring)
+	}
+	t.backendSP = map[string]*spokeconfig.SessionPersistence{}
 	for i := range cfg.Backends {
 		b := &cfg.Backends[i]
 		t.backends[b.ID] = newBackend(b, cluster, t.remotes, reg)
+		if b.SessionPersistence != nil {
+			t.backendSP[b.ID] = b.SessionPersistence
+		}
 	}
-	var errs []error
 	for i := range cfg.Ports {
 		p := &cfg.Ports[i]
-		pt, err := buildPort(p, t.backends)
+		pt, err := buildPort(p, t)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ports[%d] (port %d): %w", i, p.Port, err))
 			continue
 		}
 		t.ports[p.Port] = pt
 	}
+	t.backendSP = nil
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-func buildPort(p *spokeconfig.Port, backends map[string]*backend) (*portTable, error) {
+func buildPort(p *spokeconfig.Port, t *Table) (*portTable, error) {
 	pt := &portTable{port: p.Port, bindAddr: p.BindAddress, proto: p.Protocol, exact: map[string]*vhost{}}
 	if p.Protocol != "" && p.Protocol != spokeconfig.ProtocolHTTP {
 		return nil, fmt.Errorf("protocol %q is not supported yet", p.Protocol)
@@ -213,7 +260,7 @@ func buildPort(p *spokeconfig.Port, backends map[string]*backend) (*portTable, e
 		v := &p.VirtualHosts[i]
 		vh := &vhost{hostname: v.Hostname}
 		for j := range v.Routes {
-			r, err := buildRoute(&v.Routes[j], backends)
+			r, err := buildRoute(&v.Routes[j], t)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("virtualHosts[%d] %q routes[%d] (%s %s/%s rule %d match %d): %w",
 					i, v.Hostname, j, v.Routes[j].Source.Kind, v.Routes[j].Source.Namespace, v.Routes[j].Source.Name,
@@ -253,7 +300,7 @@ func fullMatch(field, re string) (*regexp.Regexp, error) {
 	return c, nil
 }
 
-func buildRoute(in *spokeconfig.Route, backends map[string]*backend) (*route, error) {
+func buildRoute(in *spokeconfig.Route, t *Table) (*route, error) {
 	r := &route{source: in.Source, ruleIndex: in.RuleIndex, matchIndex: in.MatchIndex, pathType: in.Match.PathType}
 	m := &in.Match
 	switch m.PathType {
@@ -290,7 +337,7 @@ func buildRoute(in *spokeconfig.Route, backends map[string]*backend) (*route, er
 		}
 		r.query = append(r.query, vm)
 	}
-	a, err := buildAction(&in.Action, r, backends)
+	a, err := buildAction(&in.Action, r, t)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +361,8 @@ func buildValueMatcher(field string, sm spokeconfig.StringMatch) (valueMatcher, 
 	return vm, nil
 }
 
-func buildAction(in *spokeconfig.Action, r *route, backends map[string]*backend) (*action, error) {
+func buildAction(in *spokeconfig.Action, r *route, t *Table) (*action, error) {
+	backends := t.backends
 	a := &action{
 		direct:         in.DirectResponse,
 		redirect:       in.Redirect,
@@ -362,7 +410,7 @@ func buildAction(in *spokeconfig.Action, r *route, backends map[string]*backend)
 	}
 	weights := make([]int32, len(in.Backends))
 	for i, wb := range in.Backends {
-		w := &weightedBackend{reason: wb.Reason}
+		w := &weightedBackend{reason: wb.Reason, weight: max(wb.Weight, 0)}
 		if !wb.Invalid {
 			b := backends[wb.BackendID]
 			if b == nil {
@@ -374,6 +422,37 @@ func buildAction(in *spokeconfig.Action, r *route, backends map[string]*backend)
 		weights[i] = wb.Weight
 	}
 	a.sched = newSchedule(weights)
+	if rt := in.Retry; rt != nil {
+		if rt.Attempts < 0 {
+			return nil, fmt.Errorf("action.retry.attempts: %d is negative", rt.Attempts)
+		}
+		for i, c := range rt.Codes {
+			if c < 400 || c > 599 {
+				return nil, fmt.Errorf("action.retry.codes[%d]: %d is not a 4xx or 5xx status", i, c)
+			}
+		}
+		a.retry = &retryPolicy{codes: rt.Codes, attempts: rt.Attempts, backoff: time.Duration(rt.BackoffMs) * time.Millisecond}
+	}
+	sp, field := in.SessionPersistence, "action.sessionPersistence"
+	if sp == nil {
+		// A backend-level policy (XBackendTrafficPolicy / BackendLBPolicy) applies when the rule has none; with several
+		// backends carrying different policies, the first backendRef's wins for the whole rule.
+		for i, wb := range a.backends {
+			if wb.backend != nil && in.Backends[i].BackendID != "" {
+				if bsp := t.backendSP[in.Backends[i].BackendID]; bsp != nil {
+					sp, field = bsp, fmt.Sprintf("backends[%q].sessionPersistence", in.Backends[i].BackendID)
+					break
+				}
+			}
+		}
+	}
+	if sp != nil {
+		st, err := buildSticky(field, sp, r, a, t.codec)
+		if err != nil {
+			return nil, err
+		}
+		a.sticky = st
+	}
 	return a, nil
 }
 
