@@ -281,11 +281,12 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	if err != nil {
 		return 0, err
 	}
-	changed, err := c.st.WriteGraphs(ctx, guard, in.Revision, configs)
+	// Statuses first: once a spoke has a config, `hubctl get` already explains it.
+	nStatus, err := c.st.WriteStatuses(ctx, guard, out.Statuses)
 	if err != nil {
 		return 0, err
 	}
-	nStatus, err := c.st.WriteStatuses(ctx, guard, out.Statuses)
+	changed, err := c.st.WriteGraphs(ctx, guard, in.Revision, configs)
 	if err != nil {
 		return 0, err
 	}

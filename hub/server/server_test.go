@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/hub/store"
 )
@@ -396,5 +397,66 @@ func TestReportHoldsPresence(t *testing.T) {
 	cl, err = h.admin.ListClusters(ctx, &fedgatepb.ListClustersRequest{})
 	if err != nil || cl.Clusters[0].Connected {
 		t.Fatalf("after disconnect: %v %v", cl, err)
+	}
+}
+
+func yamlObject(t *testing.T, doc string) *fedgatepb.Object {
+	t.Helper()
+	objs, err := resources.DecodeYAML(strings.NewReader(doc), "test", "default")
+	if err != nil || len(objs) != 1 {
+		t.Fatalf("decode %q: %v", doc, err)
+	}
+	return objs[0]
+}
+
+// TestApplyAndReportReachTheSubscriber runs the whole hub pipeline: a route applied at the hub and a Gateway reported
+// by a cluster are compiled into that cluster's SpokeConfig, streamed to its subscriber, and statuses are listed.
+func TestApplyAndReportReachTheSubscriber(t *testing.T) {
+	h := startHub(t)
+	ctx := testCtx(t)
+	gwClass := yamlObject(t, `{apiVersion: gateway.networking.k8s.io/v1, kind: GatewayClass, metadata: {name: fedgate}, spec: {controllerName: fedgate.io/gateway-controller}}`)
+	gw := yamlObject(t, `{apiVersion: gateway.networking.k8s.io/v1, kind: Gateway, metadata: {name: gw}, spec: {gatewayClassName: fedgate, listeners: [{name: http, protocol: HTTP, port: 8080}]}}`)
+	svc := yamlObject(t, `{apiVersion: v1, kind: Service, metadata: {name: color}, spec: {ports: [{port: 80}]}}`)
+	rt := yamlObject(t, `{apiVersion: gateway.networking.k8s.io/v1, kind: HTTPRoute, metadata: {name: color}, spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: color, port: 80}]}]}}`)
+
+	sub := subscribe(t, h, "east", "")
+	if _, err := report(t, h, "east", snapshot(1, gwClass, gw, svc)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.admin.Apply(ctx, &fedgatepb.ApplyRequest{Objects: []*fedgatepb.Object{rt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Updates arrive as the compile loop catches up; the one compiled from the apply's revision has the route.
+	for {
+		u := sub.next(t)
+		cfg, err := spokeconfig.Decode(u.ConfigJson)
+		if err != nil {
+			t.Fatalf("config %d: %v", u.Revision, err)
+		}
+		if u.Revision < resp.Revision {
+			continue
+		}
+		if len(cfg.Ports) != 1 || cfg.Ports[0].Port != 8080 || len(cfg.Ports[0].VirtualHosts) == 0 ||
+			len(cfg.Ports[0].VirtualHosts[0].Routes) == 0 || cfg.Ports[0].VirtualHosts[0].Routes[0].Source.Name != "color" {
+			t.Fatalf("config at revision %d lacks the route on port 8080: %s", u.Revision, u.ConfigJson)
+		}
+		break
+	}
+	if err := h.Controller().WaitCompiled(ctx, resp.Revision); err != nil {
+		t.Fatal(err)
+	}
+	list, err := h.admin.List(ctx, &fedgatepb.ListRequest{IncludeReports: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusOf := map[string]string{}
+	for _, o := range list.Objects {
+		statusOf[o.Cluster+":"+o.Object.Kind+"/"+o.Object.Name] = string(o.StatusJson)
+	}
+	for _, id := range []string{":HTTPRoute/color", "east:Gateway/gw"} {
+		if !strings.Contains(statusOf[id], `"Accepted"`) {
+			t.Errorf("status of %s: %q, want an Accepted condition", id, statusOf[id])
+		}
 	}
 }
