@@ -36,15 +36,9 @@ const kindServiceImport = "ServiceImport"
 // "namespace sameness" rule), so the two kinds differ only in intent. An unresolvable reference becomes an Invalid
 // backend — its share of traffic answers 500 — and never removes the rest of the rule.
 func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpec) (spokeconfig.WeightedBackend, *backendProblem) {
-	wb := spokeconfig.WeightedBackend{Weight: 1}
-	if br.weight != nil {
-		wb.Weight = *br.weight
-	}
+	wb := spokeconfig.WeightedBackend{Weight: weightOf(br)}
 	invalid := func(reason gatewayv1.RouteConditionReason, format string, args ...any) (spokeconfig.WeightedBackend, *backendProblem) {
 		msg := fmt.Sprintf(format, args...)
-		if wb.Weight < 0 {
-			wb.Weight = 0
-		}
 		wb.Invalid, wb.Reason = true, msg
 		return wb, &backendProblem{reason: reason, message: msg}
 	}
@@ -66,18 +60,12 @@ func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpe
 	default:
 		return invalid(gatewayv1.RouteReasonInvalidKind, "%s/%s %q: unsupported backend kind (Service or %s/%s)", group, kind, name, mcsv1a1.GroupName, kindServiceImport)
 	}
-	if wb.Weight < 0 {
-		return invalid(gatewayv1.RouteReasonUnsupportedValue, "weight %d: must not be negative", wb.Weight)
-	}
 	if ns != ro.meta.Namespace && !c.granted(ro, cluster, group, kind, ns, name) {
 		return invalid(gatewayv1.RouteReasonRefNotPermitted, "%s %s/%s: no ReferenceGrant in namespace %q allows %s from namespace %q",
 			kind, ns, name, ns, ro.kind, ro.meta.Namespace)
 	}
 	if br.ref.Port == nil {
 		return invalid(gatewayv1.RouteReasonBackendNotFound, "%s %s/%s: port is required", kind, ns, name)
-	}
-	if br.filters > 0 {
-		return invalid(gatewayv1.RouteReasonUnsupportedValue, "%s %s/%s: backendRef filters are not supported by fedgate yet", kind, ns, name)
 	}
 	port := *br.ref.Port
 	found, hasPort := false, false

@@ -86,6 +86,9 @@ func newCompiler(in *Inputs) *compiler {
 	}
 	c.hub = newView("", &in.Hub)
 	for name, ci := range in.Clusters {
+		if name == "" {
+			continue // the empty name means "applied at the hub" everywhere in fedgate; no cluster can have it
+		}
 		if ci == nil {
 			ci = &ClusterInputs{}
 		}

@@ -106,6 +106,9 @@ func render(in *Inputs) ([]byte, error) {
 	g := goldenOutput{Graph: out.Graph, Statuses: out.Statuses}
 	var names []string
 	for name := range in.Clusters {
+		if name == "" {
+			continue // not a cluster name; Compile ignores it too
+		}
 		names = append(names, name)
 	}
 	sort.Strings(names)

@@ -65,7 +65,13 @@ func (c *compiler) processRoute(ro *routeObj) {
 		clusters = []string{ro.source.Cluster}
 	}
 	compiled := map[string]*compiledRoute{}
+	seenParents := map[string]bool{}
 	for _, pr := range ro.parentRefs {
+		if k := parentKey(pr); seenParents[k] {
+			continue // a repeated parentRef (the API server refuses them) would only duplicate status
+		} else {
+			seenParents[k] = true
+		}
 		group, kind := gatewayv1.GroupName, "Gateway"
 		if pr.Group != nil {
 			group = string(*pr.Group)

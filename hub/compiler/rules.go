@@ -244,6 +244,19 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 	if a.Redirect == nil {
 		var total int64
 		for bi, br := range rule.backendRefs {
+			// Values the API server would refuse or fedgate cannot honour make this share answer 500; they are not
+			// reference problems, so they go to PartiallyInvalid rather than ResolvedRefs.
+			if br.weight != nil && *br.weight < 0 {
+				problems = append(problems, fmt.Sprintf("backendRefs[%d].weight %d: must not be negative", bi, *br.weight))
+				a.Backends = append(a.Backends, spokeconfig.WeightedBackend{Invalid: true, Reason: "negative weight"})
+				continue
+			}
+			if br.filters > 0 {
+				problems = append(problems, fmt.Sprintf("backendRefs[%d].filters: per-backend filters are not supported by fedgate yet; this backend answers 500", bi))
+				a.Backends = append(a.Backends, spokeconfig.WeightedBackend{Weight: weightOf(br), Invalid: true, Reason: "backendRef filters are not supported"})
+				total += int64(weightOf(br))
+				continue
+			}
 			wb, p := c.resolveBackend(ro, cluster, br)
 			if p != nil && refProblem == nil {
 				p.message = fmt.Sprintf("backendRefs[%d]: %s", bi, p.message)
@@ -264,6 +277,13 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 		a = spokeconfig.Action{DirectResponse: &spokeconfig.DirectResponse{Status: 500}}
 	}
 	return a, problems, refProblem
+}
+
+func weightOf(br backendRefSpec) int32 {
+	if br.weight == nil {
+		return 1
+	}
+	return *br.weight
 }
 
 func headerModifier(f *gatewayv1.HTTPHeaderFilter) *spokeconfig.HeaderModifier {
