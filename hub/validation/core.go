@@ -38,6 +38,9 @@ func validateService(o *fedgatepb.Object) (field.ErrorList, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: unexpected type %T", resources.Describe(o.Kind, o.Namespace, o.Name), obj)
 	}
+	if svc.Namespace == "" {
+		svc.Namespace = o.Namespace
+	}
 	errs := apimachineryvalidation.ValidateObjectMeta(&svc.ObjectMeta, true, apimachineryvalidation.NameIsDNS1035Label, field.NewPath("metadata"))
 
 	specPath := field.NewPath("spec")
@@ -99,6 +102,9 @@ func validateEndpointSlice(o *fedgatepb.Object) (field.ErrorList, error) {
 	es, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return nil, fmt.Errorf("%s: unexpected type %T", resources.Describe(o.Kind, o.Namespace, o.Name), obj)
+	}
+	if es.Namespace == "" {
+		es.Namespace = o.Namespace
 	}
 	errs := apimachineryvalidation.ValidateObjectMeta(&es.ObjectMeta, true, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
 

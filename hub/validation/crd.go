@@ -19,10 +19,13 @@ import (
 	structuralpruning "k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
 	apiservervalidation "k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
 	apimachineryvalidation "k8s.io/apimachinery/pkg/api/validation"
+	"k8s.io/apimachinery/pkg/api/operation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	"k8s.io/apiserver/pkg/features"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"sigs.k8s.io/yaml"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
@@ -233,7 +236,16 @@ func (v *versionValidator) validate(ctx context.Context, o *fedgatepb.Object, ob
 		return field.ErrorList{fe}, nil
 	}
 	unknown = append(unknown, paths...)
-	if foundMeta {
+	// As rest.BeforeCreate does: the request's namespace fills an empty one, and cluster-scoped kinds have none.
+	if meta == nil {
+		meta = &metav1.ObjectMeta{}
+	}
+	if !v.namespaced {
+		meta.Namespace = ""
+	} else if meta.Namespace == "" {
+		meta.Namespace = o.Namespace
+	}
+	if foundMeta || meta.Namespace != "" {
 		if err := schemaobjectmeta.SetObjectMeta(obj, meta); err != nil {
 			return nil, fmt.Errorf("%s: metadata: %w", desc, err)
 		}
@@ -245,12 +257,11 @@ func (v *versionValidator) validate(ctx context.Context, o *fedgatepb.Object, ob
 	// Defaulting comes before validation: the CEL rules assume defaulted fields (a backendRef's group and kind).
 	structuraldefaulting.Default(obj, v.structural)
 
-	// The strategy's Validate, in the API server's order.
+	// The strategy's Validate, in the API server's order, starting with its metadata check (declarative rules
+	// included, under the same feature gate).
 	var errs field.ErrorList
-	if meta == nil {
-		meta = &metav1.ObjectMeta{}
-	}
-	errs = append(errs, apimachineryvalidation.ValidateObjectMeta(meta, v.namespaced, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))...)
+	errs = append(errs, apimachineryvalidation.ValidateObjectMetaDeclaratively(ctx, operation.Create, meta, nil, v.namespaced,
+		apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"), utilfeature.DefaultFeatureGate.Enabled(features.DeclarativeValidationBeta))...)
 	errs = append(errs, apiservervalidation.ValidateCustomResource(nil, obj, v.schemaValidator)...)
 	errs = append(errs, schemaobjectmeta.Validate(ctx, nil, obj, v.structural, false)...)
 	errs = append(errs, structurallisttype.ValidateListSetsAndMaps(nil, v.structural, obj)...)

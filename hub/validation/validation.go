@@ -25,7 +25,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -153,7 +152,7 @@ func (e *InvalidError) Messages() []string {
 		return nil
 	}
 	var out []string
-	for _, err := range agg.(utilerrors.Aggregate).Errors() {
+	for _, err := range agg.Errors() {
 		out = append(out, err.Error())
 	}
 	return out

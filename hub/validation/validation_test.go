@@ -532,3 +532,30 @@ func BenchmarkValidateHTTPRoute(b *testing.B) {
 		}
 	}
 }
+
+// The wire namespace fills an empty body namespace, as the request URL does on an API server, and cluster-scoped
+// kinds lose theirs.
+func TestNamespaceFromEnvelope(t *testing.T) {
+	route := &fedgatepb.Object{ApiVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute", Namespace: "shop", Name: "api",
+		Json: []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"api"},"spec":{}}`)}
+	out, err := Normalize(route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got metav1.PartialObjectMetadata
+	if err := json.Unmarshal(out.Json, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Namespace != "shop" {
+		t.Errorf("namespace = %q, want shop", got.Namespace)
+	}
+
+	class := &fedgatepb.Object{ApiVersion: "gateway.networking.k8s.io/v1", Kind: "GatewayClass", Name: "fedgate",
+		Json: []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"GatewayClass","metadata":{"name":"fedgate","namespace":""},"spec":{"controllerName":"fedgate.io/gateway-controller"}}`)}
+	if out, err = Normalize(class); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out.Json), `"namespace"`) {
+		t.Errorf("cluster-scoped object kept a namespace: %s", out.Json)
+	}
+}
