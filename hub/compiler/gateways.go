@@ -49,10 +49,13 @@ func (l *listener) source() Source {
 	return s
 }
 
-// routeKinds fedgate serves on HTTP listeners, in supportedKinds order.
-var routeKinds = []gatewayv1.RouteGroupKind{
-	{Group: ptr(gatewayv1.Group(gatewayv1.GroupName)), Kind: resources.KindHTTPRoute},
-	{Group: ptr(gatewayv1.Group(gatewayv1.GroupName)), Kind: resources.KindGRPCRoute},
+// routeKinds fedgate serves on HTTP listeners, in supportedKinds order. A function, not a variable, so that no output
+// shares a pointer with another output or with package state.
+func routeKinds() []gatewayv1.RouteGroupKind {
+	return []gatewayv1.RouteGroupKind{
+		{Group: ptr(gatewayv1.Group(gatewayv1.GroupName)), Kind: resources.KindHTTPRoute},
+		{Group: ptr(gatewayv1.Group(gatewayv1.GroupName)), Kind: resources.KindGRPCRoute},
+	}
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -185,7 +188,7 @@ func (c *compiler) newGatewayInstance(cluster, sourceCluster string, gw *gateway
 // supportedKinds intersects allowedRoutes.kinds with the kinds fedgate serves; no kinds means all of them.
 func supportedKinds(ar *gatewayv1.AllowedRoutes) (ok []gatewayv1.RouteGroupKind, invalid []string) {
 	if ar == nil || len(ar.Kinds) == 0 {
-		return append([]gatewayv1.RouteGroupKind(nil), routeKinds...), nil
+		return routeKinds(), nil
 	}
 	for _, k := range ar.Kinds {
 		group := gatewayv1.GroupName
@@ -193,7 +196,7 @@ func supportedKinds(ar *gatewayv1.AllowedRoutes) (ok []gatewayv1.RouteGroupKind,
 			group = string(*k.Group)
 		}
 		found := false
-		for _, rk := range routeKinds {
+		for _, rk := range routeKinds() {
 			if group == string(*rk.Group) && k.Kind == rk.Kind {
 				ok, found = append(ok, rk), true
 				break

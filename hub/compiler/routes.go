@@ -81,7 +81,7 @@ func (c *compiler) processRoute(ro *routeObj) {
 		}
 		switch {
 		case group == "" && kind == "Service":
-			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
+			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: *pr.DeepCopy(), Conditions: []metav1.Condition{
 				condition(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonUnsupportedValue),
 					fmt.Sprintf("parentRef Service %q: mesh (GAMMA) routes are not supported by fedgate yet", pr.Name), gen),
 			}})
@@ -111,7 +111,7 @@ func (c *compiler) processRoute(ro *routeObj) {
 			if cr.partiallyInvalid != nil && accepted.Status == metav1.ConditionTrue {
 				conds = append(conds, *cr.partiallyInvalid)
 			}
-			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: cl, ParentRef: pr, Conditions: conds})
+			st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: cl, ParentRef: *pr.DeepCopy(), Conditions: conds})
 		}
 		if found {
 			continue
@@ -128,7 +128,7 @@ func (c *compiler) processRoute(ro *routeObj) {
 		default:
 			continue
 		}
-		st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: pr, Conditions: []metav1.Condition{
+		st.Parents = append(st.Parents, ParentStatus{ControllerName: ControllerName, Cluster: ro.source.Cluster, ParentRef: *pr.DeepCopy(), Conditions: []metav1.Condition{
 			condition(string(gatewayv1.RouteConditionAccepted), false, string(reason), msg, gen),
 		}})
 	}
