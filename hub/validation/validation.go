@@ -40,7 +40,7 @@ func Validate(o *fedgatepb.Object) error {
 	return err
 }
 
-// Normalize validates o and returns it as an API server would store it: status dropped, unknown-null values pruned
+// Normalize validates o and returns it as an API server would store it: status dropped, nulls without defaults pruned
 // and schema defaults applied (for example a backendRef's group "" and kind "Service"). Callers that store objects
 // may keep the result so that the compiler sees the same defaulted shape a Kubernetes cluster would report.
 func Normalize(o *fedgatepb.Object) (*fedgatepb.Object, error) {
