@@ -176,36 +176,48 @@ func p2c(eps []*endpoint, now int64, avoid *endpoint) *endpoint {
 		}
 		return nil
 	}
-	var first, second *endpoint
-	for i := 0; i < maxSamples && second == nil; i++ {
-		e := eps[rand.IntN(n)]
-		if e == avoid || e == first || !e.state.Available(now) {
-			continue
+	// Draw pairs of distinct indices; a pair with an unavailable member is redrawn, keeping the first available
+	// endpoint seen as the answer should every draw be spoiled.
+	var fallback *endpoint
+	for i := 0; i < maxSamples; i++ {
+		x := rand.IntN(n)
+		y := rand.IntN(n - 1)
+		if y >= x {
+			y++
 		}
-		if first == nil {
-			first = e
-		} else {
-			second = e
+		a, c := eps[x], eps[y]
+		aok := a != avoid && a.state.Available(now)
+		cok := c != avoid && c.state.Available(now)
+		switch {
+		case aok && cok:
+			return lessLoaded(a, c)
+		case aok && fallback == nil:
+			fallback = a
+		case cok && fallback == nil:
+			fallback = c
 		}
 	}
-	if first == nil {
-		// Most of the set is unavailable: scan once from a random start for anything that is.
-		start := rand.IntN(n)
-		for i := 0; i < n; i++ {
-			if e := eps[(start+i)%n]; e != avoid && e.state.Available(now) {
-				return e
-			}
+	if fallback != nil {
+		return fallback
+	}
+	// Most of the set is unavailable: scan once from a random start for anything that is.
+	start := rand.IntN(n)
+	for i := 0; i < n; i++ {
+		if e := eps[(start+i)%n]; e != avoid && e.state.Available(now) {
+			return e
 		}
-		return nil
 	}
-	if second == nil {
-		return first
+	return nil
+}
+
+// lessLoaded: fewer requests in flight wins; ties go to the endpoint with fewer requests so far, which spreads a
+// sequential client evenly instead of by coin flips.
+func lessLoaded(a, c *endpoint) *endpoint {
+	ai, ci := a.state.InFlight.Load(), c.state.InFlight.Load()
+	if ci < ai || ci == ai && c.state.Requests.Load() < a.state.Requests.Load() {
+		return c
 	}
-	a, c := first.state.InFlight.Load(), second.state.InFlight.Load()
-	if c < a || c == a && second.state.Requests.Load() < first.state.Requests.Load() {
-		return second
-	}
-	return first
+	return a
 }
 
 // available reports whether pick could return an endpoint.
@@ -256,6 +268,14 @@ func (a *action) pick(now int64, avoid *endpoint) (*backend, *endpoint, pickResu
 	if ep := wb.backend.pick(now, avoid); ep != nil {
 		return wb.backend, ep, picked
 	}
+	return a.pickOthers(now, avoid, i)
+}
+
+// pickOthers chooses a backend at random in proportion to weight among those (other than index skip) with an
+// available endpoint, and an endpoint in it. Retries use it with skip -1 so they do not advance the shared schedule
+// (which would hand the next request the very share that just failed).
+func (a *action) pickOthers(now int64, avoid *endpoint, skip int) (*backend, *endpoint, pickResult) {
+	i := skip
 	var total int64
 	for j, o := range a.backends {
 		if j != i && o.backend != nil && o.weight > 0 && o.backend.available(now, avoid) {

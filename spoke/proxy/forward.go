@@ -246,7 +246,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 			retryable = !eastWest && bodyless && policy != nil && attempts < policy.attempts && policy.retriesStatus(resp.StatusCode)
 		}
 		if retryable {
-			nb, nep, res := a.pick(now.UnixNano(), ep)
+			nb, nep, res := a.pickOthers(now.UnixNano(), ep, -1)
 			if res != picked {
 				// Nowhere else to go: the same endpoint may still answer (a 503 from an overloaded pod, say).
 				nb, nep = b, ep
