@@ -227,6 +227,11 @@ func (n *Node) UpdateKey(key []byte) error {
 
 // Leave announces departure (peers mark the cluster down at once instead of detecting a failure) and shuts down.
 func (n *Node) Leave(timeout time.Duration) error {
+	select {
+	case <-n.stop:
+		return nil // already shut down: memberlist cannot leave after that
+	default:
+	}
 	err := n.ml.Leave(timeout)
 	return errors.Join(err, n.Shutdown())
 }

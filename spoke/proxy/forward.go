@@ -328,12 +328,15 @@ func (s *Server) roundTrip(out *http.Request, b *backend, ep *endpoint) (*http.R
 	return resp, err
 }
 
-// noteConnError feeds a failed exchange to outlier detection. A failed dial to a remote spoke's east-west address
-// says the cluster (not the endpoint) is unreachable: it is marked suspect at once, ahead of gossip's verdict.
+// noteConnError feeds a failed exchange to outlier detection. A transport error on the east-west hop (refused dial,
+// reset, connection cut mid-response: the remote spoke answers backend failures with a status, not a broken
+// connection) says the cluster, not the endpoint, is in trouble: it is marked suspect at once, ahead of gossip's
+// verdict, so the retry and the next requests go elsewhere.
 func (s *Server) noteConnError(b *backend, ep *endpoint, err error, now time.Time) {
-	if ep.remote != nil && isDialError(err) {
+	if ep.remote != nil {
 		if ep.remote.state.Usable(now.UnixNano()) {
-			s.log.Warn("east-west dial failed: cluster suspect", "cluster", ep.cluster, "addr", ep.remote.addr, "err", err)
+			s.log.Warn("east-west exchange failed: cluster suspect", "cluster", ep.cluster, "addr", ep.remote.addr,
+				"hold", s.opts.SuspectHold, "dial", isDialError(err), "err", err)
 		}
 		ep.remote.state.Suspect(now, s.opts.SuspectHold)
 		return
