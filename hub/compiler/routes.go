@@ -57,6 +57,10 @@ func (c *compiler) processRoutes() {
 	c.writeGatewayStatuses()
 }
 
+// processRoute attaches one route wherever its parentRefs lead. A route applied at the hub looks for its Gateways in
+// every cluster and reports one parent status per cluster where it found one; a route reported by a cluster looks
+// only there. Rules are compiled once per cluster, lazily, because backend resolution depends on the cluster's
+// ReferenceGrants.
 func (c *compiler) processRoute(ro *routeObj) {
 	gen := ro.meta.Generation
 	st := c.status.get(ro.ref(), gen)
