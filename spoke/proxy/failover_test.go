@@ -99,7 +99,7 @@ func TestWestKilledUnderLoad(t *testing.T) {
 	if err := east.Apply(&spokeconfig.SpokeConfig{Cluster: "east",
 		Ports:    []spokeconfig.Port{port(gp, forwardRoute("r", "/", spokeconfig.WeightedBackend{BackendID: "ns/svc:80", Weight: 1}))},
 		Backends: []spokeconfig.Backend{svc}, Clusters: []spokeconfig.Cluster{{Name: "west", EastWestAddress: ewWestAddr, GossipAddress: gWest}},
-		Gossip:   &spokeconfig.Gossip{Key: key, Peers: []string{gWest}}}); err != nil {
+		Gossip: &spokeconfig.Gossip{Key: key, Peers: []string{gWest}}}); err != nil {
 		t.Fatal(err)
 	}
 	startWest := func(ln net.Listener) (*Server, *killableListener) {

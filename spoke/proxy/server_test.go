@@ -19,7 +19,7 @@ import (
 )
 
 // echoBackend answers with its name and echoes what the proxy sent, so tests can check forwarding hygiene.
-func echoBackend(t *testing.T, name string) *httptest.Server {
+func echoBackend(t testing.TB, name string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", name)
@@ -41,7 +41,7 @@ func echoBackend(t *testing.T, name string) *httptest.Server {
 	return srv
 }
 
-func freePort(t *testing.T) int32 {
+func freePort(t testing.TB) int32 {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
