@@ -229,6 +229,16 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 			problems, fail = append(problems, fmt.Sprintf("filters[%d]: filter type %q is not supported by fedgate yet; the rule answers 500", fi, f.Type)), true
 		}
 	}
+	if usesPrefixRewrite(a) {
+		// ReplacePrefixMatch rewrites the matched prefix, so every match of the rule must be a PathPrefix (the API
+		// server's CEL rule); otherwise the spoke would not know what to replace.
+		for _, ms := range rule.matches {
+			if ms.match.PathType != spokeconfig.PathPrefix {
+				problems, fail = append(problems, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix"), true
+				break
+			}
+		}
+	}
 	if a.Redirect != nil && a.Rewrite != nil {
 		problems, fail = append(problems, "RequestRedirect and URLRewrite cannot be combined"), true
 	}
@@ -277,6 +287,11 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 		a = spokeconfig.Action{DirectResponse: &spokeconfig.DirectResponse{Status: 500}}
 	}
 	return a, problems, refProblem
+}
+
+func usesPrefixRewrite(a spokeconfig.Action) bool {
+	return (a.Redirect != nil && a.Redirect.Path != nil && a.Redirect.Path.ReplacePrefixMatch != nil) ||
+		(a.Rewrite != nil && a.Rewrite.Path != nil && a.Rewrite.Path.ReplacePrefixMatch != nil)
 }
 
 func weightOf(br backendRefSpec) int32 {
