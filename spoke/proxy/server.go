@@ -446,9 +446,14 @@ func (s *Server) applyGossip(cfg *spokeconfig.SpokeConfig) error {
 	} else if err := g.UpdateKey(cfg.Gossip.Key); err != nil {
 		return err
 	}
+	// Join only peers not already members: a config revision should not cost a push/pull with every spoke.
+	known := map[string]bool{g.Addr(): true}
+	for _, m := range g.Members() {
+		known[m.Addr] = true
+	}
 	var peers []string
 	for _, p := range cfg.Gossip.Peers {
-		if p != g.Addr() {
+		if !known[p] {
 			peers = append(peers, p)
 		}
 	}
