@@ -7,9 +7,10 @@ import (
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
 
-// Project returns the SpokeConfig for one cluster: its ports with their routes, every backend those routes name, every
-// backend with endpoints in the cluster that a route anywhere names (the spoke serves those to other clusters over
-// east-west), and the remote clusters owning the listed endpoints.
+// Project returns the SpokeConfig for one cluster: its ports with their routes, every backend those routes name (with
+// endpoints in every reachable cluster), every backend with endpoints in the cluster that a route anywhere names (the
+// spoke serves those to other clusters over east-west; local endpoints only), and the remote clusters owning the
+// listed endpoints.
 //
 // Endpoints of a remote cluster without a usable east-west address are left out: the spoke could not reach them, and
 // Validate would refuse a config naming them. A cluster unknown to the graph gets an empty (but valid) config.
@@ -70,7 +71,10 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		for _, e := range bn.Endpoints {
 			if e.Cluster == cluster {
 				b.Endpoints = append(b.Endpoints, e)
-			} else if _, ok := reachable[e.Cluster]; ok {
+			} else if _, ok := reachable[e.Cluster]; ok && wanted[bn.ID] {
+				// Remote endpoints only for backends this cluster's own routes use: a backend it merely serves to
+				// others needs its local endpoints alone, and leaving the rest out keeps other clusters' endpoint
+				// churn from changing this spoke's config.
 				b.Endpoints = append(b.Endpoints, e)
 				used[e.Cluster] = true
 			}
