@@ -35,6 +35,9 @@ const kindServiceImport = "ServiceImport"
 // Service of that namespace/name in every cluster that reports it: fedgate federates Services by name (the MCS
 // "namespace sameness" rule), so the two kinds differ only in intent. An unresolvable reference becomes an Invalid
 // backend — its share of traffic answers 500 — and never removes the rest of the rule.
+//
+// Only cluster-reported Services count: the hub runs no workloads, so a Service applied at the hub would have no
+// endpoints anywhere, and letting it satisfy the lookup would turn a clear BackendNotFound into silent 503s.
 func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpec) (spokeconfig.WeightedBackend, *backendProblem) {
 	wb := spokeconfig.WeightedBackend{Weight: weightOf(br)}
 	invalid := func(reason gatewayv1.RouteConditionReason, format string, args ...any) (spokeconfig.WeightedBackend, *backendProblem) {
