@@ -1562,7 +1562,9 @@ type Hello struct {
 	// Subscribe only: graph revision the spoke serves now (0 if none).
 	AppliedRevision int64 `protobuf:"varint,5,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
 	// Subscribe only: hash of the SpokeConfig the spoke serves now; the hub skips resending an identical config.
-	AppliedHash   string `protobuf:"bytes,6,opt,name=applied_hash,json=appliedHash,proto3" json:"applied_hash,omitempty"`
+	AppliedHash string `protobuf:"bytes,6,opt,name=applied_hash,json=appliedHash,proto3" json:"applied_hash,omitempty"`
+	// Address other spokes use to reach this spoke's memberlist (gossip) listener (host:port); empty: no gossip.
+	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1635,6 +1637,13 @@ func (x *Hello) GetAppliedRevision() int64 {
 func (x *Hello) GetAppliedHash() string {
 	if x != nil {
 		return x.AppliedHash
+	}
+	return ""
+}
+
+func (x *Hello) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
 	}
 	return ""
 }
@@ -2274,14 +2283,15 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
 	"\x14ListClustersResponse\x123\n" +
-	"\bclusters\x18\x01 \x03(\v2\x17.fedgate.v1.ClusterInfoR\bclusters\"\xb2\x02\n" +
+	"\bclusters\x18\x01 \x03(\v2\x17.fedgate.v1.ClusterInfoR\bclusters\"\xd9\x02\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12*\n" +
 	"\x11east_west_address\x18\x03 \x01(\tR\x0feastWestAddress\x125\n" +
 	"\x06labels\x18\x04 \x03(\v2\x1d.fedgate.v1.Hello.LabelsEntryR\x06labels\x12)\n" +
 	"\x10applied_revision\x18\x05 \x01(\x03R\x0fappliedRevision\x12!\n" +
-	"\fapplied_hash\x18\x06 \x01(\tR\vappliedHash\x1a9\n" +
+	"\fapplied_hash\x18\x06 \x01(\tR\vappliedHash\x12%\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
