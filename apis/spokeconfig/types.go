@@ -6,6 +6,11 @@
 // Every slice is emitted in a deterministic order by the hub so that equal graphs encode to equal bytes (and hashes).
 package spokeconfig
 
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
 // SpokeConfig is everything one spoke needs to serve: its listeners with their routes already sorted by precedence,
 // every backend those routes name (with endpoints in every cluster), the backends it must serve for other clusters
 // over east-west, and the clusters it may reach.
@@ -27,6 +32,11 @@ type SpokeConfig struct {
 	SessionKeys []SessionKey `json:"sessionKeys,omitempty"`
 	// Gossip configures cluster-health gossip among spokes (memberlist). Nil disables it.
 	Gossip *Gossip `json:"gossip,omitempty"`
+	// Statuses of the objects this cluster reported, as compiled by the hub, sorted by kind, namespace, name. The
+	// proxy ignores them; a Kubernetes spoke writes them back to its API server.
+	Statuses []ObjectStatus `json:"statuses,omitempty"`
+	// ServiceImports this cluster should hold (MCS API), sorted by namespace and name.
+	ServiceImports []ServiceImport `json:"serviceImports,omitempty"`
 }
 
 // SessionKey is one HMAC key for session tokens.
@@ -296,4 +306,57 @@ type Endpoint struct {
 	// Serving without Ready means terminating (draining): no new sessions, but pinned sessions keep using it.
 	Serving bool   `json:"serving,omitempty"`
 	Zone    string `json:"zone,omitempty"`
+}
+
+// ObjectStatus is the hub's compiled status of one object this spoke's cluster reported, for the spoke to write back
+// to its API server. LastTransitionTime is left zero by the hub; the spoke stamps it when a condition changes.
+type ObjectStatus struct {
+	Kind       string             `json:"kind"`
+	Namespace  string             `json:"namespace,omitempty"`
+	Name       string             `json:"name"`
+	Generation int64              `json:"generation,omitempty"`
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Parents: for routes, one entry per parentRef (status.parents).
+	Parents []ParentStatus `json:"parents,omitempty"`
+	// Listeners: for Gateways (status.listeners).
+	Listeners []ListenerStatus `json:"listeners,omitempty"`
+	// Addresses: for Gateways (status.addresses), the addresses the spoke's gateway ports are reachable at.
+	Addresses []string `json:"addresses,omitempty"`
+}
+
+// ParentStatus is a route's status for one parentRef.
+type ParentStatus struct {
+	ParentRef      gatewayv1.ParentReference `json:"parentRef"`
+	ControllerName string                    `json:"controllerName"`
+	Conditions     []metav1.Condition        `json:"conditions,omitempty"`
+}
+
+// ListenerStatus is one Gateway listener's status.
+type ListenerStatus struct {
+	Name           string                     `json:"name"`
+	AttachedRoutes int32                      `json:"attachedRoutes"`
+	SupportedKinds []gatewayv1.RouteGroupKind `json:"supportedKinds,omitempty"`
+	Conditions     []metav1.Condition         `json:"conditions,omitempty"`
+}
+
+// ServiceImport is the hub's merge of every cluster's ServiceExport of one namespace/name (MCS API); the spoke keeps
+// a matching ServiceImport object in its cluster.
+type ServiceImport struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Type "ClusterSetIP" or "Headless".
+	Type  string              `json:"type,omitempty"`
+	Ports []ServiceImportPort `json:"ports,omitempty"`
+	// Clusters exporting the Service, sorted.
+	Clusters []string `json:"clusters,omitempty"`
+	// Conflict, when set, is the MCS conflict condition's message (exports disagree on ports or protocols).
+	Conflict string `json:"conflict,omitempty"`
+}
+
+// ServiceImportPort is one port of a ServiceImport.
+type ServiceImportPort struct {
+	Name        string `json:"name,omitempty"`
+	Protocol    string `json:"protocol,omitempty"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+	Port        int32  `json:"port"`
 }
