@@ -153,10 +153,31 @@ type Sessions struct {
 	mu   sync.Mutex
 	next int
 	open map[string]map[int]context.CancelCauseFunc
+	// ended is closed (and replaced) whenever a stream ends, so Wait needs no polling.
+	ended chan struct{}
 }
 
 // NewSessions returns an empty registry.
-func NewSessions() *Sessions { return &Sessions{open: map[string]map[int]context.CancelCauseFunc{}} }
+func NewSessions() *Sessions {
+	return &Sessions{open: map[string]map[int]context.CancelCauseFunc{}, ended: make(chan struct{})}
+}
+
+// Wait blocks until cluster has no open stream (its handlers have returned) or ctx ends.
+func (s *Sessions) Wait(ctx context.Context, cluster string) error {
+	for {
+		s.mu.Lock()
+		n, ended := len(s.open[cluster]), s.ended
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ended:
+		}
+	}
+}
 
 func (s *Sessions) add(ctx context.Context, cluster string) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -174,6 +195,8 @@ func (s *Sessions) add(ctx context.Context, cluster string) (context.Context, fu
 		if len(s.open[cluster]) == 0 {
 			delete(s.open, cluster)
 		}
+		close(s.ended)
+		s.ended = make(chan struct{})
 		s.mu.Unlock()
 		cancel(nil)
 	}

@@ -358,6 +358,24 @@ func (s *Service) Joined(ctx context.Context, name string) (*JoinRecord, error) 
 	return &r, nil
 }
 
+// JoinedAll returns every join record by cluster name.
+func (s *Service) JoinedAll(ctx context.Context) (map[string]*JoinRecord, error) {
+	resp, err := s.etcd.Get(ctx, JoinPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*JoinRecord, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r JoinRecord
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			s.log.Warn("unreadable join record", "key", string(kv.Key), "error", err)
+			continue
+		}
+		out[r.Name] = &r
+	}
+	return out, nil
+}
+
 // ErrNotJoined is returned by callers that require a joined cluster.
 var ErrNotJoined = errors.New("cluster is not joined")
 

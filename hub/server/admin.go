@@ -8,6 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,20 +21,22 @@ import (
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/hub/auth"
+	"github.com/fedgate/fedgate/hub/pki"
+	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/store"
 	"github.com/fedgate/fedgate/hub/validation"
 )
 
-// AdminService implements fedgatepb.AdminServer.
+// AdminService implements fedgatepb.AdminServer. Every method is for the admin identity only (hub/auth's policy).
 type AdminService struct {
 	fedgatepb.UnimplementedAdminServer
-	st  *store.Store
-	log *slog.Logger
-}
-
-// NewAdminService returns the admin API over st.
-func NewAdminService(st *store.Store, log *slog.Logger) *AdminService {
-	return &AdminService{st: st, log: log.With("component", "admin")}
+	st        *store.Store
+	log       *slog.Logger
+	reg       *registration.Service
+	sessions  *auth.Sessions
+	ca        *pki.Authority
+	advertise string
 }
 
 // Apply validates every object, then stores all of them in one transaction. One invalid object refuses the whole
@@ -117,15 +125,23 @@ func (a *AdminService) List(ctx context.Context, req *fedgatepb.ListRequest) (*f
 	return resp, nil
 }
 
-// ListClusters returns every known cluster with its connection and sync state.
+// ListClusters returns every joined or known cluster with its connection and sync state. Labels and the join time
+// come from the join record (what the admin's token admitted); a cluster that joined but never connected is listed
+// too, disconnected.
 func (a *AdminService) ListClusters(ctx context.Context, _ *fedgatepb.ListClustersRequest) (*fedgatepb.ListClustersResponse, error) {
 	cls, err := a.st.Clusters(ctx)
 	if err != nil {
 		return nil, storeError(err)
 	}
+	var joined map[string]*registration.JoinRecord
+	if a.reg != nil {
+		if joined, err = a.reg.JoinedAll(ctx); err != nil {
+			return nil, storeError(err)
+		}
+	}
 	resp := &fedgatepb.ListClustersResponse{}
 	for _, c := range cls {
-		resp.Clusters = append(resp.Clusters, &fedgatepb.ClusterInfo{
+		ci := &fedgatepb.ClusterInfo{
 			Name:            c.Record.Name,
 			Labels:          c.Record.Labels,
 			EastWestAddress: c.Record.EastWestAddress,
@@ -138,9 +154,141 @@ func (a *AdminService) ListClusters(ctx context.Context, _ *fedgatepb.ListCluste
 			NackedRevision:  c.Sync.NackedRevision,
 			LastNackError:   c.Sync.LastNackError,
 			ReportedObjects: c.ReportedObjects,
-		})
+		}
+		if j := joined[c.Record.Name]; j != nil {
+			mergeJoin(ci, j)
+			delete(joined, c.Record.Name)
+		}
+		resp.Clusters = append(resp.Clusters, ci)
 	}
+	for _, j := range joined {
+		ci := &fedgatepb.ClusterInfo{Name: j.Name}
+		mergeJoin(ci, j)
+		resp.Clusters = append(resp.Clusters, ci)
+	}
+	sort.Slice(resp.Clusters, func(i, k int) bool { return resp.Clusters[i].Name < resp.Clusters[k].Name })
 	return resp, nil
+}
+
+func mergeJoin(ci *fedgatepb.ClusterInfo, j *registration.JoinRecord) {
+	ci.JoinedAtUnix = j.JoinedAt.Unix()
+	if len(j.Labels) > 0 || len(ci.Labels) == 0 {
+		labels := maps.Clone(ci.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		maps.Copy(labels, j.Labels) // the join's labels win: the admin admitted the cluster with them
+		ci.Labels = labels
+	}
+	if ci.EastWestAddress == "" {
+		ci.EastWestAddress = j.EastWestAddress
+	}
+}
+
+// errNoRegistration refuses token and removal calls on an AdminService built without registration (tests of the
+// object API alone).
+var errNoRegistration = status.Error(codes.FailedPrecondition, "cluster registration is not configured on this hub")
+
+// CreateToken creates a bootstrap token and returns it with the complete join command. The secret is in the response
+// only; it is neither stored nor logged.
+func (a *AdminService) CreateToken(ctx context.Context, req *fedgatepb.CreateTokenRequest) (*fedgatepb.CreateTokenResponse, error) {
+	if a.reg == nil {
+		return nil, errNoRegistration
+	}
+	if req.GetTtlSeconds() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "ttlSeconds: Invalid value: %d: must not be negative", req.GetTtlSeconds())
+	}
+	if req.GetUsages() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "usages: Invalid value: %d: must not be negative", req.GetUsages())
+	}
+	tok, info, err := a.reg.CreateToken(ctx, time.Duration(req.GetTtlSeconds())*time.Second, req.GetUsages(), req.GetClusterName(), req.GetDescription())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	hash := a.ca.ActiveHash()
+	name := req.GetClusterName()
+	if name == "" {
+		name = "NAME"
+	}
+	cmd := fmt.Sprintf("hubctl join --hub %s --token %s --ca-hash %s --cluster-name %s", a.advertise, tok, hash, name)
+	return &fedgatepb.CreateTokenResponse{Token: tok.String(), Info: info, CaHash: hash, HubAddress: a.advertise, JoinCommand: cmd}, nil
+}
+
+// ListTokens lists tokens without their secrets.
+func (a *AdminService) ListTokens(ctx context.Context, _ *fedgatepb.ListTokensRequest) (*fedgatepb.ListTokensResponse, error) {
+	if a.reg == nil {
+		return nil, errNoRegistration
+	}
+	toks, err := a.reg.ListTokens(ctx)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &fedgatepb.ListTokensResponse{Tokens: toks}, nil
+}
+
+// DeleteToken deletes a token by id (a token string "id.secret" is accepted too; only its id is used).
+func (a *AdminService) DeleteToken(ctx context.Context, req *fedgatepb.DeleteTokenRequest) (*fedgatepb.DeleteTokenResponse, error) {
+	if a.reg == nil {
+		return nil, errNoRegistration
+	}
+	id, _, _ := strings.Cut(req.GetId(), ".")
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: Required value")
+	}
+	if err := a.reg.DeleteToken(ctx, id); err != nil {
+		return nil, grpcError(err)
+	}
+	a.log.Info("token deleted", "id", id)
+	return &fedgatepb.DeleteTokenResponse{}, nil
+}
+
+// sessionDrain bounds how long RemoveCluster waits for the removed cluster's streams to finish their handlers, so
+// that nothing they still write lands after the cleanup.
+const sessionDrain = 5 * time.Second
+
+// RemoveCluster revokes the cluster (every certificate serial it was issued is refused from now on), cuts its open
+// streams, then deletes what it reported and what the hub kept about it, in one transaction. The compile loop sees
+// the reports go and recompiles: the cluster's backends leave every other spoke's table.
+func (a *AdminService) RemoveCluster(ctx context.Context, req *fedgatepb.RemoveClusterRequest) (*fedgatepb.RemoveClusterResponse, error) {
+	if a.reg == nil {
+		return nil, errNoRegistration
+	}
+	name := req.GetName()
+	serials, err := a.reg.RemoveCluster(ctx, name)
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	cut := a.sessions.Cut(name, status.Errorf(codes.Unauthenticated, "cluster %q was removed", name))
+	wctx, cancel := context.WithTimeout(ctx, sessionDrain)
+	if err := a.sessions.Wait(wctx, name); err != nil {
+		a.log.Warn("removed cluster's streams did not end in time; cleaning up anyway", "cluster", name, "error", err)
+	}
+	cancel()
+	cli := a.st.Client()
+	count, err := cli.Get(ctx, store.ReportClusterPrefix(name), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	_, err = cli.Txn(ctx).Then(
+		clientv3.OpDelete(store.ReportClusterPrefix(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(store.ClusterKey(name)),
+		clientv3.OpDelete(store.PresenceKey(name)),
+		clientv3.OpDelete(store.GraphKey(name)),
+		clientv3.OpDelete(store.SyncStateKey(name)),
+	).Commit()
+	if err != nil {
+		return nil, storeError(err)
+	}
+	a.log.Info("cluster removed", "cluster", name, "revokedCertificates", len(serials), "streamsCut", cut, "removedObjects", count.Count)
+	return &fedgatepb.RemoveClusterResponse{RevokedSerials: serials, RemovedObjects: count.Count}, nil
+}
+
+// grpcError passes a status error through and maps anything else as a store failure.
+func grpcError(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return storeError(err)
 }
 
 // checkEnvelope checks what validation does not: that the kind is one fedgate carries, that the envelope names the

@@ -2,28 +2,58 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/controller"
+	"github.com/fedgate/fedgate/hub/pki"
+	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/store"
 )
 
 // Config is everything a hub process needs. Each documented default is what DefaultConfig returns (a test holds the
 // two together) and what cmd/hub's flags default to.
 type Config struct {
-	// Listen is the gRPC address for hubctl and spokes (plaintext for now). Default: `127.0.0.1:9443`.
+	// Listen is the gRPC address for hubctl and spokes; it serves TLS only. Default: `127.0.0.1:9443`.
 	Listen string
+	// AdvertiseAddress is host:port spokes and hubctl dial; it goes into join commands and the admin config, and its
+	// host (with 127.0.0.1 and localhost) into the serving certificate. Empty means Listen. Default: ``.
+	AdvertiseAddress string
+	// PKIDir holds the CA (ca.crt, ca.key; created on first start). Empty means <DataDir>/pki. Default: ``.
+	PKIDir string
+	// CACert and CAKey load the CA from these files instead of PKIDir (both or neither). Default: ``.
+	CACert string
+	// CAKey: see CACert. Default: ``.
+	CAKey string
+	// CertTTL is the lifetime of cluster certificates; spokes renew at two thirds of it. Default: `24h0m0s`.
+	CertTTL time.Duration
+	// AdminConfig is where the bootstrap writes the admin credential (if no file is there yet); empty writes none.
+	// cmd/hub defaults it to ~/.fedgate/config. Default: ``.
+	AdminConfig string
+	// AdminCertTTL is the lifetime of the bootstrap admin credential. Default: `8760h0m0s`.
+	AdminCertTTL time.Duration
+	// HandshakeTimeout bounds a connection's TLS handshake, so a client that connects and stays silent holds
+	// nothing for long. Default: `10s`.
+	HandshakeTimeout time.Duration
 	// DataDir is the embedded etcd's data directory; state survives restarts on the same directory. Unused with
 	// EtcdEndpoints. Default: `./fedgate-data`.
 	DataDir string
@@ -49,11 +79,14 @@ type Config struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:          "127.0.0.1:9443",
-		DataDir:         "./fedgate-data",
-		CompileHoldOff:  controller.DefaultHoldOff,
-		CompileMaxDelay: controller.DefaultMaxDelay,
-		ShutdownGrace:   5 * time.Second,
+		Listen:           "127.0.0.1:9443",
+		DataDir:          "./fedgate-data",
+		CertTTL:          24 * time.Hour,
+		AdminCertTTL:     365 * 24 * time.Hour,
+		HandshakeTimeout: 10 * time.Second,
+		CompileHoldOff:   controller.DefaultHoldOff,
+		CompileMaxDelay:  controller.DefaultMaxDelay,
+		ShutdownGrace:    5 * time.Second,
 	}
 }
 
@@ -64,6 +97,26 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("listen: must not be empty"))
 	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.AdvertiseAddress != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseAddress); err != nil {
+			errs = append(errs, fmt.Errorf("advertise-address %q: %w", c.AdvertiseAddress, err))
+		}
+	}
+	if (c.CACert == "") != (c.CAKey == "") {
+		errs = append(errs, errors.New("ca-cert and ca-key: give both or neither"))
+	}
+	if c.PKIDir == "" && c.CACert == "" && c.DataDir == "" {
+		errs = append(errs, errors.New("pki-dir: must be set when there is no data-dir"))
+	}
+	if c.CertTTL < 3*time.Second {
+		errs = append(errs, fmt.Errorf("cert-ttl %v: must be at least 3s", c.CertTTL))
+	}
+	if c.AdminCertTTL <= 0 {
+		errs = append(errs, fmt.Errorf("admin-cert-ttl %v: must be positive", c.AdminCertTTL))
+	}
+	if c.HandshakeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("handshake-timeout %v: must be positive", c.HandshakeTimeout))
 	}
 	if len(c.EtcdEndpoints) == 0 && c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: must be set when no etcd endpoints are given"))
@@ -92,30 +145,45 @@ func (c Config) Validate() error {
 }
 
 // Limits of the gRPC server. Reports of large clusters arrive as one snapshot message, hence the receive limit well
-// above gRPC's 4 MiB default; configs sent down can be larger still.
+// above gRPC's 4 MiB default; configs sent down can be larger still. A spoke needs three streams at most (Report,
+// Subscribe, a Renew), so 100 concurrent streams per connection leave room for hubctl while bounding what one client
+// can make the hub hold; grpc-go also bounds its handler goroutines by it, which blunts HTTP/2 rapid-reset floods.
 const (
 	MaxRecvMsgSize       = 16 << 20
 	MaxSendMsgSize       = 64 << 20
-	MaxConcurrentStreams = 1024
+	MaxConcurrentStreams = 100
+	MaxHeaderListSize    = 64 << 10
 )
 
-// ServerOptions are the hub's gRPC server options: message and stream limits, and keepalives that notice a dead spoke
-// (so its presence lapses) while refusing clients that ping abusively.
-func ServerOptions() []grpc.ServerOption {
+// ServerOptions are the hub's gRPC server options: message, header and stream limits, a handshake deadline, and
+// keepalives that notice a dead spoke (so its presence lapses) while refusing clients that ping abusively. The
+// enforcement MinTime stays below the spoke's one-minute ping.
+func ServerOptions(handshakeTimeout time.Duration) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(MaxHeaderListSize),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 }
 
-// Hub is a running hub: etcd (embedded or a client of an external one), the compile loop and the gRPC server.
+// servingTTL is the lifetime of the hub's own serving certificate; it is reissued at two thirds of it.
+const servingTTL = 30 * 24 * time.Hour
+
+// Hub is a running hub: etcd (embedded or a client of an external one), the CA and registration, the compile loop
+// and the gRPC server.
 type Hub struct {
 	addr       net.Addr
+	advertise  string
 	store      *store.Store
 	controller *controller.Controller
+	ca         *pki.Authority
+	reg        *registration.Service
+	sessions   *auth.Sessions
+	serving    atomic.Pointer[tls.Certificate]
 	cli        *clientv3.Client
 	etcd       *store.Embedded
 	grpc       *grpc.Server
@@ -137,12 +205,18 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	h := &Hub{stopping: make(chan struct{}), grace: cfg.ShutdownGrace, log: log, errc: make(chan error, 3)}
+	h := &Hub{stopping: make(chan struct{}), grace: cfg.ShutdownGrace, log: log, errc: make(chan error, 3), sessions: auth.NewSessions()}
 	defer func() {
 		if err != nil {
 			h.Close()
 		}
 	}()
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	h.cancel = cancelRun
+
+	if h.ca, err = loadCA(cfg); err != nil {
+		return nil, fmt.Errorf("hub CA: %w", err)
+	}
 
 	endpoints := cfg.EtcdEndpoints
 	opts := store.Options{Logger: log.With("component", "store")}
@@ -172,19 +246,44 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	h.controller = controller.New(h.store, controller.Config{
 		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, Logger: log,
 	})
+	// The registration service watches revocations for as long as the hub runs, hence runCtx.
+	h.reg, err = registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("registration: %w", err)
+	}
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	h.addr = lis.Addr()
-	h.grpc = grpc.NewServer(ServerOptions()...)
-	fedgatepb.RegisterAdminServer(h.grpc, NewAdminService(h.store, log))
-	fedgatepb.RegisterSyncServer(h.grpc, NewSyncService(h.store, log, h.stopping))
+	h.advertise = cfg.AdvertiseAddress
+	if h.advertise == "" {
+		h.advertise = h.addr.String()
+	}
+	if err := h.issueServing(); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("hub serving certificate: %w", err)
+	}
+	if err := h.bootstrapAdmin(cfg.AdminConfig, cfg.AdminCertTTL); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("admin config %s: %w", cfg.AdminConfig, err)
+	}
 
-	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
-	h.cancel = cancelRun
-	h.wg.Add(2)
+	authn := &auth.Authenticator{Policy: auth.DefaultPolicy(), Revoker: h.reg, Sessions: h.sessions}
+	sopts := append(ServerOptions(cfg.HandshakeTimeout),
+		grpc.Creds(credentials.NewTLS(auth.ServerTLS(h.ca, h.serving.Load))),
+		grpc.ChainUnaryInterceptor(authn.Unary()),
+		grpc.ChainStreamInterceptor(authn.Stream()),
+	)
+	h.grpc = grpc.NewServer(sopts...)
+	fedgatepb.RegisterAdminServer(h.grpc, &AdminService{
+		st: h.store, log: log.With("component", "admin"), reg: h.reg, sessions: h.sessions, ca: h.ca, advertise: h.advertise,
+	})
+	fedgatepb.RegisterSyncServer(h.grpc, NewSyncService(h.store, log, h.stopping))
+	fedgatepb.RegisterRegistrationServer(h.grpc, h.reg)
+
+	h.wg.Add(3)
 	go func() {
 		defer h.wg.Done()
 		_ = h.controller.Run(runCtx) // returns only when runCtx ends
@@ -195,6 +294,10 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 			h.errc <- fmt.Errorf("grpc server: %w", err)
 		}
 	}()
+	go func() {
+		defer h.wg.Done()
+		h.renewServing(runCtx)
+	}()
 	if h.etcd != nil {
 		go func() {
 			if err, ok := <-h.etcd.Err(); ok && err != nil {
@@ -202,12 +305,97 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 			}
 		}()
 	}
-	log.Info("hub serving", "listen", h.addr.String())
+	log.Info("hub serving", "listen", h.addr.String(), "advertise", h.advertise, "caHash", h.ca.ActiveHash())
 	return h, nil
+}
+
+func loadCA(cfg Config) (*pki.Authority, error) {
+	if cfg.CACert != "" {
+		return pki.LoadFiles(cfg.CACert, cfg.CAKey)
+	}
+	dir := cfg.PKIDir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "pki")
+	}
+	return pki.LoadOrCreate(dir)
+}
+
+// servingHosts are the names in the hub's serving certificate: the advertised host, and loopback so that hubctl on
+// the hub's own machine can always dial it.
+func (h *Hub) servingHosts() []string {
+	hosts := []string{"127.0.0.1", "localhost"}
+	if host, _, err := net.SplitHostPort(h.advertise); err == nil && host != "" && !slices.Contains(hosts, host) {
+		hosts = append(hosts, host)
+	}
+	return hosts
+}
+
+// issueServing issues a serving certificate whose chain carries the active CA: a joining cluster has nothing but a
+// hash, and pins the CA it finds in the handshake against it.
+func (h *Hub) issueServing() error {
+	cert, err := h.ca.IssueServing(h.servingHosts(), servingTTL)
+	if err != nil {
+		return err
+	}
+	cas := h.ca.Certificates()
+	cert.Certificate = append(cert.Certificate, cas[0].Raw)
+	h.serving.Store(&cert)
+	return nil
+}
+
+// renewServing reissues the serving certificate at two thirds of its lifetime (new handshakes pick it up).
+func (h *Hub) renewServing(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(servingTTL * 2 / 3):
+		}
+		if err := h.issueServing(); err != nil {
+			h.log.Error("reissuing the hub serving certificate", "error", err)
+		}
+	}
+}
+
+// bootstrapAdmin writes an admin credential to path unless a file is already there (it is never overwritten).
+func (h *Hub) bootstrapAdmin(path string, ttl time.Duration) error {
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); err == nil {
+		h.log.Info("admin config present; not rewriting it", "path", path)
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	certPEM, keyPEM, err := h.ca.IssueAdmin(ttl)
+	if err != nil {
+		return err
+	}
+	err = clientconfig.Write(path, &clientconfig.Config{
+		Hub: h.advertise, CABundle: string(h.ca.BundlePEM()), Certificate: string(certPEM), Key: string(keyPEM),
+	})
+	if err != nil {
+		return err
+	}
+	h.log.Info("wrote admin config", "path", path)
+	return nil
 }
 
 // Addr is the address the gRPC server listens on (the real port when Listen asked for 0).
 func (h *Hub) Addr() net.Addr { return h.addr }
+
+// AdvertiseAddress is the address spokes and hubctl are told to dial.
+func (h *Hub) AdvertiseAddress() string { return h.advertise }
+
+// CA is the hub's certificate authority.
+func (h *Hub) CA() *pki.Authority { return h.ca }
+
+// Registration is the hub's registration service.
+func (h *Hub) Registration() *registration.Service { return h.reg }
+
+// Sessions is the registry of open cluster streams.
+func (h *Hub) Sessions() *auth.Sessions { return h.sessions }
 
 // Store is the hub's store (tests read etcd through it).
 func (h *Hub) Store() *store.Store { return h.store }

@@ -69,6 +69,10 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.EtcdClientPort, c.EtcdPeerPort = 2379, 2379 }, "both 2379"},
 		{func(c *Config) { c.CompileHoldOff = 0 }, "compile-holdoff"},
 		{func(c *Config) { c.CompileMaxDelay = time.Millisecond }, "compile-max-delay"},
+		{func(c *Config) { c.CACert = "ca.crt" }, "ca-cert and ca-key"},
+		{func(c *Config) { c.CertTTL = time.Second }, "cert-ttl"},
+		{func(c *Config) { c.AdvertiseAddress = "nohost" }, "advertise-address"},
+		{func(c *Config) { c.DataDir, c.EtcdEndpoints = "", []string{"http://127.0.0.1:2379"} }, "pki-dir"},
 	} {
 		c := DefaultConfig()
 		tc.mutate(&c)
@@ -77,7 +81,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	c := DefaultConfig()
-	c.DataDir, c.EtcdEndpoints = "", []string{"http://127.0.0.1:2379"}
+	c.DataDir, c.EtcdEndpoints, c.PKIDir = "", []string{"http://127.0.0.1:2379"}, "/etc/fedgate/pki"
 	if err := c.Validate(); err != nil {
 		t.Errorf("external etcd without a data dir: %v", err)
 	}

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
@@ -23,16 +22,22 @@ import (
 
 type testHub struct {
 	*Hub
-	admin fedgatepb.AdminClient
-	sync  fedgatepb.SyncClient
+	admin       fedgatepb.AdminClient
+	adminConfig string
+	// clusters holds a joined identity per cluster name (see joinedSync).
+	clusters map[string]*clusterCred
 }
 
-func startHub(t *testing.T) *testHub {
+func startHub(t *testing.T, mutate ...func(*Config)) *testHub {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	cfg.AdminConfig = filepath.Join(t.TempDir(), "fedgate", "config")
 	cfg.ShutdownGrace = time.Second
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	h, err := Start(ctx, cfg)
@@ -40,15 +45,12 @@ func startHub(t *testing.T) *testHub {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	conn, err := grpc.NewClient(h.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
 	if err := h.Controller().WaitCompiled(ctx, 1); err != nil { // the initial compile
 		t.Fatal(err)
 	}
-	return &testHub{Hub: h, admin: fedgatepb.NewAdminClient(conn), sync: fedgatepb.NewSyncClient(conn)}
+	th := &testHub{Hub: h, adminConfig: cfg.AdminConfig, clusters: map[string]*clusterCred{}}
+	th.admin = fedgatepb.NewAdminClient(adminConn(t, cfg.AdminConfig))
+	return th
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -176,12 +178,18 @@ func TestAdminApplyListDelete(t *testing.T) {
 // report opens a Report stream, sends hello and msgs, closes it and returns the hub's answer.
 func report(t *testing.T, h *testHub, cluster string, msgs ...*fedgatepb.ReportMessage) (*fedgatepb.ReportAck, error) {
 	t.Helper()
-	stream, err := h.sync.Report(testCtx(t))
+	return reportAs(t, h, cluster, cluster, msgs...)
+}
+
+// reportAs reports over the identity of cluster while the hello names helloCluster.
+func reportAs(t *testing.T, h *testHub, cluster, helloCluster string, msgs ...*fedgatepb.ReportMessage) (*fedgatepb.ReportAck, error) {
+	t.Helper()
+	stream, err := h.joinedSync(t, cluster).Report(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := append([]*fedgatepb.ReportMessage{{Msg: &fedgatepb.ReportMessage_Hello{Hello: &fedgatepb.Hello{
-		Cluster: cluster, EastWestAddress: "127.0.0.1:15443", AgentVersion: "test",
+		Cluster: helloCluster, EastWestAddress: "127.0.0.1:15443", AgentVersion: "test",
 	}}}}, msgs...)
 	for _, m := range all {
 		if err := stream.Send(m); err != nil {
@@ -242,8 +250,16 @@ func TestReportStoresSnapshotsAndRefusesBadOnes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := report(t, h, "Not_A_Name"); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("hello with an invalid cluster name: %v", err)
+	// The identity is the certificate's: east's certificate cannot report for west, and nothing of it is stored.
+	_, err = reportAs(t, h, "east", "west", snapshot(4, service("intruder")))
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), `certificate is for cluster "east"`) {
+		t.Fatalf("report for another cluster: got %v, want PermissionDenied", err)
+	}
+	if objs, err := h.Store().Report(ctx, "west"); err != nil || len(objs) != 0 {
+		t.Fatalf("west's report after a refused cross-cluster report: %v %v", objs, err)
+	}
+	if got := stored(); got != "web" {
+		t.Fatalf("a refused cross-cluster report changed east's report to %q", got)
 	}
 }
 
@@ -251,27 +267,35 @@ func TestReportStoresSnapshotsAndRefusesBadOnes(t *testing.T) {
 type subscriber struct {
 	stream  fedgatepb.Sync_SubscribeClient
 	updates chan *fedgatepb.SpokeConfigUpdate
+	done    chan error // the stream's final error, once it ends
 }
 
 func subscribe(t *testing.T, h *testHub, cluster, appliedHash string) *subscriber {
 	t.Helper()
+	return subscribeAs(t, h, cluster, cluster, appliedHash)
+}
+
+// subscribeAs subscribes over the identity of cluster while the hello names helloCluster.
+func subscribeAs(t *testing.T, h *testHub, cluster, helloCluster, appliedHash string) *subscriber {
+	t.Helper()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	t.Cleanup(cancel)
-	stream, err := h.sync.Subscribe(ctx)
+	stream, err := h.joinedSync(t, cluster).Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &subscriber{stream: stream, updates: make(chan *fedgatepb.SpokeConfigUpdate, 16), done: make(chan error, 1)}
 	if err := stream.Send(&fedgatepb.SubscribeMessage{Msg: &fedgatepb.SubscribeMessage_Hello{Hello: &fedgatepb.Hello{
-		Cluster: cluster, AppliedHash: appliedHash,
+		Cluster: helloCluster, AppliedHash: appliedHash,
 	}}}); err != nil {
 		t.Fatal(err)
 	}
-	s := &subscriber{stream: stream, updates: make(chan *fedgatepb.SpokeConfigUpdate, 16)}
 	go func() {
 		defer close(s.updates)
 		for {
 			u, err := stream.Recv()
 			if err != nil {
+				s.done <- err
 				return
 			}
 			s.updates <- u
@@ -377,11 +401,11 @@ func TestSubscribeSendsConfigsAndRecordsAcks(t *testing.T) {
 func TestReportHoldsPresence(t *testing.T) {
 	h := startHub(t)
 	ctx := testCtx(t)
-	stream, err := h.sync.Report(ctx)
+	stream, err := h.joinedSync(t, "west").Report(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&fedgatepb.ReportMessage{Msg: &fedgatepb.ReportMessage_Hello{Hello: &fedgatepb.Hello{Cluster: "west", Labels: map[string]string{"region": "us"}}}}); err != nil {
+	if err := stream.Send(&fedgatepb.ReportMessage{Msg: &fedgatepb.ReportMessage_Hello{Hello: &fedgatepb.Hello{Labels: map[string]string{"region": "us"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	cli := h.Store().Client()

@@ -12,9 +12,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/compiler"
 	"github.com/fedgate/fedgate/hub/store"
 )
@@ -34,18 +35,18 @@ func NewSyncService(st *store.Store, log *slog.Logger, stopping <-chan struct{})
 	return &SyncService{st: st, log: log.With("component", "sync"), stopping: stopping}
 }
 
-// clusterIdentity decides which cluster a stream speaks for. Today that is the name the spoke claims in its Hello;
-// when the sync API moves to mTLS this is the one place that will take it from the verified client certificate
-// instead (and refuse a Hello that claims another name).
-func clusterIdentity(_ context.Context, hello *fedgatepb.Hello) (string, error) {
-	name := hello.GetCluster()
-	if name == "" {
-		return "", status.Error(codes.InvalidArgument, "hello.cluster: Required value")
+// clusterIdentity decides which cluster a stream speaks for: the one in the caller's verified certificate (put in
+// the context by hub/auth's interceptor), never the Hello. A Hello may leave its cluster empty or repeat the
+// certificate's; naming another cluster is refused, so a spoke can neither report for nor subscribe to another.
+func clusterIdentity(ctx context.Context, hello *fedgatepb.Hello) (string, error) {
+	p, ok := auth.PrincipalFrom(ctx)
+	if !ok || p.Kind != identity.KindCluster {
+		return "", status.Error(codes.Unauthenticated, "a cluster certificate issued by the hub is required")
 	}
-	if errs := k8svalidation.IsDNS1123Label(name); len(errs) > 0 {
-		return "", status.Errorf(codes.InvalidArgument, "hello.cluster: Invalid value: %q: %s", name, errs[0])
+	if claimed := hello.GetCluster(); claimed != "" && claimed != p.Name {
+		return "", status.Errorf(codes.PermissionDenied, "hello.cluster: Forbidden: %q: this certificate is for cluster %q", claimed, p.Name)
 	}
-	return name, nil
+	return p.Name, nil
 }
 
 // Report stores what a spoke reports. Every message is checked whole before anything of it is stored: an object of
