@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -38,10 +39,26 @@ func run(args []string) error {
 	return server.Run(ctx, cfg)
 }
 
+// defaultAdminConfig is ~/.fedgate/config, where hubctl looks by default.
+func defaultAdminConfig() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, ".fedgate", "config")
+}
+
 func parseFlags(args []string) (server.Config, string, error) {
 	cfg := server.DefaultConfig()
 	fs := flag.NewFlagSet("hub", flag.ContinueOnError)
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address for hubctl and spokes (plaintext)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address for hubctl and spokes (TLS only; spokes and admins use mTLS)")
+	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "host:port spokes and hubctl dial, put in join commands and the serving certificate (default: --listen)")
+	fs.StringVar(&cfg.PKIDir, "pki-dir", cfg.PKIDir, "directory of the hub CA, created on first start (default: <data-dir>/pki)")
+	fs.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "load the CA certificate (bundle, active first) from this file instead of --pki-dir")
+	fs.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "the CA key for --ca-cert")
+	fs.DurationVar(&cfg.CertTTL, "cert-ttl", cfg.CertTTL, "lifetime of cluster certificates (spokes renew at two thirds)")
+	fs.StringVar(&cfg.AdminConfig, "admin-config", defaultAdminConfig(), "where the bootstrap writes the admin credential for hubctl, if absent (empty: none)")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "bound on a connection's TLS handshake")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data directory (state survives restarts)")
 	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "comma-separated external etcd endpoints; empty runs an embedded etcd")
 	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", cfg.EtcdClientPort, "embedded etcd client port on 127.0.0.1 (0: a free port)")

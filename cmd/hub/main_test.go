@@ -14,8 +14,14 @@ func TestFlagDefaultsAreConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(cfg, server.DefaultConfig()) || level != "info" {
-		t.Fatalf("flags without arguments give %+v (level %s), want %+v", cfg, level, server.DefaultConfig())
+	want := server.DefaultConfig()
+	// The one flag default that is not the library's: the admin credential goes where hubctl looks for it.
+	want.AdminConfig = defaultAdminConfig()
+	if !strings.HasSuffix(cfg.AdminConfig, "/.fedgate/config") {
+		t.Fatalf("--admin-config default %q, want ~/.fedgate/config", cfg.AdminConfig)
+	}
+	if !reflect.DeepEqual(cfg, want) || level != "info" {
+		t.Fatalf("flags without arguments give %+v (level %s), want %+v", cfg, level, want)
 	}
 }
 
