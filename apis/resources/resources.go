@@ -19,9 +19,11 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	gatewayxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fedgate/fedgate/apis/backendlb"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 )
 
@@ -35,6 +37,10 @@ const (
 	KindService        = "Service"
 	KindEndpointSlice  = "EndpointSlice"
 	KindServiceExport  = "ServiceExport"
+	// KindXBackendTrafficPolicy is gateway.networking.x-k8s.io/v1alpha1 (session persistence, retry budgets).
+	KindXBackendTrafficPolicy = "XBackendTrafficPolicy"
+	// KindBackendLBPolicy is Gateway API v1.1's gateway.networking.k8s.io/v1alpha2 session persistence policy.
+	KindBackendLBPolicy = backendlb.Kind
 )
 
 // Kinds lists every kind fedgate accepts, with its group. The order is the order in which `hubctl get` lists them.
@@ -47,6 +53,8 @@ var Kinds = []schema.GroupKind{
 	{Group: "", Kind: KindService},
 	{Group: discoveryv1.GroupName, Kind: KindEndpointSlice},
 	{Group: mcsv1a1.GroupName, Kind: KindServiceExport},
+	{Group: gatewayxv1a1.GroupName, Kind: KindXBackendTrafficPolicy},
+	{Group: backendlb.GroupName, Kind: KindBackendLBPolicy},
 }
 
 // Namespaced reports whether a kind is namespaced (all but GatewayClass).
@@ -59,6 +67,7 @@ func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, discoveryv1.AddToScheme, gatewayv1.Install, gatewayv1beta1.Install, mcsv1a1.AddToScheme,
+		gatewayxv1a1.Install, backendlb.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			panic(err)
@@ -243,6 +252,12 @@ func KindFor(word string) ([]string, bool) {
 		return []string{KindEndpointSlice}, true
 	case "serviceexport", "serviceexports":
 		return []string{KindServiceExport}, true
+	case "xbackendtrafficpolicy", "xbackendtrafficpolicies", "backendtrafficpolicy", "backendtrafficpolicies", "xbtp", "btp":
+		return []string{KindXBackendTrafficPolicy}, true
+	case "backendlbpolicy", "backendlbpolicies", "blbpolicy":
+		return []string{KindBackendLBPolicy}, true
+	case "policy", "policies":
+		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy}, true
 	}
 	return nil, false
 }
