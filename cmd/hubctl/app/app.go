@@ -12,29 +12,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 )
 
 // Defaults and environment.
 const (
-	DefaultHubAddress = "127.0.0.1:9443"
-	// EnvHub overrides DefaultHubAddress; --hub overrides both.
+	// EnvHub overrides the admin config's hub address; --hub overrides both.
 	EnvHub = "FEDGATE_HUB"
+	// EnvConfig names the admin config file; --config overrides it. Default: ~/.fedgate/config.
+	EnvConfig = "FEDGATE_CONFIG"
 )
 
 // globalOptions are the flags every command shares.
 type globalOptions struct {
 	hub     string
+	config  string
 	timeout time.Duration
 
 	stdin          io.Reader
@@ -58,9 +63,11 @@ func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func newRootCommand(g *globalOptions) *cobra.Command {
-	defaultHub := os.Getenv(EnvHub)
-	if defaultHub == "" {
-		defaultHub = DefaultHubAddress
+	defaultConfig := os.Getenv(EnvConfig)
+	if defaultConfig == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			defaultConfig = filepath.Join(home, ".fedgate", "config")
+		}
 	}
 	root := &cobra.Command{
 		Use:   "hubctl",
@@ -69,17 +76,35 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
-	root.PersistentFlags().StringVar(&g.hub, "hub", defaultHub, "hub admin address host:port (env "+EnvHub+")")
+	root.PersistentFlags().StringVar(&g.hub, "hub", os.Getenv(EnvHub), "hub address host:port (env "+EnvHub+"; default: the admin config's)")
+	root.PersistentFlags().StringVar(&g.config, "config", defaultConfig, "admin credential written by the hub's bootstrap (env "+EnvConfig+")")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "give up on the hub after this long")
-	root.AddCommand(newApplyCommand(g), newDeleteCommand(g), newGetCommand(g))
+	root.AddCommand(newApplyCommand(g), newDeleteCommand(g), newGetCommand(g), newTokenCommand(g), newJoinCommand(g), newClusterCommand(g))
 	return root
 }
 
-// connect dials the hub's Admin API. All commands dial through here so that transport security (mTLS with an admin
-// credential from ~/.fedgate/config) can be added in one place.
+// connect dials the hub's Admin API over mTLS with the admin credential. Every admin command dials through here;
+// without a credential nothing is sent (the hub would refuse it anyway).
 func connect(g *globalOptions) (fedgatepb.AdminClient, func(), error) {
-	// Plaintext for now: the Admin listener is meant to be bound to loopback until admin credentials exist.
-	conn, err := grpc.NewClient(g.hub, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if g.config == "" {
+		return nil, nil, errors.New("no admin config: pass --config or set " + EnvConfig)
+	}
+	cc, err := clientconfig.Load(g.config)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("no admin credential at %s: the hub writes one on first start (its --admin-config); "+
+			"copy it here, or pass --config / set %s", g.config, EnvConfig)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin config: %w", err)
+	}
+	tc, err := cc.TLS()
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin config %s: %w", g.config, err)
+	}
+	if g.hub == "" {
+		g.hub = cc.Hub
+	}
+	conn, err := grpc.NewClient(g.hub, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("hub address %q: %w", g.hub, err)
 	}

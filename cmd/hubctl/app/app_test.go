@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"net"
@@ -11,17 +12,22 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/compiler"
+	"github.com/fedgate/fedgate/hub/pki"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -117,15 +123,36 @@ func (f *fakeAdmin) calls() int {
 	return f.applyCalls
 }
 
-// startHub serves a fakeAdmin on a free loopback port and returns it with its address.
+// startHub serves a fakeAdmin on a free loopback port, with the hub's TLS and authentication, and returns it with its
+// address. The admin credential hubctl needs is written to a temporary file named by FEDGATE_CONFIG.
 func startHub(t *testing.T) (*fakeAdmin, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	ca, err := pki.New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := ca.IssueServing([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueAdmin(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "config")
+	if err := clientconfig.Write(cfgPath, &clientconfig.Config{Hub: lis.Addr().String(), CABundle: string(ca.BundlePEM()),
+		Certificate: string(certPEM), Key: string(keyPEM)}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvConfig, cfgPath)
 	f := &fakeAdmin{objects: map[string]*fedgatepb.Object{}, statuses: map[string][]byte{}}
-	srv := grpc.NewServer()
+	authn := &auth.Authenticator{Policy: auth.DefaultPolicy()}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(auth.ServerTLS(ca, func() *tls.Certificate { return &serving }))),
+		grpc.UnaryInterceptor(authn.Unary()))
 	fedgatepb.RegisterAdminServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -411,7 +438,7 @@ spec: {gatewayClassName: fedgate, listeners: [{name: http, port: 8080, protocol:
 	}
 	f.clusters = []*fedgatepb.ClusterInfo{
 		{Name: "west", Connected: false, EastWestAddress: "127.0.0.1:15443", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 40, NackedRevision: 42, LastNackError: "listener http:\n port 80 in use"},
-		{Name: "east", Connected: true, EastWestAddress: "127.0.0.1:15442", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 42},
+		{Name: "east", Labels: map[string]string{"region": "eu", "tier": "a"}, JoinedAtUnix: 1767225600, Connected: true, EastWestAddress: "127.0.0.1:15442", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 42},
 	}
 	return addr
 }
@@ -513,5 +540,43 @@ func TestGetOutputFormats(t *testing.T) {
 	_, _, code = hubctl(t, "", "--hub", addr, "get", "routes", "-o", "xml")
 	if code != 1 {
 		t.Errorf("bad -o: code %d", code)
+	}
+}
+
+// TestAdminCallsNeedTheCredential: without the admin config nothing is sent and the error says where the credential
+// comes from; with a config whose certificate is not the admin's the hub's refusal is shown.
+func TestAdminCallsNeedTheCredential(t *testing.T) {
+	f, addr := startHub(t)
+	missing := filepath.Join(t.TempDir(), "nope")
+	_, stderr, code := hubctl(t, canaryYAML, "--hub", addr, "--config", missing, "apply", "-f", "-")
+	if code != 1 || !strings.Contains(stderr, "no admin credential at "+missing) || !strings.Contains(stderr, "--admin-config") {
+		t.Fatalf("without a config: code %d stderr %q", code, stderr)
+	}
+	if n := f.calls(); n != 0 {
+		t.Fatalf("Apply reached the hub %d times without a credential", n)
+	}
+	// A config file others may read is refused: it holds the admin key.
+	loose := filepath.Join(t.TempDir(), "config")
+	b, err := os.ReadFile(os.Getenv(EnvConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(loose, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code = hubctl(t, "", "--config", loose, "get", "clusters"); code != 1 || !strings.Contains(stderr, "chmod 600") {
+		t.Fatalf("world-readable config: code %d stderr %q", code, stderr)
+	}
+	// The written config works without --hub: the address comes from it.
+	if _, stderr, code = hubctl(t, "", "get", "clusters"); code != 0 {
+		t.Fatalf("with the config: code %d stderr %q", code, stderr)
+	}
+}
+
+// TestJoinRefusesWithoutCAHash: there is no way to skip the CA pin.
+func TestJoinRefusesWithoutCAHash(t *testing.T) {
+	_, stderr, code := hubctl(t, "", "join", "--hub", "127.0.0.1:1", "--token", "abcdef.0123456789abcdef", "--cluster-name", "east")
+	if code != 1 || !strings.Contains(stderr, "--ca-hash is required") {
+		t.Fatalf("join without --ca-hash: code %d stderr %q", code, stderr)
 	}
 }

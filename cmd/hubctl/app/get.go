@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -590,7 +591,7 @@ func printClusters(g *globalOptions, format string, clusters []*fedgatepb.Cluste
 
 func printClusterTable(w io.Writer, clusters []*fedgatepb.ClusterInfo, prefix bool) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tCONNECTED\tEAST-WEST\tAGENT\tSENT\tACKED\tLAST NACK")
+	fmt.Fprintln(tw, "NAME\tLABELS\tJOINED\tCONNECTED\tEAST-WEST\tAGENT\tSENT\tACKED\tLAST NACK")
 	for _, c := range clusters {
 		name := c.GetName()
 		if prefix {
@@ -600,10 +601,26 @@ func printClusterTable(w io.Writer, clusters []*fedgatepb.ClusterInfo, prefix bo
 		if c.GetNackedRevision() != 0 {
 			nack = fmt.Sprintf("%d: %s", c.GetNackedRevision(), oneLine(c.GetLastNackError()))
 		}
-		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\t%s\t%s\n", name, c.GetConnected(), orNone(c.GetEastWestAddress(), "<none>"),
+		joined := "<unknown>"
+		if c.GetJoinedAtUnix() > 0 {
+			joined = time.Unix(c.GetJoinedAtUnix(), 0).UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\n", name, formatLabels(c.GetLabels()), joined, c.GetConnected(), orNone(c.GetEastWestAddress(), "<none>"),
 			orNone(c.GetAgentVersion(), "<unknown>"), revision(c.GetSentRevision()), revision(c.GetAckedRevision()), nack)
 	}
 	return tw.Flush()
+}
+
+func formatLabels(l map[string]string) string {
+	if len(l) == 0 {
+		return "<none>"
+	}
+	kv := make([]string, 0, len(l))
+	for k, v := range l {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
 }
 
 func revision(r int64) string {

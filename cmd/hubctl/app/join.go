@@ -1,0 +1,202 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/spoke/join"
+)
+
+func newTokenCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage bootstrap tokens clusters join with"}
+	var ttl time.Duration
+	var usages int32
+	var clusterName, description string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a bootstrap token and print the join command",
+		Long: `Create a bootstrap token (id.secret) and print the complete command that joins a cluster with it. The hub
+stores only a hash of the secret: this is the only time it is shown.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ttl < time.Second {
+				return fmt.Errorf("--ttl %v: must be at least 1s", ttl)
+			}
+			if usages < 1 {
+				return fmt.Errorf("--usages %d: must be at least 1", usages)
+			}
+			client, done, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := call(cmd.Context(), g, client.CreateToken, &fedgatepb.CreateTokenRequest{
+				TtlSeconds: int64(ttl / time.Second), Usages: usages, ClusterName: clusterName, Description: description,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "Token %s created: %d usage(s), expires %s.\n", resp.GetInfo().GetId(), resp.GetInfo().GetUsagesLeft(),
+				time.Unix(resp.GetInfo().GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+			fmt.Fprintf(g.stdout, "Join a cluster with:\n\n  %s\n", resp.GetJoinCommand())
+			return nil
+		},
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	create.Flags().Int32Var(&usages, "usages", 1, "how many clusters may join with it")
+	create.Flags().StringVar(&clusterName, "cluster-name", "", "only a cluster of this name may join with it")
+	create.Flags().StringVar(&description, "description", "", "free text shown by token list")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List bootstrap tokens (never their secrets)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client, done, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := call(cmd.Context(), g, client.ListTokens, &fedgatepb.ListTokensRequest{})
+			if err != nil {
+				return err
+			}
+			return printTokens(g.stdout, resp.GetTokens())
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete ID...", Short: "Delete bootstrap tokens", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, done, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			var errs []error
+			for _, id := range args {
+				id, _, _ = strings.Cut(id, ".") // a whole token names its id; the secret is never sent
+				if _, err := call(cmd.Context(), g, client.DeleteToken, &fedgatepb.DeleteTokenRequest{Id: id}); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				fmt.Fprintf(g.stdout, "token %s deleted\n", id)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.AddCommand(create, list, del)
+	return cmd
+}
+
+func printTokens(w io.Writer, toks []*fedgatepb.TokenInfo) error {
+	sort.Slice(toks, func(i, j int) bool { return toks[i].GetId() < toks[j].GetId() })
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tUSAGES LEFT\tEXPIRES\tCLUSTER\tDESCRIPTION")
+	for _, t := range toks {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetUsagesLeft(), time.Unix(t.GetExpiresUnix(), 0).UTC().Format(time.RFC3339),
+			orNone(t.GetClusterName(), "<any>"), orNone(t.GetDescription(), "<none>"))
+	}
+	return tw.Flush()
+}
+
+func newJoinCommand(g *globalOptions) *cobra.Command {
+	var o join.Options
+	var labels string
+	cmd := &cobra.Command{
+		Use:   "join --hub ADDR --token ID.SECRET --ca-hash sha256:HEX --cluster-name NAME",
+		Short: "Join this cluster to a hub and write its credentials",
+		Long: `Join a cluster: check that the hub's CA matches --ca-hash (before anything is sent), create the cluster's key
+here (it never leaves this machine), send a certificate request with the token, and write tls.key, tls.crt and ca.crt
+into --out. Needs no admin credential; the token authenticates.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Hub = g.hub
+			if o.Hub == "" {
+				return errors.New("--hub is required")
+			}
+			if o.CAHash == "" {
+				return errors.New("--ca-hash is required: it is how this command knows it talks to your hub (see `hubctl token create`)")
+			}
+			var err error
+			if o.Labels, err = parseLabels(labels); err != nil {
+				return fmt.Errorf("--labels: %w", err)
+			}
+			if o.OutDir == "" {
+				o.OutDir = "fedgate-" + o.ClusterName
+			}
+			o.Timeout = g.timeout
+			resp, err := join.Run(cmd.Context(), o)
+			if errors.Is(err, join.ErrCAMismatch) {
+				return fmt.Errorf("the hub at %s: %w", o.Hub, err)
+			}
+			if err != nil {
+				return hubError(o.Hub, err)
+			}
+			fmt.Fprintf(g.stdout, "Cluster %s joined the hub at %s; credentials in %s (certificate valid until %s, renewed automatically).\n",
+				o.ClusterName, o.Hub, o.OutDir, time.Unix(resp.GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+			fmt.Fprintf(g.stdout, "Start the spoke with:\n\n  spoke --hub %s --credentials-dir %s --source-dir DIR", o.Hub, o.OutDir)
+			if o.EastWestAddress != "" {
+				fmt.Fprintf(g.stdout, " --east-west-address %s", o.EastWestAddress)
+			}
+			fmt.Fprintln(g.stdout)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.Token, "token", "", "bootstrap token id.secret (from hubctl token create)")
+	cmd.Flags().StringVar(&o.CAHash, "ca-hash", "", "sha256:HEX pin of the hub's CA (from hubctl token create)")
+	cmd.Flags().StringVar(&o.ClusterName, "cluster-name", "", "name of the joining cluster")
+	cmd.Flags().StringVar(&labels, "labels", "", "cluster labels k=v,k=v")
+	cmd.Flags().StringVar(&o.EastWestAddress, "east-west-address", "", "host:port other spokes reach this cluster's east-west listener at")
+	cmd.Flags().StringVar(&o.OutDir, "out", "", "directory for the credentials (default ./fedgate-NAME)")
+	for _, f := range []string{"token", "cluster-name"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
+
+// parseLabels reads "k=v,k=v".
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newClusterCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "Manage joined clusters"}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a cluster: revoke its certificates, cut its streams and drop its objects from the graph",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			client, done, err := connect(g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := call(cmd.Context(), g, client.RemoveCluster, &fedgatepb.RemoveClusterRequest{Name: args[0]})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "cluster %s removed: %d certificate(s) revoked, %d reported object(s) dropped\n",
+				args[0], len(resp.GetRevokedSerials()), resp.GetRemovedObjects())
+			return nil
+		},
+	}
+	cmd.AddCommand(remove)
+	return cmd
+}
