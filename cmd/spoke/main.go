@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/spoke/agent"
+	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/proxy"
 )
 
@@ -35,7 +36,8 @@ func run(args []string) error {
 	defaults := agent.Config{}.Defaults()
 	fs := flag.NewFlagSet("spoke", flag.ContinueOnError)
 	hub := fs.String("hub", "", "hub gRPC address (host:port); empty serves the config cache only")
-	cluster := fs.String("cluster", "", "name of this spoke's cluster (required except with --static-config)")
+	cluster := fs.String("cluster", "", "name of this spoke's cluster (default: the one in --credentials-dir; must match it)")
+	credsDir := fs.String("credentials-dir", "", "credentials written by `hubctl join` (tls.key, tls.crt, ca.crt); required with --hub")
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
@@ -78,11 +80,20 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("--labels: %w", err)
 	}
-	if *cluster == "" {
+	var creds *credentials.Store
+	if *credsDir != "" {
+		if creds, err = credentials.Load(*credsDir); err != nil {
+			return fmt.Errorf("--credentials-dir: %w", err)
+		}
+	} else if *hub != "" {
+		return errors.New("--credentials-dir is required with --hub: join the cluster first (hubctl join ... --out DIR)")
+	}
+	if *cluster == "" && creds == nil {
 		return errors.New("--cluster is required")
 	}
 	return agent.Run(ctx, agent.Config{
 		Cluster:         *cluster,
+		Credentials:     creds,
 		HubAddress:      *hub,
 		SourceDir:       *sourceDir,
 		EastWestListen:  *eastWestListen,

@@ -28,12 +28,14 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{[]string{"--hub", "127.0.0.1:1"}, "--cluster is required"},
+		{[]string{"--hub", "127.0.0.1:1"}, "--credentials-dir is required with --hub"},
+		{[]string{}, "--cluster is required"},
+		{[]string{"--hub", "127.0.0.1:1", "--credentials-dir", "/nonexistent/creds"}, "--credentials-dir"},
 		{[]string{"--cluster", "a", "--labels", "x"}, "--labels"},
 		{[]string{"--cluster", "a", "--log-level", "loud"}, "--log-level"},
 		{[]string{"--cluster", "a", "--port-offset", "-3"}, "--port-offset"},
 		{[]string{"--static-config", "/nonexistent/cfg.json"}, "--static-config"},
-		{[]string{"--cluster", "a", "--hub", "nohostport"}, `hubAddress "nohostport"`},
+		{[]string{"--cluster", "a", "--hub", "nohostport"}, "--credentials-dir is required"},
 	} {
 		err := run(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

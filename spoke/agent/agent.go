@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -47,6 +49,7 @@ type Agent struct {
 	sub       *subscriber.Subscriber
 	conn      *grpc.ClientConn // nil without a hub
 	rep       *reporter.Reporter
+	streams   *countingSync // nil without a hub
 }
 
 // New validates cfg and binds the east-west listener, so callers learn the advertised address (and port conflicts)
@@ -71,7 +74,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	p := cfg.Proxy
 	if p == nil {
-		p = proxy.New(proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset})
+		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset}
+		if cfg.Credentials != nil {
+			// East-west is mTLS with the hub-issued identities: only clusters joined to the same hub get in, and this
+			// spoke only talks to listeners presenting such an identity.
+			po.EastWestServerTLS = cfg.Credentials.EastWestServerTLS()
+			po.EastWestClientTLS = cfg.Credentials.EastWestPeerTLS()
+		}
+		p = proxy.New(po)
 	}
 	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
 	var client fedgatepb.SyncClient
@@ -80,7 +90,8 @@ func New(cfg Config) (*Agent, error) {
 			_ = l.Close()
 			return nil, fmt.Errorf("hub %s: %w", cfg.HubAddress, err)
 		}
-		client = fedgatepb.NewSyncClient(a.conn)
+		a.streams = &countingSync{SyncClient: fedgatepb.NewSyncClient(a.conn), log: log}
+		client = a.streams
 		if a.rep, err = reporter.New(reporter.Options{
 			Client: client, Hello: a.hello(), MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log,
 		}); err != nil {
@@ -105,6 +116,15 @@ func New(cfg Config) (*Agent, error) {
 
 // EastWestAddress is the address advertised to the hub for this spoke's east-west listener.
 func (a *Agent) EastWestAddress() string { return a.advertise }
+
+// StreamStarts returns how many times the Report and Subscribe streams to the hub were opened: 1 each while the
+// connection holds (a certificate renewal must not change them), more after reconnects.
+func (a *Agent) StreamStarts() (report, subscribe int64) {
+	if a.streams == nil {
+		return 0, 0
+	}
+	return a.streams.reports.Load(), a.streams.subscribes.Load()
+}
 
 // Applied returns the graph revision and config hash serving now.
 func (a *Agent) Applied() (revision int64, hash string) { return a.sub.Applied() }
@@ -181,6 +201,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		goRun("source", func() error { return src.Run(ctx, a.rep.Update) })
 		goRun("reporter", func() error { return a.rep.Run(ctx) })
 		goRun("subscriber", func() error { return a.sub.Run(ctx) })
+		// Renewal rides on the same connection as the streams: the new certificate serves the next handshake, and the
+		// open streams never notice.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if a.cfg.Credentials == nil {
+				return // plaintextHub tests
+			}
+			a.cfg.Credentials.RunRenewal(ctx, fedgatepb.NewRegistrationClient(a.conn), log.With("component", "credentials"))
+		}()
 		log.Info("connecting to hub", "hub", a.cfg.HubAddress)
 	} else {
 		log.Warn("no hub address: serving the cached config only")
@@ -201,10 +231,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	return errors.Join(firstErr, perr)
 }
 
-// dialOptions is the one place the hub connection is configured. Plaintext for now; mTLS arrives with cluster join.
+// dialOptions is the one place the hub connection is configured: mTLS with the cluster's current certificate (read
+// at each handshake, so a renewed one is used from the next reconnect on).
 func dialOptions(cfg Config) []grpc.DialOption {
+	transport := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if !cfg.plaintextHub {
+		transport = grpc.WithTransportCredentials(grpccreds.NewTLS(cfg.Credentials.HubClientTLS()))
+	}
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		transport,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,
 			Timeout:             cfg.KeepaliveTimeout,
@@ -212,4 +247,22 @@ func dialOptions(cfg Config) []grpc.DialOption {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxConfigMessage)),
 	}
+}
+
+// countingSync counts stream openings to the hub (StreamStarts) and logs each, so a restart is visible in tests and
+// in the logs.
+type countingSync struct {
+	fedgatepb.SyncClient
+	log                 *slog.Logger
+	reports, subscribes atomic.Int64
+}
+
+func (c *countingSync) Report(ctx context.Context, opts ...grpc.CallOption) (fedgatepb.Sync_ReportClient, error) {
+	c.log.Info("hub stream opened", "stream", "report", "starts", c.reports.Add(1))
+	return c.SyncClient.Report(ctx, opts...)
+}
+
+func (c *countingSync) Subscribe(ctx context.Context, opts ...grpc.CallOption) (fedgatepb.Sync_SubscribeClient, error) {
+	c.log.Info("hub stream opened", "stream", "subscribe", "starts", c.subscribes.Add(1))
+	return c.SyncClient.Subscribe(ctx, opts...)
 }

@@ -100,7 +100,7 @@ func recvSub(t *testing.T, h *fakehub.Hub) *fedgatepb.SubscribeMessage {
 
 func testConfig(t *testing.T, hub string, p *fakeProxy) Config {
 	return Config{
-		Cluster: "east", HubAddress: hub, EastWestListen: "127.0.0.1:0", Proxy: p,
+		Cluster: "east", HubAddress: hub, EastWestListen: "127.0.0.1:0", Proxy: p, plaintextHub: true,
 		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, Labels: map[string]string{"region": "eu"},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/source"
 )
 
@@ -18,8 +19,12 @@ var Version = "dev"
 // Config configures one spoke agent. Zero values take the documented defaults (see Defaults); a test checks that every
 // "Default:" below matches the code.
 type Config struct {
-	// Cluster is this spoke's cluster name, as the hub and other spokes know it. Required.
+	// Cluster is this spoke's cluster name, as the hub and other spokes know it. With Credentials it defaults to the
+	// certificate's cluster and must equal it; without, it is required.
 	Cluster string
+	// Credentials is the cluster's hub-issued identity (`hubctl join`). Required with HubAddress: the hub connection
+	// and the east-west listener and client are mTLS with it, and it renews itself over the hub connection.
+	Credentials *credentials.Store
 	// HubAddress is host:port of the hub's gRPC endpoint. Empty runs without a hub: the agent serves its disk cache
 	// and east-west traffic only.
 	HubAddress string
@@ -61,12 +66,18 @@ type Config struct {
 	KeepaliveTimeout time.Duration
 	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost and PortOffset.
 	Proxy Proxy
+	// plaintextHub lets this package's tests talk to spoke/internal/fakehub, which serves no TLS. Unexported: there is
+	// no way to run a real spoke without its identity.
+	plaintextHub bool
 	// Log, default slog.Default().
 	Log *slog.Logger
 }
 
 // Defaults returns c with every unset field that has a default filled in.
 func (c Config) Defaults() Config {
+	if c.Cluster == "" && c.Credentials != nil {
+		c.Cluster = c.Credentials.Cluster()
+	}
 	if c.EastWestListen == "" {
 		c.EastWestListen = ":15443"
 	}
@@ -99,7 +110,13 @@ func (c Config) Validate() error {
 	} else if strings.ContainsAny(c.Cluster, "/ \t\n") {
 		errs = append(errs, fmt.Errorf("cluster %q: must not contain '/' or whitespace", c.Cluster))
 	}
+	if c.Credentials != nil && c.Cluster != c.Credentials.Cluster() {
+		errs = append(errs, fmt.Errorf("cluster %q: the credentials are for cluster %q", c.Cluster, c.Credentials.Cluster()))
+	}
 	if c.HubAddress != "" {
+		if c.Credentials == nil && !c.plaintextHub {
+			errs = append(errs, errors.New("credentials: required with a hub address (join the cluster with `hubctl join` first)"))
+		}
 		if _, _, err := net.SplitHostPort(c.HubAddress); err != nil {
 			errs = append(errs, fmt.Errorf("hubAddress %q: %v", c.HubAddress, err))
 		}

@@ -44,7 +44,7 @@ func TestDocumentedDefaultsMatchCode(t *testing.T) {
 	zero, got := reflect.ValueOf(Config{}), reflect.ValueOf(Config{}.Defaults())
 	for i := range got.NumField() {
 		name := got.Type().Field(i).Name
-		if name == "Log" { // documented in prose: slog.Default()
+		if name == "Log" || !got.Type().Field(i).IsExported() { // Log is documented in prose; unexported fields are test seams
 			continue
 		}
 		doc, ok := documented[name]
@@ -74,7 +74,7 @@ func TestDocumentedDefaultsMatchCode(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	valid := Config{Cluster: "east", HubAddress: "127.0.0.1:9443"}.Defaults()
+	valid := Config{Cluster: "east", HubAddress: "127.0.0.1:9443", plaintextHub: true}.Defaults()
 	if err := valid.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}
@@ -93,6 +93,7 @@ func TestConfigValidate(t *testing.T) {
 		{"backoff inverted", func(c *Config) { c.MaxBackoff = time.Millisecond }, "backoff"},
 		{"keepalive too short", func(c *Config) { c.KeepaliveTime = time.Second }, "keepaliveTime 1s"},
 		{"empty label key", func(c *Config) { c.Labels = map[string]string{"": "x"} }, "labels: empty key"},
+		{"hub without credentials", func(c *Config) { c.plaintextHub = false }, "credentials: required with a hub address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid
