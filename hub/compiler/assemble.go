@@ -11,6 +11,7 @@ func (c *compiler) buildGraph() *Graph {
 		cn := ClusterNode{Name: cl}
 		if ci := c.in.Clusters[cl]; ci != nil {
 			cn.EastWestAddress = ci.EastWestAddress
+			cn.GossipAddress = ci.GossipAddress
 		}
 		gws := append([]*gatewayInstance(nil), c.gateways[cl]...)
 		sort.Slice(gws, func(i, j int) bool {

@@ -176,6 +176,7 @@ func (c *compiler) buildBackend(id string, k backendKey) *BackendNode {
 		bn.Endpoints = append(bn.Endpoints, sliceEndpoints(cl, sp.Name, v.slices[ns+"/"+name])...)
 	}
 	bn.Endpoints = dedupEndpoints(bn.Endpoints)
+	c.applyPolicies(bn, ns+"/"+name)
 	return bn
 }
 
@@ -191,7 +192,17 @@ func sliceEndpoints(cluster, portName string, slices []*discoveryv1.EndpointSlic
 			continue
 		}
 		for _, ep := range es.Endpoints {
+			// EndpointSlice conditions: a nil ready means ready; a nil serving means "same as ready". A terminating
+			// endpoint is never ready for new work (kube-proxy's reading), but while it is still serving it drains:
+			// the spoke keeps it for sessions already pinned to it and picks it for nothing new.
 			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+			serving := ready
+			if ep.Conditions.Serving != nil {
+				serving = *ep.Conditions.Serving
+			}
+			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
+				ready = false
+			}
 			zone := ""
 			if ep.Zone != nil {
 				zone = *ep.Zone
@@ -205,6 +216,7 @@ func sliceEndpoints(cluster, portName string, slices []*discoveryv1.EndpointSlic
 					Cluster: cluster,
 					Address: net.JoinHostPort(ip.String(), fmt.Sprint(target)),
 					Ready:   ready,
+					Serving: serving,
 					Zone:    zone,
 				})
 			}
@@ -234,7 +246,7 @@ func slicePort(ports []discoveryv1.EndpointPort, name string) int32 {
 }
 
 // dedupEndpoints sorts by (cluster, address) and merges duplicates (an address in two slices during a rollout): ready
-// if any copy is ready.
+// (and serving) if any copy is.
 func dedupEndpoints(eps []spokeconfig.Endpoint) []spokeconfig.Endpoint {
 	sort.SliceStable(eps, func(i, j int) bool {
 		if eps[i].Cluster != eps[j].Cluster {
@@ -246,6 +258,7 @@ func dedupEndpoints(eps []spokeconfig.Endpoint) []spokeconfig.Endpoint {
 	for _, e := range eps {
 		if n := len(out); n > 0 && out[n-1].Cluster == e.Cluster && out[n-1].Address == e.Address {
 			out[n-1].Ready = out[n-1].Ready || e.Ready
+			out[n-1].Serving = out[n-1].Serving || e.Serving
 			continue
 		}
 		out = append(out, e)

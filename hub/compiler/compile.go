@@ -8,8 +8,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	gatewayxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	"github.com/fedgate/fedgate/apis/backendlb"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
 )
@@ -33,6 +35,7 @@ func Compile(in *Inputs) *Output {
 	c := newCompiler(in)
 	c.processClasses()
 	c.processGateways()
+	c.processPolicies()
 	c.processRoutes()
 	return &Output{Graph: c.buildGraph(), Statuses: c.status.list()}
 }
@@ -56,6 +59,8 @@ type compiler struct {
 	// backends referenced by attached routes, by ID.
 	backends    map[string]*BackendNode
 	backendKeys map[string]backendKey
+	// policies: the backend policies that won their Services, hub-wide and per cluster (see processPolicies).
+	policies *policyResult
 
 	status *statusCache
 }
@@ -116,6 +121,8 @@ func newView(cluster string, r *Resources) *view {
 	v.res.Services = dedupe(r.Services, func(o *corev1.Service) (string, string) { return o.Namespace, o.Name })
 	v.res.EndpointSlices = dedupe(r.EndpointSlices, func(o *discoveryv1.EndpointSlice) (string, string) { return o.Namespace, o.Name })
 	v.res.ServiceExports = dedupe(r.ServiceExports, func(o *mcsv1a1.ServiceExport) (string, string) { return o.Namespace, o.Name })
+	v.res.XBackendTrafficPolicies = dedupe(r.XBackendTrafficPolicies, func(o *gatewayxv1a1.XBackendTrafficPolicy) (string, string) { return o.Namespace, o.Name })
+	v.res.BackendLBPolicies = dedupe(r.BackendLBPolicies, func(o *backendlb.BackendLBPolicy) (string, string) { return o.Namespace, o.Name })
 	for _, s := range v.res.Services {
 		v.services[s.Namespace+"/"+s.Name] = s
 	}
@@ -196,6 +203,10 @@ func (r *Resources) AddObject(o *fedgatepb.Object) error {
 		r.EndpointSlices = append(r.EndpointSlices, t)
 	case *mcsv1a1.ServiceExport:
 		r.ServiceExports = append(r.ServiceExports, t)
+	case *gatewayxv1a1.XBackendTrafficPolicy:
+		r.XBackendTrafficPolicies = append(r.XBackendTrafficPolicies, t)
+	case *backendlb.BackendLBPolicy:
+		r.BackendLBPolicies = append(r.BackendLBPolicies, t)
 	default:
 		return fmt.Errorf("%s: kind %s is not a compiler input", resources.Describe(o.Kind, o.Namespace, o.Name), o.Kind)
 	}

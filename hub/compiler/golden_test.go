@@ -32,11 +32,15 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			in, err := loadInputs(data)
+			in, withSecrets, err := loadInputsSecrets(data)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := render(in)
+			var secrets *Secrets
+			if withSecrets {
+				secrets = testSecrets
+			}
+			got, err := renderSecrets(in, secrets)
 			if err != nil {
 				t.Errorf("invalid projection: %v", err)
 			}

@@ -36,6 +36,8 @@ type ClusterNode struct {
 	// EastWestAddress is host:port of the cluster's east-west listener; empty when the cluster has none (its endpoints
 	// are then left out of other clusters' projections).
 	EastWestAddress string `json:"eastWestAddress,omitempty"`
+	// GossipAddress is host:port of the cluster spoke's memberlist listener; empty when it does not gossip.
+	GossipAddress string `json:"gossipAddress,omitempty"`
 	// Gateways instantiated in this cluster (ours only), sorted by (namespace, name, source cluster).
 	Gateways []GatewayNode `json:"gateways,omitempty"`
 	// Ports opened by programmed listeners, sorted by port.
@@ -92,6 +94,16 @@ type BackendNode struct {
 	spokeconfig.Backend `json:",inline"`
 	// Services behind the backend, one per cluster that reports the Service.
 	Services []Source `json:"services,omitempty"`
+	// ClusterPolicies replace Backend's SessionPersistence and RetryBudget in the projections of the clusters listed,
+	// where a policy that cluster reported changed the outcome. Sorted by cluster.
+	ClusterPolicies []ClusterBackendPolicy `json:"clusterPolicies,omitempty"`
+}
+
+// ClusterBackendPolicy is the backend-level policy in force in one cluster.
+type ClusterBackendPolicy struct {
+	Cluster            string                          `json:"cluster"`
+	SessionPersistence *spokeconfig.SessionPersistence `json:"sessionPersistence,omitempty"`
+	RetryBudget        *spokeconfig.RetryBudget        `json:"retryBudget,omitempty"`
 }
 
 func (s Source) objectRef() spokeconfig.ObjectRef {

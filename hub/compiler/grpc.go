@@ -28,8 +28,8 @@ func fromGRPCRoute(cluster string, gr *gatewayv1.GRPCRoute) *routeObj {
 		parentRefs: gr.Spec.ParentRefs,
 		hostnames:  lowerHostnames(gr.Spec.Hostnames),
 	}
-	for _, r := range gr.Spec.Rules {
-		rs := ruleSpec{}
+	for i, r := range gr.Spec.Rules {
+		rs := ruleSpec{index: i, sessionPersistence: r.SessionPersistence}
 		if r.Name != nil {
 			rs.name = string(*r.Name)
 		}

@@ -21,7 +21,11 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 	}
 	sc.Revision = g.Revision
 	reachable := map[string]string{} // remote cluster → east-west address
+	gossip := map[string]string{}    // remote cluster → gossip address
 	for _, cn := range g.Clusters {
+		if cn.Name != cluster {
+			gossip[cn.Name] = cn.GossipAddress
+		}
 		if cn.Name == cluster || cn.EastWestAddress == "" {
 			continue
 		}
@@ -67,6 +71,11 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 			continue
 		}
 		b := bn.Backend
+		for _, cp := range bn.ClusterPolicies {
+			if cp.Cluster == cluster {
+				b.SessionPersistence, b.RetryBudget = cp.SessionPersistence, cp.RetryBudget
+			}
+		}
 		b.Endpoints = nil
 		for _, e := range bn.Endpoints {
 			if e.Cluster == cluster {
@@ -101,7 +110,7 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		}
 	}
 	for name := range used {
-		sc.Clusters = append(sc.Clusters, spokeconfig.Cluster{Name: name, EastWestAddress: reachable[name]})
+		sc.Clusters = append(sc.Clusters, spokeconfig.Cluster{Name: name, EastWestAddress: reachable[name], GossipAddress: gossip[name]})
 	}
 	sort.Slice(sc.Clusters, func(i, j int) bool { return sc.Clusters[i].Name < sc.Clusters[j].Name })
 	return sc
@@ -119,4 +128,49 @@ func listenerHostname(cn ClusterNode, l Source) string {
 		}
 	}
 	return ""
+}
+
+// Secrets are the hub-generated keys every projection carries. They are not part of the graph: the graph is derived
+// from user objects alone, and keys must never reach statuses, logs or `hubctl get`.
+type Secrets struct {
+	// SessionKeys: the newest (signing) key first, then the previous one, which still verifies.
+	SessionKeys []spokeconfig.SessionKey
+	// GossipKey encrypts memberlist traffic among spokes (32 bytes). Empty: gossip stays off.
+	GossipKey []byte
+}
+
+// AddSecrets puts the session keys and the gossip configuration into a projection: the keys as given, and as gossip
+// peers the gossip addresses of every other cluster in the graph (sorted), whether or not this cluster's routes reach
+// them — cluster health is a property of the whole federation. Slices are copied, so projections share no memory
+// with s or with each other.
+func AddSecrets(sc *spokeconfig.SpokeConfig, g *Graph, s *Secrets) {
+	if sc == nil || s == nil {
+		return
+	}
+	sc.SessionKeys = nil
+	for _, k := range s.SessionKeys {
+		sc.SessionKeys = append(sc.SessionKeys, spokeconfig.SessionKey{ID: k.ID, Secret: append([]byte(nil), k.Secret...)})
+	}
+	sc.Gossip = nil
+	if len(s.GossipKey) > 0 {
+		sc.Gossip = &spokeconfig.Gossip{Key: append([]byte(nil), s.GossipKey...), Peers: GossipPeers(g, sc.Cluster)}
+	}
+}
+
+// GossipPeers lists the gossip addresses (host:port) of every cluster but the given one, sorted and de-duplicated.
+func GossipPeers(g *Graph, cluster string) []string {
+	if g == nil {
+		return nil
+	}
+	var peers []string
+	for _, cn := range g.Clusters {
+		if cn.Name == cluster || cn.GossipAddress == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(cn.GossipAddress); err != nil {
+			continue // a malformed address from a Hello: memberlist could not join through it
+		}
+		peers = append(peers, cn.GossipAddress)
+	}
+	return dedupStrings(peers)
 }

@@ -30,6 +30,11 @@ type ruleSpec struct {
 	filters     []gatewayv1.HTTPRouteFilter
 	backendRefs []backendRefSpec
 	timeouts    *gatewayv1.HTTPRouteTimeouts
+	// index of the rule in the route; with the route's source it scopes the rule's sessions.
+	index int
+	// sessionPersistence and retry (HTTPRoute only) as written; experimental fields.
+	sessionPersistence *gatewayv1.SessionPersistence
+	retry              *gatewayv1.HTTPRouteRetry
 }
 
 func (r *routeObj) ref() ObjectRef {

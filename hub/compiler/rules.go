@@ -38,8 +38,8 @@ func fromHTTPRoute(cluster string, hr *gatewayv1.HTTPRoute) *routeObj {
 		parentRefs: hr.Spec.ParentRefs,
 		hostnames:  lowerHostnames(hr.Spec.Hostnames),
 	}
-	for _, r := range hr.Spec.Rules {
-		rs := ruleSpec{filters: r.Filters, timeouts: r.Timeouts}
+	for i, r := range hr.Spec.Rules {
+		rs := ruleSpec{filters: r.Filters, timeouts: r.Timeouts, index: i, sessionPersistence: r.SessionPersistence, retry: r.Retry}
 		if r.Name != nil {
 			rs.name = string(*r.Name)
 		}
@@ -251,6 +251,27 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 			problems, fail = append(problems, "timeouts.backendRequest: "+err.Error()), true
 		}
 	}
+	if rule.retry != nil {
+		rt, rp := ruleRetry(rule.retry)
+		a.Retry = rt
+		if len(rp) > 0 {
+			problems, fail = append(problems, rp...), true
+		}
+	}
+	if sp := rule.sessionPersistence; sp != nil {
+		var lifetime *gatewayv1.CookieLifetimeType
+		if sp.CookieConfig != nil {
+			lifetime = sp.CookieConfig.LifetimeType
+		}
+		s, sprobs := sessionPersistence("sessionPersistence", sp.SessionName, sp.AbsoluteTimeout, nil, sp.Type, lifetime)
+		if len(sprobs) > 0 {
+			// Serving the rule without the stickiness its author asked for would break sessions silently; 500 says
+			// plainly that the rule is not being served as written.
+			problems, fail = append(problems, sprobs...), true
+		} else {
+			a.SessionPersistence = withScope(s, ruleScope(ro.source, rule.index), ro.ref())
+		}
+	}
 	if a.Redirect == nil {
 		var total int64
 		for bi, br := range rule.backendRefs {
@@ -287,6 +308,34 @@ func (c *compiler) ruleAction(ro *routeObj, rule *ruleSpec, cluster string) (spo
 		a = spokeconfig.Action{DirectResponse: &spokeconfig.DirectResponse{Status: 500}}
 	}
 	return a, problems, refProblem
+}
+
+// defaultRetryAttempts is how often a rule with a retry stanza but no attempts retries: the field's value is left to
+// the implementation, and one retry recovers from a single bad endpoint without multiplying load during an outage.
+const defaultRetryAttempts = 1
+
+// ruleRetry converts an HTTPRoute rule's retry stanza.
+func ruleRetry(r *gatewayv1.HTTPRouteRetry) (*spokeconfig.Retry, []string) {
+	rt := &spokeconfig.Retry{Attempts: defaultRetryAttempts}
+	var problems []string
+	for i, code := range r.Codes {
+		if code < 400 || code > 599 {
+			problems = append(problems, fmt.Sprintf("retry.codes[%d] %d: must be a 4xx or 5xx status", i, code))
+			continue
+		}
+		rt.Codes = append(rt.Codes, int(code))
+	}
+	if r.Attempts != nil {
+		if *r.Attempts < 0 {
+			problems = append(problems, fmt.Sprintf("retry.attempts %d: must not be negative", *r.Attempts))
+		}
+		rt.Attempts = *r.Attempts
+	}
+	var err error
+	if rt.BackoffMs, err = durationMs(r.Backoff); err != nil {
+		problems = append(problems, "retry.backoff: "+err.Error())
+	}
+	return rt, problems
 }
 
 func usesPrefixRewrite(a spokeconfig.Action) bool {

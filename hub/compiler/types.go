@@ -11,7 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	gatewayxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/fedgate/fedgate/apis/backendlb"
 )
 
 // ControllerName is the GatewayClass controllerName fedgate serves.
@@ -31,7 +34,10 @@ type Inputs struct {
 type ClusterInputs struct {
 	// EastWestAddress is host:port of the cluster spoke's east-west listener.
 	EastWestAddress string `json:"eastWestAddress,omitempty"`
-	Resources       `json:",inline"`
+	// GossipAddress is host:port of the cluster spoke's memberlist listener (from its Hello); empty when the spoke
+	// does not gossip. Other clusters' projections list it as a gossip peer.
+	GossipAddress string `json:"gossipAddress,omitempty"`
+	Resources     `json:",inline"`
 }
 
 // Resources are typed Kubernetes objects of the kinds fedgate carries.
@@ -44,6 +50,9 @@ type Resources struct {
 	Services        []*corev1.Service                `json:"services,omitempty"`
 	EndpointSlices  []*discoveryv1.EndpointSlice     `json:"endpointSlices,omitempty"`
 	ServiceExports  []*mcsv1a1.ServiceExport         `json:"serviceExports,omitempty"`
+	// Backend policies (session persistence, retry budgets) targeting Services.
+	XBackendTrafficPolicies []*gatewayxv1a1.XBackendTrafficPolicy `json:"xBackendTrafficPolicies,omitempty"`
+	BackendLBPolicies       []*backendlb.BackendLBPolicy          `json:"backendLBPolicies,omitempty"`
 }
 
 // ObjectRef names an object and where it came from.
@@ -65,7 +74,8 @@ type ObjectStatus struct {
 	// Listeners: for Gateways, per (listener, cluster).
 	Listeners []ListenerStatus `json:"listeners,omitempty"`
 	// Clusters: for Gateways applied at the hub, the conditions of each cluster's instance (Conditions then sums
-	// them up: True only when every instance is). Unused for other kinds.
+	// them up: True only when every instance is); for policies applied at the hub, the outcome in each cluster where
+	// it differs from the hub-wide one (a cluster-reported policy can win a conflict there). Unused for other kinds.
 	Clusters []ClusterConditions `json:"clusters,omitempty"`
 }
 
