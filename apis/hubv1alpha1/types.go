@@ -75,15 +75,26 @@ func (in *ManagedCluster) DeepCopyInto(out *ManagedCluster) {
 			out.Spec.Labels[k] = v
 		}
 	}
-	if in.Status.JoinedAt != nil {
-		out.Status.JoinedAt = in.Status.JoinedAt.DeepCopy()
+	out.Status = *in.Status.DeepCopy()
+}
+
+// DeepCopy returns a deep copy.
+func (in *ManagedClusterStatus) DeepCopy() *ManagedClusterStatus {
+	if in == nil {
+		return nil
 	}
-	if in.Status.Conditions != nil {
-		out.Status.Conditions = make([]metav1.Condition, len(in.Status.Conditions))
-		for i := range in.Status.Conditions {
-			in.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
+	out := new(ManagedClusterStatus)
+	*out = *in
+	if in.JoinedAt != nil {
+		out.JoinedAt = in.JoinedAt.DeepCopy()
+	}
+	if in.Conditions != nil {
+		out.Conditions = make([]metav1.Condition, len(in.Conditions))
+		for i := range in.Conditions {
+			in.Conditions[i].DeepCopyInto(&out.Conditions[i])
 		}
 	}
+	return out
 }
 
 // DeepCopy returns a deep copy.
