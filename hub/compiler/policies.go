@@ -112,7 +112,7 @@ func (c *compiler) processPolicies() {
 		var winner *backendPolicyObj
 		for _, cl := range c.clusters {
 			o := perCluster[cl][p]
-			if o == hubOutcomes[p] {
+			if o.loser == hubOutcomes[p].loser {
 				continue
 			}
 			st.Clusters = append(st.Clusters, ClusterConditions{Cluster: cl, Conditions: []metav1.Condition{policyCondition(p, o)}})
