@@ -1,0 +1,202 @@
+// Package envtest starts real Kubernetes API servers (kube-apiserver + etcd, no kubelet or controllers) for tests,
+// each standing for one cluster, with every CRD in deploy/crds installed. It wraps controller-runtime's envtest with
+// fedgate's conventions: binaries come from bin/envtest (built by hack/envtest-bins.sh from the Go module proxy, since
+// nothing else can be downloaded here), several clusters start in parallel, and everything stops in t.Cleanup.
+//
+// Only tests import this package.
+package envtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+	gatewayxv1a1 "sigs.k8s.io/gateway-api/apisx/v1alpha1"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Scheme knows every type fedgate reads or writes in a cluster: the built-in kinds, Gateway API (standard and
+// experimental groups) and MCS API.
+var Scheme = newScheme()
+
+func newScheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	for _, add := range []func(*k8sruntime.Scheme) error{
+		clientgoscheme.AddToScheme, gatewayv1.Install, gatewayv1beta1.Install, gatewayxv1a1.Install, mcsv1a1.AddToScheme,
+	} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}
+
+// Cluster is one running API server.
+type Cluster struct {
+	Name string
+	// Config reaches the API server as a cluster admin.
+	Config *rest.Config
+	// Client is a direct (uncached) client with Scheme.
+	Client client.Client
+}
+
+// Options tune Start.
+type Options struct {
+	// NoCRDs starts the API servers with no CRDs installed (for code that must cope with a cluster lacking them).
+	NoCRDs bool
+}
+
+// RepoRoot is the fedgate checkout this file belongs to.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// CRDPaths are the directories of deploy/crds that hold CRDs.
+func CRDPaths() []string {
+	root := RepoRoot()
+	return []string{filepath.Join(root, "deploy", "crds", "gateway-api"), filepath.Join(root, "deploy", "crds", "mcs-api")}
+}
+
+// Start starts one API server per name, in parallel, and stops them when t ends. It fails t if any cannot start.
+func Start(t testing.TB, names ...string) []*Cluster { return StartWithOptions(t, Options{}, names...) }
+
+// StartWithOptions is Start with options.
+func StartWithOptions(t testing.TB, opts Options, names ...string) []*Cluster {
+	t.Helper()
+	bins, err := Binaries()
+	if err != nil {
+		t.Fatalf("envtest: %v", err)
+	}
+	out := make([]*Cluster, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = startOne(t, name, bins, opts)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("envtest: cluster %q: %v", names[i], err)
+		}
+	}
+	return out
+}
+
+func startOne(t testing.TB, name, bins string, opts Options) (*Cluster, error) {
+	env := &crenvtest.Environment{
+		BinaryAssetsDirectory:    bins,
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: 2 * time.Minute, // two shared cores, several API servers starting at once
+		ControlPlaneStopTimeout:  time.Minute,
+		Scheme:                   Scheme,
+	}
+	if !opts.NoCRDs {
+		env.CRDInstallOptions = crenvtest.CRDInstallOptions{Paths: CRDPaths(), ErrorIfPathMissing: true, Scheme: Scheme}
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Logf("envtest: stopping cluster %q: %v", name, err)
+		}
+	})
+	// Client-side rate limiting only slows tests down; the API server is ours alone.
+	cfg.QPS, cfg.Burst = 500, 1000
+	c, err := client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{Name: name, Config: cfg, Client: c}, nil
+}
+
+// buildMu serialises the binary check within one test process; the flock below serialises it across test processes
+// (go test runs packages in parallel, and two concurrent builds of kube-apiserver would each take many minutes).
+var buildMu sync.Mutex
+
+// Binaries returns the directory holding kube-apiserver and etcd, running hack/envtest-bins.sh first when they are
+// missing. KUBEBUILDER_ASSETS, when set, wins (the usual envtest convention).
+func Binaries() (string, error) {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d, nil
+	}
+	root := RepoRoot()
+	dir := filepath.Join(root, "bin", "envtest")
+	if present(dir) {
+		return dir, nil
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	lock, err := os.OpenFile(filepath.Join(root, "bin", ".envtest.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing the file releases it anyway
+	if present(dir) {
+		return dir, nil
+	}
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "envtest-bins.sh"))
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("hack/envtest-bins.sh: %w\n%s", err, b)
+	}
+	if !present(dir) {
+		return "", fmt.Errorf("hack/envtest-bins.sh succeeded but %s lacks kube-apiserver or etcd", dir)
+	}
+	return dir, nil
+}
+
+func present(dir string) bool {
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		st, err := os.Stat(filepath.Join(dir, b))
+		if err != nil || st.Mode()&0o111 == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Namespace creates a namespace with a generated name in c and returns its name. API servers without a controller
+// manager never delete namespaces, so there is no cleanup: the API server itself goes away with the test.
+func (c *Cluster) Namespace(t testing.TB) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
+	if err := c.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("cluster %s: creating namespace: %v", c.Name, err)
+	}
+	return ns.Name
+}
+
+// RESTMapper returns the client's mapper (discovery-backed, refreshed on misses).
+func (c *Cluster) RESTMapper() meta.RESTMapper { return c.Client.RESTMapper() }
