@@ -273,6 +273,10 @@ func (a *Authority) sign(pub crypto.PublicKey, cn string, uris []*url.URL, dns [
 	parent, key := a.active, a.key
 	a.mu.RUnlock()
 	now := a.now()
+	// Backdating tolerates clock skew between hub and spokes, but only by a fraction of the lifetime: renewal is due
+	// at two thirds of NotAfter-NotBefore, and a minute of backdating on a seconds-long certificate would make it due
+	// before it was issued.
+	skew := min(time.Minute, ttl/10)
 	notAfter := now.Add(ttl)
 	if notAfter.After(parent.NotAfter) {
 		notAfter = parent.NotAfter
@@ -280,7 +284,7 @@ func (a *Authority) sign(pub crypto.PublicKey, cn string, uris []*url.URL, dns [
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    now.Add(-time.Minute), // tolerate small clock skew between hub and spokes
+		NotBefore:    now.Add(-skew),
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  eku,

@@ -137,3 +137,21 @@ func TestRotationKeepsOldCertificatesValid(t *testing.T) {
 		t.Fatal("old certificate still verifies after the old CA was retired")
 	}
 }
+
+// TestShortLivedCertificatesAreBarelyBackdated: renewal is due at two thirds of NotAfter-NotBefore, so the clock-skew
+// backdating must stay a small part of a short lifetime or a renewal would be due before issue.
+func TestShortLivedCertificatesAreBarelyBackdated(t *testing.T) {
+	a, err := New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cert, err := a.SignClusterCSR(csrFor(t, "east", nil), "east", 9*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	due := cert.NotBefore.Add(life * 2 / 3)
+	if until := time.Until(due); until < 4*time.Second {
+		t.Fatalf("a 9s certificate (NotBefore %v, NotAfter %v) is due for renewal in %v, want about 6s", cert.NotBefore, cert.NotAfter, until)
+	}
+}

@@ -20,13 +20,16 @@ type world struct {
 	churn      *echoBackend // a third backend in east, for routes other than the canary
 }
 
-func startWorld(t testing.TB) *world {
+func startWorld(t testing.TB) *world { return startWorldWith(t) }
+
+// startWorldWith starts the world with extra hub flags. Each spoke joins with its own token before it starts.
+func startWorldWith(t testing.TB, hubArgs ...string) *world {
 	t.Helper()
 	w := &world{}
 	w.color = startEcho(t, "east", "color")
 	w.color2 = startEcho(t, "west", "color2")
 	w.churn = startEcho(t, "east", "churn")
-	w.hub = startHub(t, filepath.Join(t.TempDir(), "hub-data"), "")
+	w.hub = startHub(t, filepath.Join(t.TempDir(), "hub-data"), "", hubArgs...)
 	mk := func(cluster, host string, b ...*echoBackend) *spoke {
 		s := &spoke{
 			cluster:   cluster,

@@ -112,20 +112,77 @@ func (p *proc) dumpLog(t testing.TB) {
 
 // hub is a running hub process.
 type hub struct {
-	addr    string
-	dataDir string
-	p       *proc
+	addr        string
+	dataDir     string
+	adminConfig string
+	p           *proc
 }
 
-func startHub(t testing.TB, dataDir, addr string) *hub {
+// adminConfigs maps a hub address to the admin credential its bootstrap wrote, for hubctl.
+var adminConfigs sync.Map
+
+// startHub starts a hub on addr (a free port if empty). Its admin credential lives beside the data directory, so a
+// hub restarted on the same directory keeps it (and its CA, in <data-dir>/pki).
+func startHub(t testing.TB, dataDir, addr string, extra ...string) *hub {
 	t.Helper()
 	if addr == "" {
 		addr = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	}
-	p := startProc(t, "hub", "hub", "--listen", addr, "--data-dir", dataDir,
-		"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "debug")
+	cfg := filepath.Join(filepath.Dir(dataDir), "admin-config")
+	args := append([]string{"hub", "--listen", addr, "--advertise-address", addr, "--data-dir", dataDir, "--admin-config", cfg,
+		"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "debug"}, extra...)
+	p := startProc(t, "hub", args...)
 	waitTCP(t, addr, 30*time.Second)
-	return &hub{addr: addr, dataDir: dataDir, p: p}
+	adminConfigs.Store(addr, cfg)
+	return &hub{addr: addr, dataDir: dataDir, adminConfig: cfg, p: p}
+}
+
+// joinCommand is what `hubctl token create` printed, parsed.
+type joinCommand struct {
+	line, token, caHash string
+}
+
+// createToken runs `hubctl token create` and returns the join command it printed.
+func createToken(t testing.TB, hubAddr string, args ...string) joinCommand {
+	t.Helper()
+	out := mustHubctl(t, hubAddr, "", append([]string{"token", "create"}, args...)...)
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "hubctl join ") {
+			continue
+		}
+		f := strings.Fields(line)
+		jc := joinCommand{line: line}
+		for i := 0; i+1 < len(f); i++ {
+			switch f[i] {
+			case "--token":
+				jc.token = f[i+1]
+			case "--ca-hash":
+				jc.caHash = f[i+1]
+			}
+		}
+		if jc.token == "" || jc.caHash == "" {
+			t.Fatalf("join command without token or CA hash: %q", line)
+		}
+		return jc
+	}
+	t.Fatalf("hubctl token create printed no join command:\n%s", out)
+	return joinCommand{}
+}
+
+// joinCluster creates a token bound to the spoke's cluster and joins with it, as an operator would, and returns the
+// output of both commands.
+func (s *spoke) join(t testing.TB) string {
+	t.Helper()
+	jc := createToken(t, s.hubAddr, "--cluster-name", s.cluster, "--description", "e2e "+s.cluster)
+	s.credsDir = filepath.Join(t.TempDir(), s.cluster+"-credentials")
+	out := runHubctl(t, "", "join", "--hub", s.hubAddr, "--token", jc.token, "--ca-hash", jc.caHash,
+		"--cluster-name", s.cluster, "--east-west-address", s.eastWest, "--labels", "e2e=true", "--out", s.credsDir)
+	if !strings.Contains(out, "--credentials-dir "+s.credsDir) {
+		t.Fatalf("hubctl join for %s did not say how to start the spoke:\n%s", s.cluster, out)
+	}
+	s.joinOut, s.joinLine = out, jc.line
+	return jc.line + "\n" + out
 }
 
 // spoke is a running spoke process with its cluster's source directory.
@@ -137,14 +194,21 @@ type spoke struct {
 	sourceDir string
 	cacheDir  string
 	hubAddr   string
+	credsDir  string // written by join
+	joinOut   string // what hubctl join printed
+	joinLine  string // the join command hubctl token create printed (it carries the token)
 	p         *proc
 }
 
+// start runs the spoke with the credentials of its join (joining first if it has none).
 func (s *spoke) start(t testing.TB) {
 	t.Helper()
-	s.p = startProc(t, "spoke-"+s.cluster, "spoke", "--hub", s.hubAddr, "--cluster", s.cluster,
-		"--source-dir", s.sourceDir, "--east-west-listen", s.eastWest, "--listen-host", s.host,
-		"--cache-dir", s.cacheDir, "--log-level", "debug")
+	if s.credsDir == "" {
+		s.join(t)
+	}
+	s.p = startProc(t, "spoke-"+s.cluster, "spoke", "--hub", s.hubAddr, "--credentials-dir", s.credsDir,
+		"--source-dir", s.sourceDir, "--east-west-listen", s.eastWest, "--east-west-address", s.eastWest,
+		"--listen-host", s.host, "--cache-dir", s.cacheDir, "--log-level", "debug")
 }
 
 // gatewayURL is the URL of the spoke's gateway listener.
@@ -278,15 +342,38 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// hubctl runs hubctl against the hub with stdin and returns its combined output.
+// hubctl runs hubctl against the hub, with the hub's admin credential, with stdin and returns its combined output.
 func hubctl(t testing.TB, hubAddr, stdin string, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "hubctl"), append([]string{"--hub", hubAddr}, args...)...)
+	cfg, _ := adminConfigs.Load(hubAddr)
+	cfgPath, _ := cfg.(string)
+	return hubctlWith(t, cfgPath, stdin, append([]string{"--hub", hubAddr}, args...)...)
+}
+
+// hubctlWith runs hubctl with the admin config at cfgPath ("" for none) and returns its combined output. Every
+// output is returned whole, so tests can look for secrets in what the tool prints.
+func hubctlWith(t testing.TB, cfgPath, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "hubctl"), args...)
+	if cfgPath == "" {
+		cfgPath = filepath.Join(t.TempDir(), "no-admin-config")
+	}
+	cmd.Env = append(os.Environ(), "FEDGATE_CONFIG="+cfgPath)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.String(), err
+}
+
+// runHubctl runs hubctl without an admin credential (join needs none) and fails the test on an error.
+func runHubctl(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	out, err := hubctlWith(t, "", stdin, args...)
+	if err != nil {
+		t.Fatalf("hubctl %v: %v\n%s", args, err, out)
+	}
+	return out
 }
 
 func mustHubctl(t testing.TB, hubAddr, stdin string, args ...string) string {
