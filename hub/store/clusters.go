@@ -14,10 +14,12 @@ import (
 
 // ClusterRecord is what the hub knows of a cluster apart from its objects.
 type ClusterRecord struct {
-	Name            string            `json:"name"`
-	EastWestAddress string            `json:"eastWestAddress,omitempty"`
-	Labels          map[string]string `json:"labels,omitempty"`
-	AgentVersion    string            `json:"agentVersion,omitempty"`
+	Name            string `json:"name"`
+	EastWestAddress string `json:"eastWestAddress,omitempty"`
+	// GossipAddress is host:port of the spoke's memberlist listener, from its Hello; empty when it does not gossip.
+	GossipAddress string            `json:"gossipAddress,omitempty"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	AgentVersion  string            `json:"agentVersion,omitempty"`
 	// JoinedAt is when the hub first heard of the cluster; kept across reconnects.
 	JoinedAt time.Time `json:"joinedAt"`
 	// LastSeen is when the cluster last said hello or disconnected.
@@ -47,7 +49,7 @@ func (s *Store) UpsertCluster(ctx context.Context, rec ClusterRecord) (ClusterRe
 				if !old.JoinedAt.IsZero() {
 					next.JoinedAt = old.JoinedAt
 				}
-				if old.EastWestAddress == next.EastWestAddress && old.AgentVersion == next.AgentVersion &&
+				if old.EastWestAddress == next.EastWestAddress && old.GossipAddress == next.GossipAddress && old.AgentVersion == next.AgentVersion &&
 					maps.Equal(old.Labels, next.Labels) && now.Sub(old.LastSeen) < time.Minute {
 					return old, nil
 				}

@@ -15,14 +15,18 @@
 //	/fedgate/v1/status/<Kind>/<ns>/<name>                compiled status of a hub object (compiler.ObjectStatus JSON)
 //	/fedgate/v1/status/<Kind>/<ns>/<name>@<cluster>      compiled status of an object reported by <cluster>
 //	/fedgate/v1/leader/<lease>                           compile leader election (concurrency.Election)
+//	/fedgate/v1/keys/session                             KeyRing JSON: session-token HMAC keys, newest (signing) first,
+//	                                                     then the previous one (still verifies); 32 random bytes each
+//	/fedgate/v1/keys/gossip                              KeyRing JSON: spoke gossip encryption keys, same shape
 //
 // Cluster-scoped kinds (GatewayClass) have an empty namespace segment: /fedgate/v1/hub/GatewayClass//<name>. Kubernetes
 // names and namespaces cannot contain "/" (or "@"), and the store refuses any that do, so every key parses back
 // unambiguously.
 //
-// Who writes what: hub/ and status/ and graph/ are written only by the hub (graph/ and status/ only by the compile
-// leader, guarded by its election key); reports/<cluster>/ only on behalf of that cluster's Report stream; presence/
-// only through leases, so a hub that dies takes its clusters' presence with it after the lease TTL.
+// Who writes what: hub/ and status/ and graph/ are written only by the hub (graph/, status/ and keys/ only by the
+// compile leader, guarded by its election key; keys/ is rotated every --key-rotation period and its values are
+// secrets: never logged, never listed by hubctl); reports/<cluster>/ only on behalf of that cluster's Report stream;
+// presence/ only through leases, so a hub that dies takes its clusters' presence with it after the lease TTL.
 //
 // Object values are the Kubernetes JSON itself, not a protobuf envelope: kind, namespace and name are in the key and
 // apiVersion is in the JSON, and `etcdctl get` shows an operator exactly what was applied.

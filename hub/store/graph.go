@@ -231,7 +231,7 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
 			continue
 		}
-		in.Clusters[rec.Name] = &compiler.ClusterInputs{EastWestAddress: rec.EastWestAddress}
+		in.Clusters[rec.Name] = &compiler.ClusterInputs{EastWestAddress: rec.EastWestAddress, GossipAddress: rec.GossipAddress}
 	}
 	for _, kv := range reports.Kvs {
 		cluster, o, err := decodeReportKV(string(kv.Key), kv.Value)
