@@ -36,7 +36,10 @@ type Config struct {
 	Identity string
 	// SessionTTL is the leader lease TTL: how long a crashed leader blocks a standby. Default 10s.
 	SessionTTL time.Duration
-	Logger     *slog.Logger
+	// KeyRotation is how often the leader replaces the session and gossip keys (--key-rotation); the replaced key
+	// still verifies for one more period. Each rotation changes every spoke's config. Default 24h.
+	KeyRotation time.Duration
+	Logger      *slog.Logger
 }
 
 // Defaults of Config.
@@ -44,6 +47,8 @@ const (
 	DefaultHoldOff    = 20 * time.Millisecond
 	DefaultMaxDelay   = 200 * time.Millisecond
 	DefaultSessionTTL = 10 * time.Second
+	// DefaultKeyRotation: a day keeps a stolen key useful for two days at most while costing one config push a day.
+	DefaultKeyRotation = 24 * time.Hour
 )
 
 // Validate reports a configuration the loop cannot run with.
@@ -61,6 +66,9 @@ func (c Config) Validate() error {
 	if c.SessionTTL != 0 && c.SessionTTL < time.Second {
 		errs = append(errs, fmt.Errorf("session TTL %v: must be at least 1s", c.SessionTTL))
 	}
+	if c.KeyRotation != 0 && c.KeyRotation < time.Second {
+		errs = append(errs, fmt.Errorf("key rotation %v: must be at least 1s", c.KeyRotation))
+	}
 	return errors.Join(errs...)
 }
 
@@ -73,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionTTL == 0 {
 		c.SessionTTL = DefaultSessionTTL
+	}
+	if c.KeyRotation == 0 {
+		c.KeyRotation = DefaultKeyRotation
 	}
 	if c.Identity == "" {
 		host, _ := os.Hostname()
@@ -190,8 +201,13 @@ func (c *Controller) campaignAndLead(ctx context.Context) error {
 	return c.lead(lctx, guard)
 }
 
-// lead compiles once, then on every batch of input changes until ctx ends or a write finds leadership lost.
+// lead makes sure the keys exist, compiles once, then on every batch of input changes (key rotations included) until
+// ctx ends or a write finds leadership lost.
 func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
+	nextRotation, err := c.rotateKeys(ctx, guard)
+	if err != nil {
+		return err
+	}
 	rev, err := c.compile(ctx, guard)
 	if err != nil {
 		return err
@@ -202,6 +218,9 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 	hubW := cli.Watch(ctx, store.HubPrefix, opts...)
 	reportsW := cli.Watch(ctx, store.ReportsPrefix, opts...)
 	clustersW := cli.Watch(ctx, store.ClustersPrefix, opts...)
+	keysW := cli.Watch(ctx, store.KeysPrefix, opts...)
+	rotation := time.NewTimer(time.Until(nextRotation))
+	defer rotation.Stop()
 
 	var d debouncer
 	timer := time.NewTimer(time.Hour)
@@ -231,6 +250,14 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 			err = onEvents(wr, ok)
 		case wr, ok := <-clustersW:
 			err = onEvents(wr, ok)
+		case wr, ok := <-keysW:
+			err = onEvents(wr, ok) // a rotation (here or by an operator's restore) reaches every projection
+		case <-rotation.C:
+			next, rerr := c.rotateKeys(ctx, guard)
+			if rerr != nil {
+				return rerr
+			}
+			rotation.Reset(time.Until(next))
 		case <-timer.C:
 			d.reset()
 			if _, cerr := c.compile(ctx, guard); cerr != nil {
@@ -270,6 +297,24 @@ func (d *debouncer) event(now time.Time, holdOff, maxDelay time.Duration) time.D
 
 func (d *debouncer) reset() { d.pending = false }
 
+// rotateKeys creates or rotates the session and gossip keys as due, and returns when the next rotation is due. A
+// write that loses a race (another replica, or leadership gone) is not an error here: the guard decides leadership,
+// and the next guarded write (a compile) reports it.
+func (c *Controller) rotateKeys(ctx context.Context, guard []clientv3.Cmp) (time.Time, error) {
+	rotated, next, err := c.st.RotateSecrets(ctx, guard, c.cfg.KeyRotation, time.Now())
+	switch {
+	case errors.Is(err, store.ErrKeysRaced):
+		return time.Now().Add(time.Second), nil
+	case err != nil:
+		return time.Time{}, err
+	}
+	if rotated {
+		// Never the key material: only that it happened and when the next one is due.
+		c.log.Info("rotated session and gossip keys", "nextRotation", next.Format(time.RFC3339))
+	}
+	return next, nil
+}
+
 // compile runs one read → compile → project → write cycle and returns the input revision.
 func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int64, err error) {
 	start := time.Now()
@@ -277,7 +322,12 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	if err != nil {
 		return 0, err
 	}
-	out, configs, err := compileAndProject(in)
+	// Keys at the inputs' revision, so a compile's projections are one consistent snapshot.
+	secrets, err := c.st.ReadSecrets(ctx, in.Revision)
+	if err != nil {
+		return 0, err
+	}
+	out, configs, err := compileAndProject(in, projectionSecrets(secrets))
 	if err != nil {
 		return 0, err
 	}
@@ -298,7 +348,7 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 
 // compileAndProject runs the pure stages. A panic in them is a compiler bug; it becomes an error so the hub keeps
 // serving the last good graphs instead of crashing every replica on the same input.
-func compileAndProject(in *compiler.Inputs) (out *compiler.Output, configs map[string]*spokeconfig.SpokeConfig, err error) {
+func compileAndProject(in *compiler.Inputs, secrets *compiler.Secrets) (out *compiler.Output, configs map[string]*spokeconfig.SpokeConfig, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("compiler panic at revision %d: %v", in.Revision, r)
@@ -312,7 +362,24 @@ func compileAndProject(in *compiler.Inputs) (out *compiler.Output, configs map[s
 	sort.Strings(names)
 	configs = make(map[string]*spokeconfig.SpokeConfig, len(names))
 	for _, name := range names {
-		configs[name] = compiler.Project(out.Graph, name)
+		sc := compiler.Project(out.Graph, name)
+		compiler.AddSecrets(sc, out.Graph, secrets)
+		configs[name] = sc
 	}
 	return out, configs, nil
+}
+
+// projectionSecrets turns the stored rings into what projections carry: every live session key (newest first, so it
+// signs) and the newest gossip key. memberlist could hold a gossip keyring too, but SpokeConfig carries one key: while
+// a gossip rotation propagates (seconds), spokes on different keys cannot gossip, and the data path's own signals keep
+// cluster health meanwhile.
+func projectionSecrets(s store.Secrets) *compiler.Secrets {
+	out := &compiler.Secrets{}
+	for _, k := range s.Session.Keys {
+		out.SessionKeys = append(out.SessionKeys, spokeconfig.SessionKey{ID: k.ID, Secret: k.Secret})
+	}
+	if len(s.Gossip.Keys) > 0 {
+		out.GossipKey = s.Gossip.Keys[0].Secret
+	}
+	return out
 }
