@@ -8,6 +8,7 @@ package envtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -81,30 +82,58 @@ func Start(t testing.TB, names ...string) []*Cluster { return StartWithOptions(t
 // StartWithOptions is Start with options.
 func StartWithOptions(t testing.TB, opts Options, names ...string) []*Cluster {
 	t.Helper()
-	bins, err := Binaries()
+	cs, stop, err := Launch(opts, names...)
 	if err != nil {
 		t.Fatalf("envtest: %v", err)
 	}
-	out := make([]*Cluster, len(names))
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Logf("envtest: %v", err)
+		}
+	})
+	return cs
+}
+
+// Launch starts one API server per name, in parallel, for callers without a testing.TB (a TestMain sharing clusters
+// between the tests of a package). stop stops every one of them; on error nothing is left running.
+func Launch(opts Options, names ...string) (clusters []*Cluster, stop func() error, err error) {
+	bins, err := Binaries()
+	if err != nil {
+		return nil, nil, err
+	}
+	clusters = make([]*Cluster, len(names))
+	envs := make([]*crenvtest.Environment, len(names))
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = startOne(t, name, bins, opts)
+			clusters[i], envs[i], errs[i] = startOne(name, bins, opts)
 		}()
 	}
 	wg.Wait()
+	stop = func() error {
+		var errs []error
+		for i, env := range envs {
+			if env != nil {
+				if err := env.Stop(); err != nil {
+					errs = append(errs, fmt.Errorf("stopping cluster %q: %w", names[i], err))
+				}
+			}
+		}
+		return errors.Join(errs...)
+	}
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("envtest: cluster %q: %v", names[i], err)
+			_ = stop()
+			return nil, nil, fmt.Errorf("cluster %q: %w", names[i], err)
 		}
 	}
-	return out
+	return clusters, stop, nil
 }
 
-func startOne(t testing.TB, name, bins string, opts Options) (*Cluster, error) {
+func startOne(name, bins string, opts Options) (*Cluster, *crenvtest.Environment, error) {
 	env := &crenvtest.Environment{
 		BinaryAssetsDirectory:    bins,
 		ErrorIfCRDPathMissing:    true,
@@ -118,20 +147,15 @@ func startOne(t testing.TB, name, bins string, opts Options) (*Cluster, error) {
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
-		return nil, err
+		return nil, nil, err
 	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Logf("envtest: stopping cluster %q: %v", name, err)
-		}
-	})
 	// Client-side rate limiting only slows tests down; the API server is ours alone.
 	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := client.New(cfg, client.Options{Scheme: Scheme})
 	if err != nil {
-		return nil, err
+		return nil, env, err
 	}
-	return &Cluster{Name: name, Config: cfg, Client: c}, nil
+	return &Cluster{Name: name, Config: cfg, Client: c}, env, nil
 }
 
 // buildMu serialises the binary check within one test process; the flock below serialises it across test processes
