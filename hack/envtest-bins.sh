@@ -32,12 +32,39 @@ package tools
 
 import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 G
-cd "$W"
-echo "envtest: building kube-apiserver $kube (a few minutes the first time)"
-GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null
-GOFLAGS=-mod=mod go build -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+if [ ! -x "$OUT/kube-apiserver" ]; then
+  cd "$W"
+  echo "envtest: building kube-apiserver $kube (a few minutes the first time)"
+  GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null
+  GOFLAGS=-mod=mod go build -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+fi
+# etcd's server module has replace directives (../api, ../client, ...), which `go install module@version` refuses:
+# build it from a second throwaway module that requires it at the same version as its sibling modules.
 echo "envtest: building etcd $etcd"
-GOBIN="$OUT" go install "go.etcd.io/etcd/server/v3@$etcd"
-[ -x "$OUT/server" ] && mv "$OUT/server" "$OUT/etcd"
-[ -x "$OUT/v3" ] && mv "$OUT/v3" "$OUT/etcd"
+E=$W/../etcd-build
+mkdir -p "$E"
+cat > "$E/go.mod" <<M
+module fedgate.local/etcd-build
+
+$(grep '^go ' "$modfile")
+
+require go.etcd.io/etcd/server/v3 $etcd
+
+replace (
+	go.etcd.io/etcd/api/v3 => go.etcd.io/etcd/api/v3 $etcd
+	go.etcd.io/etcd/client/pkg/v3 => go.etcd.io/etcd/client/pkg/v3 $etcd
+	go.etcd.io/etcd/client/v3 => go.etcd.io/etcd/client/v3 $etcd
+	go.etcd.io/etcd/pkg/v3 => go.etcd.io/etcd/pkg/v3 $etcd
+)
+M
+cat > "$E/tools.go" <<'G'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+G
+cd "$E"
+GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$etcd" >/dev/null
+GOFLAGS=-mod=mod go build -o "$OUT/etcd" go.etcd.io/etcd/server/v3
 ls -l "$OUT"
