@@ -95,9 +95,38 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 		log.Info("cluster disconnected")
 	}()
 
+	// Messages are read on their own goroutine so that a cut session (the cluster was removed: hub/auth cancels the
+	// stream's context) ends the handler at once instead of when the spoke next sends.
+	type received struct {
+		msg *fedgatepb.ReportMessage
+		err error
+	}
+	msgs := make(chan received)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			select {
+			case msgs <- received{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	seq := first.GetSeq()
 	for {
-		msg, err := stream.Recv()
+		var r received
+		select {
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); status.Code(cause) != codes.Unknown {
+				return cause
+			}
+			return status.FromContextError(ctx.Err()).Err()
+		case r = <-msgs:
+		}
+		msg, err := r.msg, r.err
 		if errors.Is(err, io.EOF) {
 			return stream.SendAndClose(&fedgatepb.ReportAck{Seq: seq})
 		}
