@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedgate/fedgate/apis/clientconfig"
 )
 
 // TestJoinEastWestAndRemoval: clusters joined with tokens serve each other's traffic over mTLS east-west; the
@@ -112,14 +114,14 @@ func TestJoinEastWestAndRemoval(t *testing.T) {
 		secrets = append(secrets, pemBody(t, filepath.Join(s.credsDir, "tls.key")))
 	}
 	secrets = append(secrets, pemBody(t, filepath.Join(w.hub.dataDir, "pki", "ca.key")))
-	adminCfg, err := os.ReadFile(w.hub.adminConfig)
+	adminCfg, err := clientconfig.Load(w.hub.adminConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----\\n([A-Za-z0-9+/=]{40})`).FindSubmatch(adminCfg); m != nil {
-		secrets = append(secrets, string(m[1]))
+	if lines := strings.Split(adminCfg.Key, "\n"); len(lines) > 1 && len(lines[1]) >= 40 {
+		secrets = append(secrets, lines[1][:40])
 	} else {
-		t.Fatalf("no admin key in the admin config")
+		t.Fatal("no admin key in the admin config")
 	}
 	texts := map[string]string{"hubctl join east": w.east.joinOut, "hubctl join west": w.west.joinOut}
 	for _, p := range []*proc{w.hub.p, w.east.p, w.west.p} {
