@@ -77,9 +77,9 @@ func New(cfg Config) (*Agent, error) {
 		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset}
 		if cfg.Credentials != nil {
 			// East-west is mTLS with the hub-issued identities: only clusters joined to the same hub get in, and this
-			// spoke only talks to listeners presenting such an identity.
+			// spoke only talks to a listener presenting the identity of the very cluster it dialled.
 			po.EastWestServerTLS = cfg.Credentials.EastWestServerTLS()
-			po.EastWestClientTLS = cfg.Credentials.EastWestPeerTLS()
+			po.EastWestClientTLSFor = cfg.Credentials.EastWestClientTLS
 		}
 		p = proxy.New(po)
 	}

@@ -170,23 +170,6 @@ func (s *Store) EastWestClientTLS(cluster string) *tls.Config {
 	}
 }
 
-// EastWestPeerTLS dials any east-west listener presenting the identity of a cluster of this hub (chained to the CA
-// bundle). It is for a transport shared by every peer, where the expected cluster is not known to the TLS layer;
-// EastWestClientTLS pins one cluster when it is.
-func (s *Store) EastWestPeerTLS() *tls.Config {
-	return &tls.Config{
-		MinVersion:           tls.VersionTLS13,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.current(), nil },
-		InsecureSkipVerify:   true, //nolint:gosec // verified below: chain to our CAs and a cluster identity
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs, s.Pool(), x509.ExtKeyUsageServerAuth, func(p identity.Principal) bool {
-				return p.Kind == identity.KindCluster
-			})
-		},
-		NextProtos: []string{"h2"},
-	}
-}
-
 // PeerCluster returns the cluster identity of a verified east-west peer.
 func PeerCluster(cs *tls.ConnectionState) (string, bool) {
 	if cs == nil || len(cs.PeerCertificates) == 0 {

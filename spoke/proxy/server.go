@@ -42,6 +42,9 @@ type Options struct {
 	// The mTLS issue fills them in; the rest of the proxy does not care which is used.
 	EastWestServerTLS *tls.Config
 	EastWestClientTLS *tls.Config
+	// EastWestClientTLSFor, when set, takes precedence over EastWestClientTLS: the TLS config for dialing one
+	// cluster, so the client can insist that the peer presents that cluster's identity.
+	EastWestClientTLSFor func(cluster string) *tls.Config
 	// Now is the clock for session tokens, ejections and suspicion; nil means time.Now. Tests inject one.
 	Now func() time.Time
 	// SuspectHold is how long a cluster is skipped after a failed east-west dial; 0 means health.DefaultSuspectHold.
@@ -103,7 +106,7 @@ type Server struct {
 	mu      sync.Mutex // guards the fields below
 	closed  bool
 	ports   map[portKey]*portServer
-	remotes map[string]*http.Transport // east-west transports by cluster name + address
+	remotes map[string]*remoteTransport // east-west transports by cluster name + address
 	ew      map[*http.Server]struct{}
 	drains  sync.WaitGroup
 	gossip  *gossip.Node
@@ -147,7 +150,7 @@ func New(opts Options) *Server {
 		localH1:  newH1Client(),
 		localH2C: h2c,
 		ports:    map[portKey]*portServer{},
-		remotes:  map[string]*http.Transport{},
+		remotes:  map[string]*remoteTransport{},
 		ew:       map[*http.Server]struct{}{},
 	}
 	if !opts.DisableHealthChecks {
@@ -273,24 +276,37 @@ func (s *Server) listen(k portKey) (*portServer, error) {
 func (s *Server) eastWestTransportLocked(rc *remoteCluster) http.RoundTripper {
 	key := rc.name + "|" + rc.addr
 	if t := s.remotes[key]; t != nil {
-		return t
+		// The cached round tripper, not the bare transport: with TLS it is the scheme-switching wrapper, and handing
+		// out the transport itself would send cleartext to a TLS listener from the second table on.
+		return t.rt
 	}
 	t := &http.Transport{
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	if s.opts.EastWestClientTLS != nil {
-		t.TLSClientConfig = s.opts.EastWestClientTLS.Clone()
+	tlsConf := s.opts.EastWestClientTLS
+	if s.opts.EastWestClientTLSFor != nil {
+		tlsConf = s.opts.EastWestClientTLSFor(rc.name)
+	}
+	rt := &remoteTransport{t: t, rt: t}
+	if tlsConf != nil {
+		t.TLSClientConfig = tlsConf.Clone()
 		t.Protocols = &http.Protocols{}
 		t.Protocols.SetHTTP2(true)
 		// The URL scheme stays "http" in forward; a TLS transport needs https.
-		s.remotes[key] = t
-		return httpsRoundTripper{t}
+		rt.rt = httpsRoundTripper{t}
+	} else {
+		t.Protocols = protocols(false, true)
 	}
-	t.Protocols = protocols(false, true)
-	s.remotes[key] = t
-	return t
+	s.remotes[key] = rt
+	return rt.rt
+}
+
+// remoteTransport is one remote cluster's connection pool and the round tripper that uses it.
+type remoteTransport struct {
+	t  *http.Transport
+	rt http.RoundTripper
 }
 
 // httpsRoundTripper switches the request scheme for a TLS east-west transport.
@@ -301,6 +317,12 @@ func (h httpsRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return h.t.RoundTrip(r)
 }
 
+// Limits of the east-west listener.
+const (
+	EastWestMaxConcurrentStreams = 250
+	EastWestMaxHeaderBytes       = 64 << 10
+)
+
 // ServeEastWest serves requests from other spokes on l until Close.
 func (s *Server) ServeEastWest(l net.Listener) error {
 	srv := &http.Server{
@@ -308,7 +330,16 @@ func (s *Server) ServeEastWest(l net.Listener) error {
 		Protocols:         protocols(true, true),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		MaxHeaderBytes:    EastWestMaxHeaderBytes,
+		// Bounded streams and header tables per connection: a peer cannot open unbounded concurrent work (HTTP/2
+		// rapid-reset floods are additionally throttled by net/http itself).
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:      EastWestMaxConcurrentStreams,
+			MaxDecoderHeaderTableSize: 4096,
+			MaxEncoderHeaderTableSize: 4096,
+			MaxReadFrameSize:          1 << 20,
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if s.opts.EastWestServerTLS != nil {
 		srv.Protocols = &http.Protocols{}
@@ -379,7 +410,7 @@ func (s *Server) Close() error {
 	s.localH2C.CloseIdleConnections()
 	s.mu.Lock()
 	for _, t := range s.remotes {
-		t.CloseIdleConnections()
+		t.t.CloseIdleConnections()
 	}
 	s.mu.Unlock()
 	return nil
