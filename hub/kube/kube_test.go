@@ -1,0 +1,219 @@
+package kube
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/hubv1alpha1"
+	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/hub/controller"
+	"github.com/fedgate/fedgate/hub/store"
+	fgenvtest "github.com/fedgate/fedgate/test/envtest"
+)
+
+// clusterReport is what a spoke of cluster name reports: our class, Gateway default/gw on 8080, and Service svc.
+func clusterReport(t *testing.T, name, svc string) []*fedgatepb.Object {
+	t.Helper()
+	objs, err := resources.DecodeYAML(strings.NewReader(`apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: fedgate}
+spec: {controllerName: fedgate.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: fedgate
+  listeners: [{name: http, protocol: HTTP, port: 8080, allowedRoutes: {namespaces: {from: All}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: `+svc+`, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: `+svc+`-1, namespace: default, labels: {kubernetes.io/service-name: `+svc+`}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.1.0.1], conditions: {ready: true}}]
+`), name, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// TestHubClusterMirrorAndStatus: a route applied with kubectl to the hub cluster reaches the store, its status shows
+// per cluster whether it is accepted and programmed, and deleting it there deletes it at the hub; clusters appear as
+// ManagedClusters.
+func TestHubClusterMirrorAndStatus(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	hubCluster := fgenvtest.Start(t, "hub")[0]
+	if _, err := crenvtest.InstallCRDs(hubCluster.Config, crenvtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(fgenvtest.RepoRoot(), "deploy", "hub-crds")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{DataDir: filepath.Join(t.TempDir(), "etcd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cli, err := store.Connect(ctx, e.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st := store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: store.EmbeddedMaxRequestBytes})
+	ctl := controller.New(st, controller.Config{})
+	go func() { _ = ctl.Run(ctx) }()
+
+	for _, c := range []struct{ name, svc string }{{"east", "color"}, {"west", "color2"}} {
+		if _, err := st.UpsertCluster(ctx, store.ClusterRecord{Name: c.name, EastWestAddress: "127.0.0.1:1", Labels: map[string]string{"region": c.name}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.ReplaceReport(ctx, c.name, clusterReport(t, c.name, c.svc)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.UpdateSyncState(ctx, c.name, func(s *store.SyncState) { s.SentRevision, s.AckedRevision = 1000000, 1000000 }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A route applied with hubctl (no origin annotation) must survive the mirror's deletions.
+	hubctlRoute, err := resources.DecodeYAML(strings.NewReader(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: from-hubctl, namespace: default}
+spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: color, port: 80}]}]}
+`), "test", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.ApplyHub(ctx, hubctlRoute); err != nil {
+		t.Fatal(err)
+	}
+
+	w, ten := int32(90), int32(10)
+	port := gatewayv1.PortNumber(80)
+	route := &gatewayv1.HTTPRoute{
+		ObjectMeta: metav1.ObjectMeta{Name: "canary", Namespace: "default"},
+		Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "color", Port: &port}, Weight: &w}},
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "color2", Port: &port}, Weight: &ten}},
+			}}},
+		},
+	}
+	if err := hubCluster.Client.Create(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Config: hubCluster.Config, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var got gatewayv1.HTTPRoute
+	eventually(t, ctx, "route status with per-cluster conditions", func() (bool, error) {
+		if err := s.Pass(ctx); err != nil {
+			return false, err
+		}
+		if err := hubCluster.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: "canary"}, &got); err != nil {
+			return false, err
+		}
+		if len(got.Status.Parents) != 1 {
+			return false, nil
+		}
+		conds := got.Status.Parents[0].Conditions
+		for _, typ := range []string{"Accepted", ClusterConditionType("east", "Accepted"), ClusterConditionType("west", "Accepted"),
+			ClusterConditionType("east", "Programmed"), ClusterConditionType("west", "Programmed")} {
+			if !meta.IsStatusConditionTrue(conds, typ) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	p := got.Status.Parents[0]
+	if p.ControllerName != "fedgate.io/gateway-controller" {
+		t.Fatalf("controllerName %q", p.ControllerName)
+	}
+	for _, c := range p.Conditions {
+		if c.ObservedGeneration != got.Generation {
+			t.Errorf("condition %s observedGeneration %d, object generation %d", c.Type, c.ObservedGeneration, got.Generation)
+		}
+	}
+	if c := meta.FindStatusCondition(p.Conditions, ClusterConditionType("east", "Programmed")); !strings.Contains(c.Message, "graph revision") {
+		t.Errorf("Programmed message does not name the graph revision: %q", c.Message)
+	}
+	// A pass with nothing changed writes nothing (the resourceVersion stays).
+	rv := got.ResourceVersion
+	if err := s.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := hubCluster.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: "canary"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ResourceVersion != rv {
+		t.Errorf("an idle pass rewrote the route's status (resourceVersion %s → %s)", rv, got.ResourceVersion)
+	}
+
+	var mcs hubv1alpha1.ManagedClusterList
+	eventually(t, ctx, "ManagedClusters", func() (bool, error) {
+		if err := s.c.List(ctx, &mcs); err != nil {
+			return false, err
+		}
+		return len(mcs.Items) == 2, nil
+	})
+	for _, mc := range mcs.Items {
+		if mc.Spec.Labels["region"] != mc.Name || mc.Spec.EastWestAddress == "" || meta.FindStatusCondition(mc.Status.Conditions, "Joined") == nil {
+			t.Errorf("ManagedCluster %s: %+v", mc.Name, mc)
+		}
+	}
+
+	// Deleting the route in the hub cluster deletes it at the hub; the hubctl route stays.
+	if err := hubCluster.Client.Delete(ctx, route); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, "mirrored route deleted at the hub", func() (bool, error) {
+		if err := s.Pass(ctx); err != nil {
+			return false, err
+		}
+		objs, _, err := st.ListObjects(ctx, []string{resources.KindHTTPRoute}, "", false)
+		if err != nil {
+			return false, err
+		}
+		names := map[string]bool{}
+		for _, o := range objs {
+			names[o.Object.Name] = true
+		}
+		if !names["from-hubctl"] {
+			t.Fatal("the mirror deleted a route applied with hubctl")
+		}
+		return !names["canary"], nil
+	})
+}
+
+func eventually(t *testing.T, ctx context.Context, what string, f func() (bool, error)) {
+	t.Helper()
+	var lastErr error
+	for ctx.Err() == nil {
+		ok, err := f()
+		if ok {
+			return
+		}
+		lastErr = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: never happened (last error %v)", what, lastErr)
+}
