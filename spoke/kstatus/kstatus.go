@@ -17,6 +17,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -91,17 +93,32 @@ type Config struct {
 	ControllerName gatewayv1.GatewayController
 	// SupportedFeatures for GatewayClass status; nil means DefaultSupportedFeatures.
 	SupportedFeatures []features.FeatureName
+	// Resync: Run re-applies the last config this often. Default DefaultResync.
+	Resync time.Duration
+	// MinBackoff and MaxBackoff bound Run's retry delay after a failed Apply. Defaults DefaultMinBackoff and
+	// DefaultMaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+	// OnApplied, when set, is called by Run after each Apply with the config's revision and Apply's error (metrics,
+	// tests).
+	OnApplied func(revision int64, err error)
 	// Log, default slog.Default().
 	Log *slog.Logger
 }
 
-// Writer applies SpokeConfig statuses and ServiceImports to a cluster. Apply may be called concurrently only if the
-// calls are for the same config; the spoke calls it from its config loop, one revision at a time.
+// Writer applies SpokeConfig statuses and ServiceImports to a cluster: directly with Apply, or asynchronously with
+// Offer and Run (what a spoke does). Concurrent Apply calls are safe but pointless: the later may be overtaken.
 type Writer struct {
 	c          client.Client
 	controller gatewayv1.GatewayController
 	features   []gatewayv1.SupportedFeature
 	log        *slog.Logger
+
+	resync, minBackoff, maxBackoff time.Duration
+	onApplied                      func(int64, error)
+
+	mu      sync.Mutex
+	pending *spokeconfig.SpokeConfig // latest offered, not yet taken by Run
+	wake    chan struct{}            // capacity 1
 }
 
 // New returns a Writer.
@@ -116,7 +133,17 @@ func New(cfg Config) (*Writer, error) {
 			return nil, fmt.Errorf("kstatus: %w", err)
 		}
 	}
-	w := &Writer{c: c, controller: cfg.ControllerName, log: cfg.Log}
+	w := &Writer{c: c, controller: cfg.ControllerName, log: cfg.Log, resync: cfg.Resync, minBackoff: cfg.MinBackoff,
+		maxBackoff: cfg.MaxBackoff, onApplied: cfg.OnApplied, wake: make(chan struct{}, 1)}
+	if w.resync <= 0 {
+		w.resync = DefaultResync
+	}
+	if w.minBackoff <= 0 {
+		w.minBackoff = DefaultMinBackoff
+	}
+	if w.maxBackoff <= 0 {
+		w.maxBackoff = DefaultMaxBackoff
+	}
 	if w.controller == "" {
 		w.controller = DefaultControllerName
 	}

@@ -198,7 +198,7 @@ func TestGatewayClassGatewayAndServiceExport(t *testing.T) {
 		{Kind: "ServiceExport", Namespace: ns, Name: "color", Generation: se.Generation, Conditions: []metav1.Condition{
 			cond("Valid", true, "Valid", ""), cond("Conflict", true, "PortConflict", "west exports port 81"),
 		}},
-		{Kind: "Service", Namespace: ns, Name: "color"},          // no status of ours: ignored
+		{Kind: "Service", Namespace: ns, Name: "color"},         // no status of ours: ignored
 		{Kind: "Gateway", Namespace: ns, Name: "deleted-since"}, // gone: skipped, not an error
 	}}
 	w := newWriter(t)
@@ -310,4 +310,70 @@ func TestServiceImports(t *testing.T) {
 	if foreign.Spec.Ports[0].Port != 1 {
 		t.Errorf("foreign ServiceImport changed: %+v", foreign.Spec)
 	}
+}
+
+type applied struct {
+	revision int64
+	err      error
+}
+
+// Run applies only the latest offered config, retries a failing one, and picks up new offers.
+func TestRunAppliesLatestOfferAndRetries(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ns := cluster.Namespace(t)
+	events := make(chan applied, 100)
+	w, err := New(Config{REST: cluster.Config, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnApplied: func(rev int64, err error) { events <- applied{rev, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := func(rev int64, namespace string) *spokeconfig.SpokeConfig {
+		return &spokeconfig.SpokeConfig{Revision: rev, ServiceImports: []spokeconfig.ServiceImport{{Namespace: namespace, Name: "svc", Clusters: []string{"west"}}}}
+	}
+	w.Offer(imp(1, ns))
+	w.Offer(imp(2, ns))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	next := func() applied {
+		t.Helper()
+		select {
+		case a := <-events:
+			return a
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run applied nothing")
+			return applied{}
+		}
+	}
+	if a := next(); a.revision != 2 || a.err != nil {
+		t.Fatalf("first apply = %+v, want revision 2 without error (revision 1 superseded)", a)
+	}
+
+	// A namespace that does not exist yet: the ServiceImport cannot be created, and Run keeps trying.
+	missing := "later-" + ns
+	w.Offer(imp(3, missing))
+	for i := 0; i < 2; i++ {
+		if a := next(); a.revision != 3 || a.err == nil || !strings.Contains(a.err.Error(), missing) {
+			t.Fatalf("apply %d of revision 3 = %+v, want an error naming %s", i, a, missing)
+		}
+	}
+	if err := cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: missing}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		a := next()
+		if a.revision != 3 {
+			t.Fatalf("applied revision %d, want 3", a.revision)
+		}
+		if a.err == nil {
+			break
+		}
+	}
+	get(t, &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: missing, Name: "svc"}})
 }
