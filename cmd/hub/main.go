@@ -67,6 +67,9 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.DurationVar(&cfg.CompileHoldOff, "compile-holdoff", cfg.CompileHoldOff, "wait this long after a change for more before compiling")
 	fs.DurationVar(&cfg.CompileMaxDelay, "compile-max-delay", cfg.CompileMaxDelay, "longest a stream of changes can postpone a compile")
 	fs.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", cfg.ShutdownGrace, "how long shutdown waits for in-flight RPCs")
+	fs.DurationVar(&cfg.KeyRotation, "key-rotation", cfg.KeyRotation, "how often session and gossip keys are replaced (the previous key stays valid one more period)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig of a hub cluster whose Gateway API objects the hub mirrors (status and ManagedClusters are written back)")
+	fs.BoolVar(&cfg.InCluster, "in-cluster", cfg.InCluster, "use the pod's service account to reach the hub cluster")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", err

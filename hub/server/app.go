@@ -20,11 +20,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/controller"
+	"github.com/fedgate/fedgate/hub/kube"
 	"github.com/fedgate/fedgate/hub/pki"
 	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/store"
@@ -72,6 +75,14 @@ type Config struct {
 	CompileMaxDelay time.Duration
 	// ShutdownGrace is how long Close waits for in-flight RPCs before cutting streams. Default: `5s`.
 	ShutdownGrace time.Duration
+	// KeyRotation is how often the session and gossip keys are replaced (the previous key stays valid one more
+	// period). Default: `24h0m0s`.
+	KeyRotation time.Duration
+	// Kubeconfig, when set, connects the hub to a hub cluster: Gateway API objects applied there are mirrored into
+	// the store, their status and ManagedClusters are written back. Default: `` (none).
+	Kubeconfig string
+	// InCluster uses the pod's service account to reach the hub cluster (instead of Kubeconfig). Default: `false`.
+	InCluster bool
 	// Logger for the hub; nil discards logs.
 	Logger *slog.Logger
 }
@@ -87,6 +98,7 @@ func DefaultConfig() Config {
 		CompileHoldOff:   controller.DefaultHoldOff,
 		CompileMaxDelay:  controller.DefaultMaxDelay,
 		ShutdownGrace:    5 * time.Second,
+		KeyRotation:      controller.DefaultKeyRotation,
 	}
 }
 
@@ -131,6 +143,12 @@ func (c Config) Validate() error {
 	}
 	if c.EtcdClientPort != 0 && c.EtcdClientPort == c.EtcdPeerPort {
 		errs = append(errs, fmt.Errorf("etcd-client-port and etcd-peer-port are both %d", c.EtcdClientPort))
+	}
+	if c.KeyRotation < time.Second {
+		errs = append(errs, fmt.Errorf("key-rotation %v: must be at least 1s", c.KeyRotation))
+	}
+	if c.Kubeconfig != "" && c.InCluster {
+		errs = append(errs, errors.New("kubeconfig and in-cluster: give at most one"))
 	}
 	if c.CompileHoldOff <= 0 {
 		errs = append(errs, fmt.Errorf("compile-holdoff %v: must be positive", c.CompileHoldOff))
@@ -244,7 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 	h.store = store.New(h.cli, opts)
 	h.controller = controller.New(h.store, controller.Config{
-		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, Logger: log,
+		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, KeyRotation: cfg.KeyRotation, Logger: log,
 	})
 	// The registration service watches revocations for as long as the hub runs, hence runCtx.
 	h.reg, err = registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log})
@@ -298,6 +316,11 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		defer h.wg.Done()
 		h.renewServing(runCtx)
 	}()
+	if cfg.Kubeconfig != "" || cfg.InCluster {
+		if err := h.startHubCluster(runCtx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if h.etcd != nil {
 		go func() {
 			if err, ok := <-h.etcd.Err(); ok && err != nil {
@@ -307,6 +330,40 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 	log.Info("hub serving", "listen", h.addr.String(), "advertise", h.advertise, "caHash", h.ca.ActiveHash())
 	return h, nil
+}
+
+// startHubCluster connects to the hub cluster and runs the mirror (hub/kube) until the hub stops.
+func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
+	var rc *rest.Config
+	var err error
+	if cfg.InCluster {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	}
+	if err != nil {
+		return fmt.Errorf("hub cluster: %w", err)
+	}
+	syncer, err := kube.New(kube.Options{
+		Config: rc, Store: h.store, Logger: h.log,
+		Joined: func(ctx context.Context, cluster string) (map[string]string, time.Time, bool) {
+			rec, err := h.reg.Joined(ctx, cluster)
+			if err != nil || rec == nil {
+				return nil, time.Time{}, false
+			}
+			return rec.Labels, rec.JoinedAt, true
+		},
+	})
+	if err != nil {
+		return err
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		_ = syncer.Run(ctx)
+	}()
+	h.log.Info("mirroring the hub cluster", "host", rc.Host)
+	return nil
 }
 
 func loadCA(cfg Config) (*pki.Authority, error) {
