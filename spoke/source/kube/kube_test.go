@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -21,6 +24,7 @@ import (
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/spoke/source"
 	"github.com/fedgate/fedgate/test/envtest"
 )
@@ -186,6 +190,12 @@ func TestSourceReportsEveryKindButSecrets(t *testing.T) {
 			t.Errorf("snapshot carries %s", source.ObjectID(o))
 		}
 	}
+	// The hub decodes every reported object with resources.Typed.
+	for id, o := range got {
+		if _, err := resources.Typed(o); err != nil {
+			t.Errorf("%s: the hub could not decode it: %v", id, err)
+		}
+	}
 	// Snapshots are sorted as the reporter expects.
 	sorted := source.NewSnapshot(append([]*fedgatepb.Object(nil), s.Objects...))
 	if !sorted.Equal(s) {
@@ -333,4 +343,30 @@ func keys(m map[string]*fedgatepb.Object) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// RESTConfig reads a kubeconfig file like kubectl; the source runs with what it returns.
+func TestRESTConfigFromKubeconfig(t *testing.T) {
+	cfg := full.Config
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["ctx"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
+	kc.CurrentContext = "ctx"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	got, err := RESTConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := run(t, &envtest.Cluster{Name: "via-kubeconfig", Config: got})
+	s := waitFor(t, snaps, "the default Service", func(s source.Snapshot) bool { return len(s.Objects) > 0 })
+	if s.Objects[0].Kind == "" {
+		t.Errorf("first object %+v", s.Objects[0])
+	}
+	if _, err := RESTConfig(filepath.Join(t.TempDir(), "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("missing kubeconfig: err = %v", err)
+	}
 }
