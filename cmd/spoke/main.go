@@ -41,6 +41,8 @@ func run(args []string) error {
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
+	gossipListen := fs.String("gossip-listen", "", "memberlist listen address (UDP+TCP) for cluster-health gossip among spokes (empty: no gossip)")
+	gossipAddress := fs.String("gossip-address", "", "address advertised to other spokes for --gossip-listen (default: the listen address)")
 	listenHost := fs.String("listen-host", "", "bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host)")
 	portOffset := fs.Int("port-offset", 0, "added to every gateway listener port")
 	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
@@ -98,6 +100,8 @@ func run(args []string) error {
 		SourceDir:       *sourceDir,
 		EastWestListen:  *eastWestListen,
 		EastWestAddress: *eastWestAddress,
+		GossipListen:    *gossipListen,
+		GossipAddress:   *gossipAddress,
 		ListenHost:      *listenHost,
 		PortOffset:      int32(*portOffset),
 		CacheDir:        *cacheDir,

@@ -71,9 +71,15 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 			return status.Errorf(codes.InvalidArgument, "hello.eastWestAddress: Invalid value: %q: %v", ew, err)
 		}
 	}
+	if g := hello.GetGossipAddress(); g != "" {
+		if _, _, err := net.SplitHostPort(g); err != nil {
+			return status.Errorf(codes.InvalidArgument, "hello.gossipAddress: Invalid value: %q: %v", g, err)
+		}
+	}
 	log := s.log.With("cluster", cluster, "stream", "report")
 	if _, err := s.st.UpsertCluster(ctx, store.ClusterRecord{
 		Name: cluster, EastWestAddress: hello.GetEastWestAddress(), Labels: hello.GetLabels(), AgentVersion: hello.GetAgentVersion(),
+		GossipAddress: hello.GetGossipAddress(),
 	}); err != nil {
 		return storeError(err)
 	}

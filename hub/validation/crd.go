@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"sort"
 	"sync"
 
 	apiextensionsinternal "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
@@ -269,6 +270,10 @@ func (v *versionValidator) validate(ctx context.Context, o *fedgatepb.Object, ob
 		errs = append(errs, fe)
 	} else {
 		celErrs, _ := v.cel.Validate(ctx, nil, v.structural, obj, nil, celconfig.RuntimeCELCostBudget)
+		// The CEL validator visits sibling properties in map order, so its errors come out in a different order from
+		// run to run. Order them by field path (stable within a field: a field's rules keep schema order), so the
+		// same object always gets the same message.
+		sort.SliceStable(celErrs, func(i, j int) bool { return celErrs[i].Field < celErrs[j].Field })
 		errs = append(errs, celErrs...)
 	}
 	return errs, nil

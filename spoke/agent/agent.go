@@ -81,6 +81,9 @@ func New(cfg Config) (*Agent, error) {
 			po.EastWestServerTLS = cfg.Credentials.EastWestServerTLS()
 			po.EastWestClientTLSFor = cfg.Credentials.EastWestClientTLS
 		}
+		if cfg.GossipListen != "" {
+			po.Gossip = &proxy.GossipOptions{BindAddr: cfg.GossipListen, EastWestAddress: advertise}
+		}
 		p = proxy.New(po)
 	}
 	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
@@ -130,8 +133,13 @@ func (a *Agent) StreamStarts() (report, subscribe int64) {
 func (a *Agent) Applied() (revision int64, hash string) { return a.sub.Applied() }
 
 func (a *Agent) hello() *fedgatepb.Hello {
+	gossipAddr := a.cfg.GossipAddress
+	if gossipAddr == "" {
+		gossipAddr = a.cfg.GossipListen
+	}
 	return &fedgatepb.Hello{
 		Cluster: a.cfg.Cluster, AgentVersion: a.cfg.AgentVersion, EastWestAddress: a.advertise, Labels: a.cfg.Labels,
+		GossipAddress: gossipAddr,
 	}
 }
 

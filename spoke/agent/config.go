@@ -38,6 +38,11 @@ type Config struct {
 	// EastWestAddress is host:port advertised to the hub for EastWestListen. Empty advertises the listener's bound
 	// address, which is only reachable by others when EastWestListen names a concrete host.
 	EastWestAddress string
+	// GossipListen is host:port of this spoke's memberlist listener (UDP and TCP), through which spokes tell each
+	// other within a second that a cluster died, even while the hub is away. Empty disables gossip.
+	GossipListen string
+	// GossipAddress is host:port advertised to other spokes for GossipListen. Empty advertises GossipListen.
+	GossipAddress string
 	// ListenHost overrides the bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host).
 	ListenHost string
 	// PortOffset is added to every gateway listener port.
@@ -120,6 +125,17 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.HubAddress); err != nil {
 			errs = append(errs, fmt.Errorf("hubAddress %q: %v", c.HubAddress, err))
 		}
+	}
+	for _, a := range []struct{ name, v string }{{"gossipListen", c.GossipListen}, {"gossipAddress", c.GossipAddress}} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.v, err))
+		}
+	}
+	if c.GossipAddress != "" && c.GossipListen == "" {
+		errs = append(errs, errors.New("gossipAddress: set without gossipListen"))
 	}
 	if _, _, err := net.SplitHostPort(c.EastWestListen); err != nil {
 		errs = append(errs, fmt.Errorf("eastWestListen %q: %v", c.EastWestListen, err))
