@@ -254,7 +254,9 @@ func (s *Syncer) writeStatus(ctx context.Context, objs []*unstructured.Unstructu
 
 // ClusterConditionType is the condition type, inside a route's parent status, for one cluster: e.g.
 // "east.clusters.fedgate.io/Programmed".
-func ClusterConditionType(cluster, what string) string { return cluster + ".clusters.fedgate.io/" + what }
+func ClusterConditionType(cluster, what string) string {
+	return cluster + ".clusters.fedgate.io/" + what
+}
 
 // statusFor renders the compiled status of one object as its Kubernetes status (as JSON-compatible maps). Routes get
 // one parent entry per parentRef: the aggregate conditions (Accepted, ResolvedRefs: True only when True in every
