@@ -11,9 +11,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -23,23 +25,51 @@ import (
 	"github.com/fedgate/fedgate/test/envtest"
 )
 
-var cluster *envtest.Cluster
+var (
+	cluster *envtest.Cluster
+	// writerConfig authenticates as a user granted RBACRules and nothing else: every test's writes prove the rules
+	// suffice.
+	writerConfig *rest.Config
+)
 
 func TestMain(m *testing.M) {
 	cs, stop, err := envtest.Launch(envtest.Options{}, "spoke")
+	if err == nil {
+		cluster = cs[0]
+		writerConfig, err = leastPrivilege(cluster)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "envtest:", err)
+		if stop != nil {
+			_ = stop()
+		}
 		os.Exit(1)
 	}
-	cluster = cs[0]
 	code := m.Run()
 	_ = stop()
 	os.Exit(code)
 }
 
+func leastPrivilege(c *envtest.Cluster) (*rest.Config, error) {
+	ctx := context.Background()
+	const user = "fedgate-spoke"
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: RBACRules()}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := c.Client.Create(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	return c.AddUser(user)
+}
+
 func newWriter(t *testing.T) *Writer {
 	t.Helper()
-	w, err := New(Config{REST: cluster.Config, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w, err := New(Config{REST: writerConfig, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +352,7 @@ func TestRunAppliesLatestOfferAndRetries(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := cluster.Namespace(t)
 	events := make(chan applied, 100)
-	w, err := New(Config{REST: cluster.Config, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+	w, err := New(Config{REST: writerConfig, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnApplied: func(rev int64, err error) { events <- applied{rev, err} }})
 	if err != nil {

@@ -56,6 +56,20 @@ type Cluster struct {
 	Config *rest.Config
 	// Client is a direct (uncached) client with Scheme.
 	Client client.Client
+
+	env *crenvtest.Environment
+}
+
+// AddUser returns a config that authenticates as a new user with the given groups and no permissions beyond what
+// RBAC grants them (the API servers authorize with RBAC), for testing that a component's roles suffice.
+func (c *Cluster) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := c.env.ControlPlane.AddUser(crenvtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: adding user %s: %w", c.Name, name, err)
+	}
+	cfg := u.Config()
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg, nil
 }
 
 // Options tune Start.
@@ -155,7 +169,7 @@ func startOne(name, bins string, opts Options) (*Cluster, *crenvtest.Environment
 	if err != nil {
 		return nil, env, err
 	}
-	return &Cluster{Name: name, Config: cfg, Client: c}, env, nil
+	return &Cluster{Name: name, Config: cfg, Client: c, env: env}, env, nil
 }
 
 // buildMu serialises the binary check within one test process; the flock below serialises it across test processes

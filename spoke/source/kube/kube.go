@@ -17,6 +17,7 @@ import (
 	"time"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -74,7 +75,8 @@ func (c *Config) Validate() error {
 
 // kind is one watched kind.
 type kind struct {
-	gvk schema.GroupVersionKind
+	gvk      schema.GroupVersionKind
+	resource string // plural, for RBAC
 	// optional kinds come from CRDs that a cluster may lack: they are skipped with a warning when the API server does
 	// not serve them. Built-in kinds are required.
 	optional bool
@@ -96,20 +98,44 @@ func watchedKinds(controllerName string) []kind {
 		panic(err) // constant input
 	}
 	return []kind{
-		{gvk: gw("v1", resources.KindGatewayClass), optional: true, keep: func(u *unstructured.Unstructured) bool {
+		{gvk: gw("v1", resources.KindGatewayClass), resource: "gatewayclasses", optional: true, keep: func(u *unstructured.Unstructured) bool {
 			c, _, _ := unstructured.NestedString(u.Object, "spec", "controllerName")
 			return c == controllerName
 		}},
 		// Every Gateway is reported, not only those of a local class: the class may be applied at the hub.
-		{gvk: gw("v1", resources.KindGateway), optional: true},
-		{gvk: gw("v1", resources.KindHTTPRoute), optional: true},
-		{gvk: gw("v1", resources.KindGRPCRoute), optional: true},
-		{gvk: gw("v1beta1", resources.KindReferenceGrant), optional: true},
-		{gvk: schema.GroupVersionKind{Version: "v1", Kind: resources.KindService}},
-		{gvk: discoveryv1.SchemeGroupVersion.WithKind(resources.KindEndpointSlice), selector: labels.NewSelector().Add(*serviceSlices)},
-		{gvk: schema.GroupVersionKind{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Kind: resources.KindServiceExport}, optional: true},
-		{gvk: schema.GroupVersionKind{Group: "gateway.networking.x-k8s.io", Version: "v1alpha1", Kind: "XBackendTrafficPolicy"}, optional: true},
+		{gvk: gw("v1", resources.KindGateway), resource: "gateways", optional: true},
+		{gvk: gw("v1", resources.KindHTTPRoute), resource: "httproutes", optional: true},
+		{gvk: gw("v1", resources.KindGRPCRoute), resource: "grpcroutes", optional: true},
+		{gvk: gw("v1beta1", resources.KindReferenceGrant), resource: "referencegrants", optional: true},
+		{gvk: schema.GroupVersionKind{Version: "v1", Kind: resources.KindService}, resource: "services"},
+		{gvk: discoveryv1.SchemeGroupVersion.WithKind(resources.KindEndpointSlice), resource: "endpointslices",
+			selector: labels.NewSelector().Add(*serviceSlices)},
+		{gvk: schema.GroupVersionKind{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Kind: resources.KindServiceExport},
+			resource: "serviceexports", optional: true},
+		// Policies: watched once apis/resources carries them to the hub (see servedKinds).
+		{gvk: gw("v1", "BackendTLSPolicy"), resource: "backendtlspolicies", optional: true},
+		{gvk: schema.GroupVersionKind{Group: "gateway.networking.x-k8s.io", Version: "v1alpha1", Kind: "XBackendTrafficPolicy"},
+			resource: "xbackendtrafficpolicies", optional: true},
 	}
+}
+
+// RBACRules are the permissions a Source needs in its cluster: list and watch of every kind it may report, nothing
+// else (no Secrets, no ConfigMaps, no writes). Discovery needs no rule (system:discovery grants it).
+func RBACRules() []rbacv1.PolicyRule {
+	byGroup := map[string][]string{}
+	var groups []string
+	for _, k := range watchedKinds(DefaultControllerName) {
+		if byGroup[k.gvk.Group] == nil {
+			groups = append(groups, k.gvk.Group)
+		}
+		byGroup[k.gvk.Group] = append(byGroup[k.gvk.Group], k.resource)
+	}
+	sort.Strings(groups)
+	rules := make([]rbacv1.PolicyRule, 0, len(groups))
+	for _, g := range groups {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{g}, Resources: byGroup[g], Verbs: []string{"list", "watch"}})
+	}
+	return rules
 }
 
 // Source reports a cluster's objects from its API server. Create with New.

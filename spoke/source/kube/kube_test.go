@@ -8,13 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
@@ -368,5 +371,51 @@ func TestRESTConfigFromKubeconfig(t *testing.T) {
 	}
 	if _, err := RESTConfig(filepath.Join(t.TempDir(), "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing kubeconfig: err = %v", err)
+	}
+}
+
+// grant binds a new ClusterRole with rules to a new user of c and returns that user's config.
+func grant(t *testing.T, c *envtest.Cluster, user string, rules []rbacv1.PolicyRule) *rest.Config {
+	t.Helper()
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: rules}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	mustCreate(t, c.Client, role, binding)
+	cfg, err := c.AddUser(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// RBACRules are enough to run the source, and each of them is needed: without one kind's rule the source fails,
+// naming the kind, instead of reporting a partial cluster forever.
+func TestRBACRules(t *testing.T) {
+	ns := full.Namespace(t)
+	mustCreate(t, full.Client, &mcsv1a1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "svc"}})
+
+	cfg := grant(t, full, "spoke-"+ns, RBACRules())
+	snaps := run(t, &envtest.Cluster{Name: "least-privilege", Config: cfg})
+	waitFor(t, snaps, "the ServiceExport", func(s source.Snapshot) bool { return inScope(s, ns, "-")["ServiceExport/"+ns+"/svc"] != nil })
+
+	var short []rbacv1.PolicyRule
+	for _, r := range RBACRules() {
+		r = *r.DeepCopy()
+		r.Resources = slices.DeleteFunc(r.Resources, func(res string) bool { return res == "serviceexports" })
+		if len(r.Resources) > 0 {
+			short = append(short, r)
+		}
+	}
+	src, err := New(Config{REST: grant(t, full, "short-"+ns, short), SyncTimeout: 2 * time.Second,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = src.Run(context.Background(), func(source.Snapshot) { t.Error("snapshot emitted without every kind synced") })
+	if err == nil || !strings.Contains(err.Error(), "ServiceExport") || !strings.Contains(err.Error(), "RBAC") {
+		t.Errorf("Run without the ServiceExport rule: %v", err)
 	}
 }
