@@ -402,10 +402,7 @@ func (st *state) snapshot() source.Snapshot {
 		objs = append(objs, o)
 	}
 	st.mu.Unlock()
-	// Map order is random; NewSnapshot's stable sort needs a deterministic start for equal keys (there are none, but
-	// sorting by ID first keeps the result independent of that).
-	sort.Slice(objs, func(i, j int) bool { return source.ObjectID(objs[i]) < source.ObjectID(objs[j]) })
-	return source.NewSnapshot(objs)
+	return source.NewSnapshot(objs) // IDs are unique, so the sort fully determines the order despite map iteration
 }
 
 // Encode turns an object read from the API server into its wire form, without the fields that change when nothing
