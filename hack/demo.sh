@@ -58,7 +58,7 @@ say "spokes: east (gateway 127.0.0.2:$GW_PORT) and west (gateway 127.0.0.3:$GW_P
 for c in east:127.0.0.2 west:127.0.0.3; do
   name=${c%%:*} host=${c#*:}
   "$BIN/spoke" --hub "$HUB" --credentials-dir "$DEMO/$name-credentials" --source-dir "$DEMO/$name" --listen-host "$host" \
-    --east-west-listen "$host:15443" --east-west-address "$host:15443" --cache-dir "$DEMO/$name-cache" \
+    --east-west-listen "$host:15443" --east-west-address "$host:15443" --gossip-listen "$host:17946" --cache-dir "$DEMO/$name-cache" \
     >"$DEMO/logs/spoke-$name.log" 2>&1 & pids+=($!)
 done
 

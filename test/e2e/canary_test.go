@@ -36,6 +36,7 @@ func startWorldWith(t testing.TB, hubArgs ...string) *world {
 			host:      host,
 			gwPort:    freePort(t, host),
 			eastWest:  net.JoinHostPort(host, strconv.Itoa(freePort(t, host))),
+			gossip:    net.JoinHostPort(host, strconv.Itoa(freePort(t, host))),
 			sourceDir: filepath.Join(t.TempDir(), cluster+"-source"),
 			cacheDir:  filepath.Join(t.TempDir(), cluster+"-cache"),
 			hubAddr:   w.hub.addr,

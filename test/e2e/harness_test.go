@@ -191,6 +191,7 @@ type spoke struct {
 	host      string // loopback address its gateway ports bind
 	gwPort    int
 	eastWest  string
+	gossip    string // memberlist address; empty: no gossip
 	sourceDir string
 	cacheDir  string
 	hubAddr   string
@@ -206,9 +207,13 @@ func (s *spoke) start(t testing.TB) {
 	if s.credsDir == "" {
 		s.join(t)
 	}
-	s.p = startProc(t, "spoke-"+s.cluster, "spoke", "--hub", s.hubAddr, "--credentials-dir", s.credsDir,
+	args := []string{"spoke", "--hub", s.hubAddr, "--credentials-dir", s.credsDir,
 		"--source-dir", s.sourceDir, "--east-west-listen", s.eastWest, "--east-west-address", s.eastWest,
-		"--listen-host", s.host, "--cache-dir", s.cacheDir, "--log-level", "debug")
+		"--listen-host", s.host, "--cache-dir", s.cacheDir, "--log-level", "debug"}
+	if s.gossip != "" {
+		args = append(args, "--gossip-listen", s.gossip)
+	}
+	s.p = startProc(t, "spoke-"+s.cluster, args...)
 }
 
 // gatewayURL is the URL of the spoke's gateway listener.
