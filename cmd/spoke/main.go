@@ -19,7 +19,10 @@ import (
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/credentials"
+	"github.com/fedgate/fedgate/spoke/kstatus"
 	"github.com/fedgate/fedgate/spoke/proxy"
+	"github.com/fedgate/fedgate/spoke/source"
+	"github.com/fedgate/fedgate/spoke/source/kube"
 )
 
 func main() {
@@ -47,6 +50,8 @@ func run(args []string) error {
 	portOffset := fs.Int("port-offset", 0, "added to every gateway listener port")
 	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
 	labels := fs.String("labels", "", "cluster labels, k=v,k=v")
+	kubernetes := fs.Bool("kubernetes", false, "read this cluster's objects from its Kubernetes API server and write status back (instead of --source-dir)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +98,28 @@ func run(args []string) error {
 	if *cluster == "" && creds == nil {
 		return errors.New("--cluster is required")
 	}
+	var src source.Source
+	var statusWriter agent.StatusWriter
+	if *kubernetes {
+		if *sourceDir != "" {
+			return errors.New("--kubernetes and --source-dir: give one source")
+		}
+		rc, err := kube.RESTConfig(*kubeconfig)
+		if err != nil {
+			return fmt.Errorf("--kubeconfig: %w", err)
+		}
+		if src, err = kube.New(kube.Config{REST: rc, Log: log}); err != nil {
+			return fmt.Errorf("kubernetes source: %w", err)
+		}
+		w, err := kstatus.New(kstatus.Config{REST: rc, Log: log})
+		if err != nil {
+			return fmt.Errorf("status writer: %w", err)
+		}
+		statusWriter = w
+	}
 	return agent.Run(ctx, agent.Config{
+		Source:          src,
+		StatusWriter:    statusWriter,
 		Cluster:         *cluster,
 		Credentials:     creds,
 		HubAddress:      *hub,

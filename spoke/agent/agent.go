@@ -39,6 +39,20 @@ type Proxy interface {
 
 var _ Proxy = (*proxy.Server)(nil)
 
+// statusTee hands every config the proxy accepted to the status writer as well.
+type statusTee struct {
+	Proxy
+	w StatusWriter
+}
+
+func (t statusTee) Apply(cfg *spokeconfig.SpokeConfig) error {
+	if err := t.Proxy.Apply(cfg); err != nil {
+		return err
+	}
+	t.w.Offer(cfg)
+	return nil
+}
+
 // Agent is one running spoke.
 type Agent struct {
 	cfg       Config
@@ -103,8 +117,12 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	var applier subscriber.Applier = p
+	if cfg.StatusWriter != nil {
+		applier = statusTee{Proxy: p, w: cfg.StatusWriter}
+	}
 	a.sub, err = subscriber.New(subscriber.Options{
-		Client: client, Hello: a.hello(), Applier: p, CacheDir: cfg.CacheDir,
+		Client: client, Hello: a.hello(), Applier: applier, CacheDir: cfg.CacheDir,
 		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log,
 	})
 	if err != nil {
@@ -207,6 +225,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			src = source.Static{}
 		}
 		goRun("source", func() error { return src.Run(ctx, a.rep.Update) })
+		if a.cfg.StatusWriter != nil {
+			goRun("status writer", func() error { return a.cfg.StatusWriter.Run(ctx) })
+		}
 		goRun("reporter", func() error { return a.rep.Run(ctx) })
 		goRun("subscriber", func() error { return a.sub.Run(ctx) })
 		// Renewal rides on the same connection as the streams: the new certificate serves the next handshake, and the

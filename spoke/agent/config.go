@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/source"
 )
@@ -18,6 +20,12 @@ var Version = "dev"
 
 // Config configures one spoke agent. Zero values take the documented defaults (see Defaults); a test checks that every
 // "Default:" below matches the code.
+// StatusWriter receives each accepted config (spoke/kstatus.Writer).
+type StatusWriter interface {
+	Offer(*spokeconfig.SpokeConfig)
+	Run(ctx context.Context) error
+}
+
 type Config struct {
 	// Cluster is this spoke's cluster name, as the hub and other spokes know it. With Credentials it defaults to the
 	// certificate's cluster and must equal it; without, it is required.
@@ -69,6 +77,9 @@ type Config struct {
 	// KeepaliveTimeout is how long a ping may go unanswered before the connection is considered dead.
 	// Default: 10s.
 	KeepaliveTimeout time.Duration
+	// StatusWriter, when set, is offered every config the proxy accepted, to write the hub's statuses back to the
+	// cluster (spoke/kstatus). It must not block; a failed status write never NACKs a config.
+	StatusWriter StatusWriter
 	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost and PortOffset.
 	Proxy Proxy
 	// plaintextHub lets this package's tests talk to spoke/internal/fakehub, which serves no TLS. Unexported: there is
