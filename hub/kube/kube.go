@@ -17,6 +17,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -510,4 +511,14 @@ func sanitizeLabels(in map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// RBACRules is what the hub needs in the hub cluster (deploy/hub/rbac.yaml must grant it; test/deploy checks).
+func RBACRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{hubv1alpha1.GroupVersion.Group}, Resources: []string{"managedclusters"}, Verbs: []string{"list", "create", "update", "delete"}},
+		{APIGroups: []string{hubv1alpha1.GroupVersion.Group}, Resources: []string{"managedclusters/status"}, Verbs: []string{"update"}},
+	}
 }
