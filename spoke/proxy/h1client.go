@@ -16,7 +16,7 @@ import (
 // proxy whose requests are small. Request bodies are written before the response is read, so it suits
 // request/response traffic; streaming in both directions at once needs h2c.
 type h1Client struct {
-	dialer      net.Dialer
+	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int
 	idleTimeout time.Duration
 
@@ -32,9 +32,14 @@ type upConn struct {
 	lastUsed time.Time
 }
 
-func newH1Client() *h1Client {
+// newH1Client returns a client dialling with dial, or with a net.Dialer when dial is nil.
+func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *h1Client {
+	if dial == nil {
+		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
 	return &h1Client{
-		dialer:      net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		dial:        dial,
 		maxIdle:     256,
 		idleTimeout: 90 * time.Second,
 		idle:        map[string][]*upConn{},
@@ -57,7 +62,7 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 		uc.nc.Close()
 	}
 	c.mu.Unlock()
-	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
+	nc, err := c.dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}

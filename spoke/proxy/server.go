@@ -59,6 +59,10 @@ type Options struct {
 	// Gossip, if set, makes the proxy run this spoke's memberlist member whenever the applied SpokeConfig has a Gossip
 	// section: liveness of other clusters then feeds the health registry.
 	Gossip *GossipOptions
+	// DialContext, if set, opens every connection to a local endpoint (HTTP/1.1 and h2c; not the east-west hop, not
+	// active health checks). Nil means a net.Dialer. Tests use it to map pod IPs, which EndpointSlices require to be
+	// non-loopback, onto loopback backends without sending a packet anywhere else.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // GossipOptions say where this spoke gossips.
@@ -140,6 +144,7 @@ func New(opts Options) *Server {
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		DialContext:         opts.DialContext,
 	}
 	s := &Server{
 		opts:     opts,
@@ -147,7 +152,7 @@ func New(opts Options) *Server {
 		now:      opts.Now,
 		outlier:  opts.Outlier,
 		reg:      health.NewRegistry(),
-		localH1:  newH1Client(),
+		localH1:  newH1Client(opts.DialContext),
 		localH2C: h2c,
 		ports:    map[portKey]*portServer{},
 		remotes:  map[string]*remoteTransport{},
