@@ -9,8 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
 )
@@ -22,7 +23,15 @@ func BenchmarkPropagation(b *testing.B) {
 	w := startWorld(b)
 	c := newClient()
 	url := w.east.gatewayURL("/prop")
-	conn, err := grpc.NewClient(w.hub.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := clientconfig.Load(w.hub.adminConfig)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tlsConf, err := cc.TLS()
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := grpc.NewClient(w.hub.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 	if err != nil {
 		b.Fatal(err)
 	}
