@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 hack/tools.sh
 hack/generate.sh --verify
+# kube-apiserver and etcd for envtest, built from the Go module proxy (minutes on a fresh machine; cached in bin/).
+hack/envtest-bins.sh
 echo "== go vet"
 go vet ./...
 echo "== go test -race"
