@@ -83,6 +83,9 @@ type Config struct {
 	Kubeconfig string
 	// InCluster uses the pod's service account to reach the hub cluster (instead of Kubeconfig). Default: `false`.
 	InCluster bool
+	// HubClusterREST, when set, connects to the hub cluster with this config instead of Kubeconfig or InCluster
+	// (in-process embedders and tests, whose API servers have no kubeconfig file). No flag sets it; nil means none.
+	HubClusterREST *rest.Config
 	// Logger for the hub; nil discards logs.
 	Logger *slog.Logger
 }
@@ -147,8 +150,8 @@ func (c Config) Validate() error {
 	if c.KeyRotation < time.Second {
 		errs = append(errs, fmt.Errorf("key-rotation %v: must be at least 1s", c.KeyRotation))
 	}
-	if c.Kubeconfig != "" && c.InCluster {
-		errs = append(errs, errors.New("kubeconfig and in-cluster: give at most one"))
+	if n := boolCount(c.Kubeconfig != "", c.InCluster, c.HubClusterREST != nil); n > 1 {
+		errs = append(errs, errors.New("kubeconfig, in-cluster and a hub-cluster REST config: give at most one"))
 	}
 	if c.CompileHoldOff <= 0 {
 		errs = append(errs, fmt.Errorf("compile-holdoff %v: must be positive", c.CompileHoldOff))
@@ -316,7 +319,7 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		defer h.wg.Done()
 		h.renewServing(runCtx)
 	}()
-	if cfg.Kubeconfig != "" || cfg.InCluster {
+	if cfg.Kubeconfig != "" || cfg.InCluster || cfg.HubClusterREST != nil {
 		if err := h.startHubCluster(runCtx, cfg); err != nil {
 			return nil, err
 		}
@@ -334,11 +337,14 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 
 // startHubCluster connects to the hub cluster and runs the mirror (hub/kube) until the hub stops.
 func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
-	var rc *rest.Config
+	rc := cfg.HubClusterREST
 	var err error
-	if cfg.InCluster {
+	switch {
+	case rc != nil:
+		rc = rest.CopyConfig(rc)
+	case cfg.InCluster:
 		rc, err = rest.InClusterConfig()
-	} else {
+	default:
 		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	}
 	if err != nil {
@@ -364,6 +370,16 @@ func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
 	}()
 	h.log.Info("mirroring the hub cluster", "host", rc.Host)
 	return nil
+}
+
+func boolCount(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 func loadCA(cfg Config) (*pki.Authority, error) {
