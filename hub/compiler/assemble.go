@@ -53,6 +53,7 @@ func (c *compiler) buildGraph() *Graph {
 		g.Backends = append(g.Backends, *bn)
 	}
 	sort.Slice(g.Backends, func(i, j int) bool { return g.Backends[i].ID < g.Backends[j].ID })
+	g.ServiceImports = c.serviceImports
 	return g
 }
 

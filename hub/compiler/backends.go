@@ -31,10 +31,10 @@ type backendProblem struct {
 
 const kindServiceImport = "ServiceImport"
 
-// resolveBackend resolves one backendRef of a route instance in cluster. Service and ServiceImport both name the
-// Service of that namespace/name in every cluster that reports it: fedgate federates Services by name (the MCS
-// "namespace sameness" rule), so the two kinds differ only in intent. An unresolvable reference becomes an Invalid
-// backend — its share of traffic answers 500 — and never removes the rest of the rule.
+// resolveBackend resolves one backendRef of a route instance in cluster, by the MCS API's reachability (see mcs.go):
+// kind Service reaches the cluster's own Service and every other cluster's exported one; kind ServiceImport reaches
+// exactly the exporting clusters. An unresolvable reference becomes an Invalid backend — its share of traffic answers
+// 500 — and never removes the rest of the rule.
 //
 // Only cluster-reported Services count: the hub runs no workloads, so a Service applied at the hub would have no
 // endpoints anywhere, and letting it satisfy the lookup would turn a clear BackendNotFound into silent 503s.
@@ -57,9 +57,11 @@ func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpe
 		ns = string(*br.ref.Namespace)
 	}
 	name := string(br.ref.Name)
+	imported := false
 	switch {
 	case group == "" && kind == resources.KindService:
 	case group == mcsv1a1.GroupName && kind == kindServiceImport:
+		imported = true
 	default:
 		return invalid(gatewayv1.RouteReasonInvalidKind, "%s/%s %q: unsupported backend kind (Service or %s/%s)", group, kind, name, mcsv1a1.GroupName, kindServiceImport)
 	}
@@ -72,23 +74,39 @@ func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpe
 	}
 	port := *br.ref.Port
 	found, hasPort := false, false
-	for _, cl := range c.clusters {
-		if svc := c.reports[cl].services[ns+"/"+name]; svc != nil {
-			found = true
-			hasPort = hasPort || servicePort(svc, port) != nil
-		}
+	for _, cl := range c.reachedClusters(cluster, ns, name, imported) {
+		found = true
+		hasPort = hasPort || servicePort(c.reports[cl].services[ns+"/"+name], port) != nil
 	}
 	switch {
+	case !found && imported:
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "ServiceImport %s/%s: no cluster exports Service %s/%s", ns, name, ns, name)
 	case !found:
-		return invalid(gatewayv1.RouteReasonBackendNotFound, "Service %s/%s not found in any cluster", ns, name)
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "Service %s/%s not found in cluster %q nor exported by any other cluster", ns, name, cluster)
 	case !hasPort:
-		return invalid(gatewayv1.RouteReasonBackendNotFound, "Service %s/%s has no port %d in any cluster", ns, name, port)
+		return invalid(gatewayv1.RouteReasonBackendNotFound, "%s %s/%s has no port %d in any cluster it reaches", kind, ns, name, port)
 	}
-	wb.BackendID = backendID(ns, name, port)
+	k := backendKey{namespace: ns, name: name, port: port, imported: imported}
+	wb.BackendID = k.id()
 	if _, ok := c.backendKeys[wb.BackendID]; !ok {
-		c.backendKeys[wb.BackendID] = backendKey{namespace: ns, name: name, port: port}
+		c.backendKeys[wb.BackendID] = k
 	}
 	return wb, nil
+}
+
+// reachedClusters lists, in cluster order, the clusters whose Service ns/name a backendRef from a route in cluster
+// reaches: every exporter, plus the route's own cluster for kind Service when it has the Service.
+func (c *compiler) reachedClusters(cluster, ns, name string, imported bool) []string {
+	var out []string
+	for _, cl := range c.clusters {
+		if c.reports[cl].services[ns+"/"+name] == nil {
+			continue
+		}
+		if c.exports(cl, ns, name) || (!imported && cl == cluster) {
+			out = append(out, cl)
+		}
+	}
+	return out
 }
 
 func backendID(ns, name string, port int32) string { return fmt.Sprintf("%s/%s:%d", ns, name, port) }
@@ -134,10 +152,21 @@ func grantAllows(g *gatewayv1beta1.ReferenceGrant, fromKind, fromNamespace, toGr
 	return false
 }
 
-// backendKey is the Service port behind a backend ID.
+// backendKey is the Service port behind a backend ID, and whether it was named as a ServiceImport.
 type backendKey struct {
 	namespace, name string
 	port            int32
+	imported        bool
+}
+
+// id is the backend's ID: "namespace/name:port" for kind Service, "ServiceImport/namespace/name:port" for kind
+// ServiceImport. The two reach different endpoints (a cluster's un-exported Service counts for the first only), so a
+// spoke needs them apart; the east-west listener looks backends up by ID, so every spoke must name them alike.
+func (k backendKey) id() string {
+	if k.imported {
+		return kindServiceImport + "/" + backendID(k.namespace, k.name, k.port)
+	}
+	return backendID(k.namespace, k.name, k.port)
 }
 
 // useBackends registers the backends an attached route names, so that the graph carries exactly those.
@@ -152,17 +181,27 @@ func (c *compiler) useBackends(a spokeconfig.Action) {
 	}
 }
 
-// buildBackend collects a Service port's endpoints in every cluster. The EndpointSlice port that carries the Service
+// buildBackend collects a Service port's endpoints in every cluster the backend may reach — for kind Service every
+// cluster that has the Service (Project then gives each cluster its own plus the exporters'), for kind ServiceImport
+// the exporters only — and records the exporters. The EndpointSlice port that carries the Service
 // port is the one with the same name (Kubernetes names slice ports after Service ports); a single-port Service's
 // slice port is unnamed.
 func (c *compiler) buildBackend(id string, k backendKey) *BackendNode {
 	ns, name, port := k.namespace, k.name, k.port
 	bn := &BackendNode{}
 	bn.Backend = spokeconfig.Backend{ID: id, Namespace: ns, Name: name, Port: port}
+	bn.ServiceImport = k.imported
 	for _, cl := range c.clusters {
 		v := c.reports[cl]
 		svc := v.services[ns+"/"+name]
 		if svc == nil {
+			continue
+		}
+		exported := c.exports(cl, ns, name)
+		if exported {
+			bn.Exporters = append(bn.Exporters, cl)
+		}
+		if k.imported && !exported {
 			continue
 		}
 		sp := servicePort(svc, port)

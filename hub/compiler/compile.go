@@ -14,6 +14,7 @@ import (
 	"github.com/fedgate/fedgate/apis/backendlb"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
 
 // Output is what Compile produces.
@@ -25,8 +26,8 @@ type Output struct {
 // Compile builds the global routing graph and every object's status from one snapshot of inputs.
 //
 // The work is a fixed sequence of passes over one compiler value, each filling part of the graph and of the status
-// cache (in the manner of Contour's DAG processors): classes → gateway instances and listeners → routes (attachment,
-// rules, backends) → ports and virtual hosts sorted by precedence → backends. Compile never fails: whatever is wrong
+// cache (in the manner of Contour's DAG processors): classes → gateway instances and listeners → backend policies →
+// ServiceExports (which clusters export what, merged into ServiceImports) → routes (attachment, rules, backends) → ports and virtual hosts sorted by precedence → backends. Compile never fails: whatever is wrong
 // with an object becomes a condition on that object's status, and it never takes down an unrelated object.
 func Compile(in *Inputs) *Output {
 	if in == nil {
@@ -36,8 +37,12 @@ func Compile(in *Inputs) *Output {
 	c.processClasses()
 	c.processGateways()
 	c.processPolicies()
+	c.processExports()
 	c.processRoutes()
-	return &Output{Graph: c.buildGraph(), Statuses: c.status.list()}
+	g := c.buildGraph()
+	out := &Output{Graph: g, Statuses: c.status.list()}
+	g.Statuses = out.Statuses
+	return out
 }
 
 // compiler holds the indexes and intermediate state of one Compile call. Nothing in it outlives the call.
@@ -59,6 +64,10 @@ type compiler struct {
 	// backends referenced by attached routes, by ID.
 	backends    map[string]*BackendNode
 	backendKeys map[string]backendKey
+	// exported["ns/name"][cluster]: the cluster has a valid ServiceExport of the Service (see processExports).
+	exported map[string]map[string]bool
+	// serviceImports: the merged exports, sorted by namespace/name.
+	serviceImports []spokeconfig.ServiceImport
 	// policies: the backend policies that won their Services, hub-wide and per cluster (see processPolicies).
 	policies *policyResult
 
@@ -87,6 +96,7 @@ func newCompiler(in *Inputs) *compiler {
 		attachments:  map[string][]*attachment{},
 		backends:     map[string]*BackendNode{},
 		backendKeys:  map[string]backendKey{},
+		exported:     map[string]map[string]bool{},
 		status:       newStatusCache(),
 	}
 	c.hub = newView("", &in.Hub)

@@ -17,6 +17,12 @@ type Graph struct {
 	Clusters []ClusterNode `json:"clusters,omitempty"`
 	// Backends referenced by at least one attached route in any cluster, sorted by ID.
 	Backends []BackendNode `json:"backends,omitempty"`
+	// ServiceImports: every cluster's ServiceExports merged per namespace/name (MCS API), sorted by namespace/name.
+	// Every projection carries all of them: the KEP has every cluster of the clusterset hold every import.
+	ServiceImports []spokeconfig.ServiceImport `json:"serviceImports,omitempty"`
+	// Statuses is Output.Statuses, kept here because Project hands each cluster the statuses of the objects it
+	// reported. Not serialised: Output.Statuses already carries them, and the graph stays about routing.
+	Statuses []ObjectStatus `json:"-"`
 }
 
 // Source is the provenance of a graph node.
@@ -92,8 +98,15 @@ type RouteNode struct {
 // BackendNode is a Service port as seen across clusters.
 type BackendNode struct {
 	spokeconfig.Backend `json:",inline"`
-	// Services behind the backend, one per cluster that reports the Service.
+	// Services behind the backend, one per cluster whose Service it may reach: for kind Service every cluster that
+	// reports the Service (its own cluster reaches it exported or not), for kind ServiceImport only the exporters.
 	Services []Source `json:"services,omitempty"`
+	// Exporters: clusters with a valid ServiceExport of the Service, sorted. Their endpoints reach routes in every
+	// cluster; any other cluster's endpoints reach only its own routes (and only for kind Service).
+	Exporters []string `json:"exporters,omitempty"`
+	// ServiceImport: the backendRef named kind ServiceImport, so even the routing cluster's own endpoints count only
+	// when it exports the Service. Its ID is "ServiceImport/namespace/name:port", apart from the Service backend's.
+	ServiceImport bool `json:"serviceImport,omitempty"`
 	// ClusterPolicies replace Backend's SessionPersistence and RetryBudget in the projections of the clusters listed,
 	// where a policy that cluster reported changed the outcome. Sorted by cluster.
 	ClusterPolicies []ClusterBackendPolicy `json:"clusterPolicies,omitempty"`

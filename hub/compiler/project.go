@@ -4,13 +4,18 @@ import (
 	"net"
 	"sort"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
 
-// Project returns the SpokeConfig for one cluster: its ports with their routes, every backend those routes name (with
-// endpoints in every reachable cluster), every backend with endpoints in the cluster that a route anywhere names (the
-// spoke serves those to other clusters over east-west; local endpoints only), and the remote clusters owning the
-// listed endpoints.
+// Project returns the SpokeConfig for one cluster: its ports with their routes; every backend those routes name, with
+// the endpoints they reach (the cluster's own for kind Service, and every exporting cluster's); every backend the
+// cluster exports that a route anywhere names (the spoke serves those to other clusters over east-west; local
+// endpoints only); the remote clusters owning the listed endpoints; every ServiceImport of the clusterset; and the
+// statuses of the objects the cluster reported.
 //
 // Endpoints of a remote cluster without a usable east-west address are left out: the spoke could not reach them, and
 // Validate would refuse a config naming them. A cluster unknown to the graph gets an empty (but valid) config.
@@ -63,9 +68,16 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 	}
 	used := map[string]bool{}
 	for _, bn := range g.Backends {
+		exporters := map[string]bool{}
+		for _, cl := range bn.Exporters {
+			exporters[cl] = true
+		}
+		// The cluster's own endpoints: served to other clusters over east-west when it exports the Service, and used
+		// by its own routes when it exports it or they name it as a Service (not an import).
+		ownEndpoints := exporters[cluster] || (wanted[bn.ID] && !bn.ServiceImport)
 		local := false
 		for _, e := range bn.Endpoints {
-			local = local || e.Cluster == cluster
+			local = local || (e.Cluster == cluster && ownEndpoints)
 		}
 		if !wanted[bn.ID] && !local {
 			continue
@@ -79,11 +91,14 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		b.Endpoints = nil
 		for _, e := range bn.Endpoints {
 			if e.Cluster == cluster {
-				b.Endpoints = append(b.Endpoints, e)
-			} else if _, ok := reachable[e.Cluster]; ok && wanted[bn.ID] {
-				// Remote endpoints only for backends this cluster's own routes use: a backend it merely serves to
-				// others needs its local endpoints alone, and leaving the rest out keeps other clusters' endpoint
-				// churn from changing this spoke's config.
+				if ownEndpoints {
+					b.Endpoints = append(b.Endpoints, e)
+				}
+			} else if _, ok := reachable[e.Cluster]; ok && wanted[bn.ID] && exporters[e.Cluster] {
+				// Remote endpoints only of exporting clusters (an un-exported Service stays inside its cluster), and
+				// only for backends this cluster's own routes use: a backend it merely serves to others needs its
+				// local endpoints alone, and leaving the rest out keeps other clusters' endpoint churn from changing
+				// this spoke's config.
 				b.Endpoints = append(b.Endpoints, e)
 				used[e.Cluster] = true
 			}
@@ -113,7 +128,56 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		sc.Clusters = append(sc.Clusters, spokeconfig.Cluster{Name: name, EastWestAddress: reachable[name], GossipAddress: gossip[name]})
 	}
 	sort.Slice(sc.Clusters, func(i, j int) bool { return sc.Clusters[i].Name < sc.Clusters[j].Name })
+	for _, si := range g.ServiceImports {
+		si.Ports = append([]spokeconfig.ServiceImportPort(nil), si.Ports...)
+		si.Clusters = append([]string(nil), si.Clusters...)
+		sc.ServiceImports = append(sc.ServiceImports, si)
+	}
+	sc.Statuses = projectStatuses(g.Statuses, cluster)
 	return sc
+}
+
+// projectStatuses converts the statuses of the objects cluster reported into the spoke's write-back form, in the
+// order Compile sorted them (kind, namespace, name). Objects applied at the hub are left out even when they concern
+// the cluster (a hub route attached to its Gateways): the hub writes those to its own cluster, where they live. Only
+// kinds with a status fedgate owns are carried; slices are copied so projections share no memory with the graph.
+func projectStatuses(all []ObjectStatus, cluster string) []spokeconfig.ObjectStatus {
+	var out []spokeconfig.ObjectStatus
+	for _, st := range all {
+		if st.Ref.Cluster != cluster || cluster == "" {
+			continue
+		}
+		switch st.Ref.Kind {
+		case resources.KindGatewayClass, resources.KindGateway, resources.KindHTTPRoute, resources.KindGRPCRoute, resources.KindServiceExport:
+		default:
+			continue // policies report through status.ancestors, which the write-back does not carry yet
+		}
+		ps := spokeconfig.ObjectStatus{
+			Kind: st.Ref.Kind, Namespace: st.Ref.Namespace, Name: st.Ref.Name, Generation: st.Generation,
+			Conditions: append([]metav1.Condition(nil), st.Conditions...),
+		}
+		for _, p := range st.Parents {
+			if p.Cluster != cluster {
+				continue
+			}
+			ps.Parents = append(ps.Parents, spokeconfig.ParentStatus{
+				ParentRef: *p.ParentRef.DeepCopy(), ControllerName: string(p.ControllerName),
+				Conditions: append([]metav1.Condition(nil), p.Conditions...),
+			})
+		}
+		for _, l := range st.Listeners {
+			if l.Cluster != cluster {
+				continue
+			}
+			ps.Listeners = append(ps.Listeners, spokeconfig.ListenerStatus{
+				Name: l.Name, AttachedRoutes: l.AttachedRoutes,
+				SupportedKinds: append([]gatewayv1.RouteGroupKind(nil), l.SupportedKinds...),
+				Conditions:     append([]metav1.Condition(nil), l.Conditions...),
+			})
+		}
+		out = append(out, ps)
+	}
+	return out
 }
 
 func listenerHostname(cn ClusterNode, l Source) string {
