@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
@@ -33,6 +35,13 @@ const (
 //
 // Unlike the Kubernetes source, Dir applies no admission rules to the objects: EndpointSlices may carry loopback
 // addresses, which is what lets several standalone spokes and their backends share one host.
+//
+// A standalone spoke has no MCS-API controller, so Dir stands in for one: every Service in the directory is exported
+// to the clusterset, as if a ServiceExport (multicluster.x-k8s.io/v1alpha1, same namespace/name) had been written
+// beside it, unless the directory holds a ServiceExport of its own for it or the Service is annotated
+// `fedgate.io/export: "false"`. Without this a standalone federation — the demo, the e2e tests — would serve no
+// Service across clusters, since the hub reaches only exported Services from other clusters. A synthesized export
+// carries the Service's creationTimestamp (the MCS conflict rule picks the oldest export) and no other metadata.
 //
 // A file that fails to decode is logged and its last good objects are kept, so a half-saved edit never withdraws
 // routes from the hub. If two files define the same object, the first in lexical path order wins and the clash is
@@ -266,7 +275,48 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 			objs = append(objs, o)
 		}
 	}
-	return NewSnapshot(objs)
+	return NewSnapshot(synthesizeExports(objs, log))
+}
+
+// ExportAnnotation on a Service set to "false" keeps Dir from exporting it (see Dir).
+const ExportAnnotation = "fedgate.io/export"
+
+// synthesizeExports appends a ServiceExport for every Service that has none and does not opt out (see Dir).
+func synthesizeExports(objs []*fedgatepb.Object, log *slog.Logger) []*fedgatepb.Object {
+	exported := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind == resources.KindServiceExport {
+			exported[o.Namespace+"/"+o.Name] = true
+		}
+	}
+	out := objs
+	for _, o := range objs {
+		if o.Kind != resources.KindService || exported[o.Namespace+"/"+o.Name] {
+			continue
+		}
+		svc := &unstructured.Unstructured{}
+		if err := svc.UnmarshalJSON(o.Json); err != nil {
+			// DecodeYAML produced this JSON, so this is not expected; without the annotation, do not guess.
+			log.Error("cannot read Service to export it", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "error", err)
+			continue
+		}
+		if svc.GetAnnotations()[ExportAnnotation] == "false" {
+			continue
+		}
+		se := &unstructured.Unstructured{}
+		se.SetAPIVersion(mcsv1a1.GroupVersion.String())
+		se.SetKind(resources.KindServiceExport)
+		se.SetNamespace(o.Namespace)
+		se.SetName(o.Name)
+		se.SetCreationTimestamp(svc.GetCreationTimestamp())
+		eo, err := resources.FromUnstructured(se, o.Namespace)
+		if err != nil {
+			log.Error("cannot synthesize ServiceExport", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "error", err)
+			continue
+		}
+		out = append(out, eo)
+	}
+	return out
 }
 
 func hidden(name string) bool { return strings.HasPrefix(name, ".") }

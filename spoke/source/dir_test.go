@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedgate/fedgate/apis/resources"
 )
 
 func service(name, port string) string {
@@ -105,14 +107,15 @@ func TestDirEmitsOnCreateModifyDelete(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "..data", "svc.yaml"), service("hidden", "1"))
 
 	ch := startDir(t, dir)
-	if got, want := ids(next(t, ch)), "Service/shop/cart"; got != want {
+	if got, want := ids(next(t, ch)), "Service/shop/cart,ServiceExport/shop/cart"; got != want {
 		t.Fatalf("initial snapshot = %s, want %s", got, want)
 	}
 
-	// Create, in a new subdirectory: picked up recursively, sorted by kind order (Gateway before Service).
+	// Create, in a new subdirectory: picked up recursively, sorted by kind order (Gateway before Service). Every
+	// Service comes with its synthesized ServiceExport (a standalone spoke exports all its Services).
 	writeAtomic(t, filepath.Join(dir, "gw", "edge.yml"), gateway)
 	s := next(t, ch)
-	if got, want := ids(s), "Gateway/default/edge,Service/shop/cart"; got != want {
+	if got, want := ids(s), "Gateway/default/edge,Service/shop/cart,ServiceExport/shop/cart"; got != want {
 		t.Fatalf("after create = %s, want %s", got, want)
 	}
 
@@ -123,7 +126,7 @@ func TestDirEmitsOnCreateModifyDelete(t *testing.T) {
 	if js := find(t, s, "Service/shop/cart"); !strings.Contains(js, "9090") {
 		t.Fatalf("after modify, cart = %s, want port 9090", js)
 	}
-	if got, want := ids(s), "Gateway/default/edge,Service/shop/cart"; got != want {
+	if got, want := ids(s), "Gateway/default/edge,Service/shop/cart,ServiceExport/shop/cart"; got != want {
 		t.Fatalf("after modify = %s, want %s", got, want)
 	}
 
@@ -147,7 +150,7 @@ func TestDirKeepsLastGoodObjectsOfBrokenFile(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "svc.yaml"), service("cart", "8080")+"---\n"+service("pay", "8080"))
 	writeAtomic(t, filepath.Join(dir, "other.yaml"), service("web", "80"))
 	ch := startDir(t, dir)
-	if got, want := ids(next(t, ch)), "Service/shop/cart,Service/shop/pay,Service/shop/web"; got != want {
+	if got, want := ids(next(t, ch)), "Service/shop/cart,Service/shop/pay,Service/shop/web,ServiceExport/shop/cart,ServiceExport/shop/pay,ServiceExport/shop/web"; got != want {
 		t.Fatalf("initial = %s, want %s", got, want)
 	}
 
@@ -157,7 +160,7 @@ func TestDirKeepsLastGoodObjectsOfBrokenFile(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "svc.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
 	writeAtomic(t, filepath.Join(dir, "other.yaml"), service("web", "81"))
 	s := next(t, ch)
-	if got, want := ids(s), "Service/shop/cart,Service/shop/pay,Service/shop/web"; got != want {
+	if got, want := ids(s), "Service/shop/cart,Service/shop/pay,Service/shop/web,ServiceExport/shop/cart,ServiceExport/shop/pay,ServiceExport/shop/web"; got != want {
 		t.Fatalf("with broken svc.yaml = %s, want %s", got, want)
 	}
 	if js := find(t, s, "Service/shop/web"); !strings.Contains(js, "81") {
@@ -166,14 +169,14 @@ func TestDirKeepsLastGoodObjectsOfBrokenFile(t *testing.T) {
 
 	// Fixing the file replaces its objects.
 	writeAtomic(t, filepath.Join(dir, "svc.yaml"), service("cart", "8080"))
-	if got, want := ids(next(t, ch)), "Service/shop/cart,Service/shop/web"; got != want {
+	if got, want := ids(next(t, ch)), "Service/shop/cart,Service/shop/web,ServiceExport/shop/cart,ServiceExport/shop/web"; got != want {
 		t.Fatalf("after fix = %s, want %s", got, want)
 	}
 
 	// A file broken from the start contributes nothing but stops nothing.
 	writeAtomic(t, filepath.Join(dir, "new.yaml"), "{{{")
 	writeAtomic(t, filepath.Join(dir, "gw.yaml"), gateway)
-	if got, want := ids(next(t, ch)), "Gateway/default/edge,Service/shop/cart,Service/shop/web"; got != want {
+	if got, want := ids(next(t, ch)), "Gateway/default/edge,Service/shop/cart,Service/shop/web,ServiceExport/shop/cart,ServiceExport/shop/web"; got != want {
 		t.Fatalf("after new broken file = %s, want %s", got, want)
 	}
 }
@@ -183,8 +186,8 @@ func TestDirDuplicateObjectFirstFileWins(t *testing.T) {
 	writeAtomic(t, filepath.Join(dir, "a.yaml"), service("cart", "1111"))
 	writeAtomic(t, filepath.Join(dir, "b.yaml"), service("cart", "2222"))
 	s := next(t, startDir(t, dir))
-	if len(s.Objects) != 1 || !strings.Contains(string(s.Objects[0].Json), "1111") {
-		t.Fatalf("snapshot = %s %v, want only a.yaml's cart", ids(s), s.Objects)
+	if got, want := ids(s), "Service/shop/cart,ServiceExport/shop/cart"; got != want || !strings.Contains(string(s.Objects[0].Json), "1111") {
+		t.Fatalf("snapshot = %s %v, want only a.yaml's cart (and its export)", ids(s), s.Objects)
 	}
 }
 
@@ -193,5 +196,72 @@ func TestDirRejectsMissingDirectory(t *testing.T) {
 	err := d.Run(context.Background(), func(Snapshot) { t.Error("emitted from a missing directory") })
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Fatalf("Run = %v, want an error naming the directory", err)
+	}
+}
+
+// TestDirSynthesizesServiceExports: a standalone spoke exports every Service (Dir stands in for an MCS controller),
+// except one that has its own ServiceExport in the directory (kept as written) or opts out by annotation.
+func TestDirSynthesizesServiceExports(t *testing.T) {
+	dir := t.TempDir()
+	writeAtomic(t, filepath.Join(dir, "svc.yaml"), `apiVersion: v1
+kind: Service
+metadata:
+  name: cart
+  namespace: shop
+  creationTimestamp: "2024-01-02T03:04:05Z"
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: private
+  namespace: shop
+  annotations: {fedgate.io/export: "false"}
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: pay
+  namespace: shop
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata:
+  name: pay
+  namespace: shop
+  labels: {mine: "yes"}
+`)
+	ch := startDir(t, dir)
+	s := next(t, ch)
+	if got, want := ids(s), "Service/shop/cart,Service/shop/pay,Service/shop/private,ServiceExport/shop/cart,ServiceExport/shop/pay"; got != want {
+		t.Fatalf("snapshot = %s, want %s", got, want)
+	}
+	cart := find(t, s, "ServiceExport/shop/cart")
+	for _, want := range []string{`"apiVersion":"multicluster.x-k8s.io/v1alpha1"`, `"creationTimestamp":"2024-01-02T03:04:05Z"`} {
+		if !strings.Contains(cart, want) {
+			t.Errorf("synthesized export %s lacks %s", cart, want)
+		}
+	}
+	if pay := find(t, s, "ServiceExport/shop/pay"); !strings.Contains(pay, `"mine":"yes"`) {
+		t.Errorf("the directory's own export was replaced: %s", pay)
+	}
+	for _, o := range s.Objects {
+		if _, err := resources.Typed(o); err != nil {
+			t.Errorf("%s does not decode: %v", ObjectID(o), err)
+		}
+	}
+
+	// Dropping the opt-out exports the Service; deleting a Service withdraws its synthesized export.
+	writeAtomic(t, filepath.Join(dir, "svc.yaml"), service("private", "80"))
+	if got, want := ids(next(t, ch)), "Service/shop/private,ServiceExport/shop/private"; got != want {
+		t.Fatalf("after edit = %s, want %s", got, want)
 	}
 }
