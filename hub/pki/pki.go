@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/internal/atomicfile"
 )
 
 // Authority signs certificates with its active CA and publishes a bundle that may also hold older CAs during a
@@ -61,10 +62,10 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(certPath, a.BundlePEM(), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, a.BundlePEM(), 0o644); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -391,28 +392,4 @@ func randomSerial() *big.Int {
 		panic(err) // crypto/rand never fails on Linux
 	}
 	return n.Add(n, big.NewInt(1))
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/internal/atomicfile"
 )
 
 // File names inside a credentials directory.
@@ -235,7 +236,7 @@ func Write(dir string, keyPEM, certPEM, caPEM []byte) error {
 		data []byte
 		mode os.FileMode
 	}{{KeyFile, keyPEM, 0o600}, {CertFile, certPEM, 0o644}, {CAFile, caPEM, 0o644}} {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -321,28 +322,4 @@ func parseCerts(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificate found")
 	}
 	return out, nil
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

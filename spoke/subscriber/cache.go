@@ -1,7 +1,6 @@
 package subscriber
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/internal/atomicfile"
 )
 
 // CacheFile is the name of the cache file inside the cache directory.
@@ -49,36 +49,10 @@ func WriteCache(dir string, e CacheEntry) (err error) {
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	f, err := os.CreateTemp(dir, "."+CacheFile+".tmp-*")
-	if err != nil {
+	data := make([]byte, 0, len(hdr)+1+len(e.Config))
+	data = append(append(append(data, hdr...), '\n'), e.Config...)
+	if err := atomicfile.Write(filepath.Join(dir, CacheFile), data, 0o600); err != nil {
 		return fmt.Errorf("cache: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	w := bufio.NewWriter(f)
-	_, _ = w.Write(hdr)
-	_ = w.WriteByte('\n')
-	_, _ = w.Write(e.Config)
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("cache: write %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("cache: sync %s: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("cache: close %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, CacheFile)); err != nil {
-		return fmt.Errorf("cache: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		// Best effort: some file systems refuse fsync on directories; the file itself is already durable.
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }
