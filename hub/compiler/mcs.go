@@ -158,8 +158,11 @@ func (c *compiler) mergeExports(ms []exportMember) spokeconfig.ServiceImport {
 				fmt.Sprintf("exports of %s/%s in clusters %s agree", ns, name, strings.Join(si.Clusters, ", ")), gen)
 		}
 	} else {
-		si.Conflict = fmt.Sprintf("exports of %s/%s conflict: %s; the oldest export (cluster %s) is in force",
-			ns, name, strings.Join(append(portProblems, typeProblems...), "; "), ms[0].cluster)
+		problems := typeProblems
+		if len(portProblems) > 0 {
+			problems = append(append(portProblems, fmt.Sprintf("the oldest export's ports (cluster %s) are in force", ms[0].cluster)), typeProblems...)
+		}
+		si.Conflict = fmt.Sprintf("exports of %s/%s conflict: %s", ns, name, strings.Join(problems, "; "))
 		msg := si.Conflict
 		cond = func(gen int64) metav1.Condition {
 			// The KEP joins several conflict reasons with commas.
