@@ -1,8 +1,12 @@
 package compiler
 
 import (
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 )
@@ -63,5 +67,50 @@ func TestNilInputs(t *testing.T) {
 		if err := p.Validate(); err != nil {
 			t.Errorf("Project(%v, east) invalid: %v", g, err)
 		}
+	}
+}
+
+// TestProjectionsShareNoStatusMemory: the spoke's kstatus writer and the hub's status store both hold on to what
+// Compile and Project return, so a projection's statuses and ServiceImports must not alias the graph's (or each
+// other's): a caller stamping transition times into one must not change another.
+func TestProjectionsShareNoStatusMemory(t *testing.T) {
+	data, err := os.ReadFile("testdata/statuses-projection.in.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := loadInputs(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := Compile(in)
+	before, err := yaml.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range []string{"east", "west"} {
+		sc := Project(out.Graph, cl)
+		if len(sc.Statuses) == 0 || len(sc.ServiceImports) == 0 {
+			t.Fatalf("projection for %s has %d statuses and %d imports, want some of each", cl, len(sc.Statuses), len(sc.ServiceImports))
+		}
+		for i := range sc.Statuses {
+			st := &sc.Statuses[i]
+			for j := range st.Conditions {
+				st.Conditions[j].Message = "scribbled"
+			}
+			for j := range st.Parents {
+				st.Parents[j].Conditions[0].Reason = "Scribbled"
+				st.Parents[j].ParentRef.Name = "scribbled"
+			}
+			for j := range st.Listeners {
+				st.Listeners[j].Conditions[0].Reason = "Scribbled"
+				st.Listeners[j].SupportedKinds[0].Kind = "Scribbled"
+			}
+		}
+		sc.ServiceImports[0].Clusters[0] = "scribbled"
+		sc.ServiceImports[0].Ports[0].Port = 1
+	}
+	after, _ := yaml.Marshal(out)
+	if diff := cmp.Diff(string(before), string(after)); diff != "" {
+		t.Fatalf("changing projections changed the compile output (-before +after):\n%s", diff)
 	}
 }
