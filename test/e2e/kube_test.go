@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
@@ -365,6 +367,9 @@ func TestKubernetes(t *testing.T) {
 			t.Logf("---- last lines of the in-process logs ----\n%s", strings.Join(lines, "\n"))
 		}
 	})
+
+	// controller-runtime logs through its global logger (and prints a stack trace when none is set).
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 
 	clusters := envtest.Start(t, "hub", "east", "west")
 	hubC, eastC, westC := clusters[0], clusters[1], clusters[2]

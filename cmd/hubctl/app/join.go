@@ -107,13 +107,17 @@ func printTokens(w io.Writer, toks []*fedgatepb.TokenInfo) error {
 
 func newJoinCommand(g *globalOptions) *cobra.Command {
 	var o join.Options
-	var labels string
+	var labels, kubeconfig, namespace string
 	cmd := &cobra.Command{
 		Use:   "join --hub ADDR --token ID.SECRET --ca-hash sha256:HEX --cluster-name NAME",
 		Short: "Join this cluster to a hub and write its credentials",
 		Long: `Join a cluster: check that the hub's CA matches --ca-hash (before anything is sent), create the cluster's key
-here (it never leaves this machine), send a certificate request with the token, and write tls.key, tls.crt and ca.crt
-into --out. Needs no admin credential; the token authenticates.`,
+here, send a certificate request with the token, and write tls.key, tls.crt and ca.crt into --out. Needs no admin
+credential; the token authenticates.
+
+With --kubeconfig the credentials go instead into the Secret ` + CredentialsSecret + ` in --namespace of that cluster
+(keys tls.key, tls.crt, ca.crt, and ` + SecretKeyHub + `, ` + SecretKeyCluster + `, ` + SecretKeyEastWestAddress + ` for the
+spoke Deployment of deploy/spoke); the key is never written to this machine's disk.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Hub = g.hub
@@ -127,10 +131,29 @@ into --out. Needs no admin credential; the token authenticates.`,
 			if o.Labels, err = parseLabels(labels); err != nil {
 				return fmt.Errorf("--labels: %w", err)
 			}
+			o.Timeout = g.timeout
+			if kubeconfig != "" {
+				if o.OutDir != "" {
+					return errOutAndKubeconfig
+				}
+				if namespace == "" {
+					return errors.New("--namespace must not be empty")
+				}
+				resp, err := kubeJoin(cmd.Context(), o, kubeconfig, namespace)
+				if errors.Is(err, join.ErrCAMismatch) {
+					return fmt.Errorf("the hub at %s: %w", o.Hub, err)
+				}
+				if err != nil {
+					return hubError(o.Hub, err)
+				}
+				fmt.Fprintf(g.stdout, "Cluster %s joined the hub at %s; credentials in Secret %s/%s (certificate valid until %s, renewed automatically).\n",
+					o.ClusterName, o.Hub, namespace, CredentialsSecret, time.Unix(resp.GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+				fmt.Fprintf(g.stdout, "Install the spoke with:\n\n  kubectl --kubeconfig %s apply -k deploy/spoke\n", kubeconfig)
+				return nil
+			}
 			if o.OutDir == "" {
 				o.OutDir = "fedgate-" + o.ClusterName
 			}
-			o.Timeout = g.timeout
 			resp, err := join.Run(cmd.Context(), o)
 			if errors.Is(err, join.ErrCAMismatch) {
 				return fmt.Errorf("the hub at %s: %w", o.Hub, err)
@@ -154,6 +177,8 @@ into --out. Needs no admin credential; the token authenticates.`,
 	cmd.Flags().StringVar(&labels, "labels", "", "cluster labels k=v,k=v")
 	cmd.Flags().StringVar(&o.EastWestAddress, "east-west-address", "", "host:port other spokes reach this cluster's east-west listener at")
 	cmd.Flags().StringVar(&o.OutDir, "out", "", "directory for the credentials (default ./fedgate-NAME)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "write the credentials into a Secret of this cluster instead of --out")
+	cmd.Flags().StringVar(&namespace, "namespace", DefaultNamespace, "namespace of the credentials Secret (with --kubeconfig)")
 	for _, f := range []string{"token", "cluster-name"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
