@@ -133,8 +133,14 @@ func TestAgentReportsSourceAndAppliesHubConfig(t *testing.T) {
 		t.Fatalf("report hello = %v", hello)
 	}
 	snap := recvReport(t, h).GetSnapshot()
-	if snap == nil || len(snap.Objects) != 1 || snap.Objects[0].Name != "cart" || snap.Objects[0].Namespace != "shop" {
-		t.Fatalf("report snapshot = %v, want Service shop/cart", snap)
+	// The directory source exports every Service it reads (standalone spokes have no MCS controller).
+	if snap == nil || len(snap.Objects) != 2 {
+		t.Fatalf("report snapshot = %v, want Service shop/cart and its ServiceExport", snap)
+	}
+	for i, kind := range []string{"Service", "ServiceExport"} {
+		if o := snap.Objects[i]; o.Kind != kind || o.Name != "cart" || o.Namespace != "shop" {
+			t.Fatalf("report snapshot object %d = %s %s/%s, want %s shop/cart", i, o.Kind, o.Namespace, o.Name, kind)
+		}
 	}
 
 	if m := recvSub(t, h).GetHello(); m == nil || m.AppliedRevision != 0 {
