@@ -278,7 +278,8 @@ type WeightedBackend struct {
 
 // Backend is a Service port as seen across clusters.
 type Backend struct {
-	// ID is "namespace/name:port".
+	// ID is "namespace/name:port" for a Service backendRef and "ServiceImport/namespace/name:port" for a ServiceImport
+	// one (the two reach different endpoints: a Service also reaches its own cluster's, exported or not).
 	ID        string `json:"id"`
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
