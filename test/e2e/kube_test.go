@@ -490,6 +490,20 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 
+	// MCS: the hub merges the exports into ServiceImports that every member cluster holds.
+	for _, s := range []*kubeSpoke{east, west} {
+		if d, ok := eventually(20*time.Second, func() bool {
+			for _, name := range []string{"color", "color2"} {
+				if err := s.cluster.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: name}, &mcsv1a1.ServiceImport{}); err != nil {
+					return false
+				}
+			}
+			return true
+		}); !ok {
+			t.Errorf("%s: ServiceImports default/color and default/color2 not present after %v", s.name, d)
+		}
+	}
+
 	// ManagedClusters mirror the join state.
 	if d, ok := eventually(20*time.Second, func() bool {
 		var list hubv1alpha1.ManagedClusterList
