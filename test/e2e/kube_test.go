@@ -391,7 +391,8 @@ func TestKubernetes(t *testing.T) {
 	}
 
 	cfg := server.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
+	// A fixed port, so the hub can be restarted where the spokes look for it.
+	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	cfg.DataDir = filepath.Join(t.TempDir(), "hub-data")
 	cfg.HubClusterREST = hubC.Config
 	cfg.ShutdownGrace = time.Second
@@ -625,6 +626,50 @@ func TestKubernetes(t *testing.T) {
 	// The hub's copy stays exact once the new agent has settled (a late duplicate report would show here).
 	if got := reportIDs(t, h, "east"); !slices.Equal(got, want) {
 		t.Errorf("east's stored report changed after traffic resumed:\n got: %v\nwant: %v", got, want)
+	}
+
+	// Hub restart: the hub stops; traffic keeps flowing on the spokes' last graphs; west changes while the hub is away;
+	// a hub started again on the same data dir and address must end with exactly each cluster's objects.
+	westBefore := reportIDs(t, h, "west")
+	eastBefore := reportIDs(t, h, "east")
+	h.Close()
+	checkSplit(t, "canary with the hub down", split(hc, east.gatewayURL(), "", n, 8), n)
+	if err := westC.Client.Create(ctx, mkService("while-hub-down")); err != nil {
+		t.Fatal(err)
+	}
+	westWant := append(slices.Clone(westBefore), resources.ID(resources.KindService, "default", "while-hub-down"))
+	sort.Strings(westWant)
+	restarted := time.Now()
+	h, err = server.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restarting the hub: %v", err)
+	}
+	t.Cleanup(h.Close)
+	var westAfter, eastAfter []string
+	if d, ok := eventually(30*time.Second, func() bool {
+		westAfter, eastAfter = reportIDs(t, h, "west"), reportIDs(t, h, "east")
+		return slices.Equal(westAfter, westWant) && slices.Equal(eastAfter, eastBefore)
+	}); !ok {
+		t.Errorf("after the hub restart (waited %v):\nwest got  %v\nwest want %v\neast got  %v\neast want %v", d, westAfter, westWant, eastAfter, eastBefore)
+	} else {
+		t.Logf("hub restarted: both clusters re-synced exactly (%d and %d objects) %v after the new hub started", len(eastAfter), len(westAfter), time.Since(restarted).Round(time.Millisecond))
+	}
+	// The restarted hub serves new changes: the canary's weights move to 50/50 and east follows.
+	var live gatewayv1.HTTPRoute
+	if err := hubClient.Get(ctx, client.ObjectKey{Namespace: "default", Name: "canary"}, &live); err != nil {
+		t.Fatal(err)
+	}
+	for i := range live.Spec.Rules[0].BackendRefs {
+		live.Spec.Rules[0].BackendRefs[i].Weight = ptr.To[int32](50)
+	}
+	if err := hubClient.Update(ctx, &live); err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := eventually(20*time.Second, func() bool {
+		s := split(hc, east.gatewayURL(), "", 200, 8)
+		return s["east"] >= 80 && s["east"] <= 120 && errorsIn(s) == 0
+	}); !ok {
+		t.Errorf("after the hub restart east never followed 50/50 (waited %v): %v", d, split(hc, east.gatewayURL(), "", 200, 8))
 	}
 
 	if r := dialer.refused.Load(); r != 0 {
