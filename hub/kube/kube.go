@@ -162,7 +162,7 @@ func (s *Syncer) mirror(ctx context.Context) ([]*unstructured.Unstructured, erro
 		}
 	}
 	if len(wire) > 0 {
-		if _, _, err := s.o.Store.ApplyHub(ctx, wire); err != nil {
+		if _, _, err := s.o.Store.ApplyMirrored(ctx, wire); err != nil {
 			return nil, fmt.Errorf("store hub-cluster objects: %w", err)
 		}
 	}

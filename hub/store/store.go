@@ -67,9 +67,20 @@ type ApplyResult struct {
 	Action string
 }
 
-// ApplyHub stores objects applied at the hub, all in one transaction or none. The caller validates them first.
-// Objects whose stored JSON is byte-identical are left untouched (no new revision, no recompile).
+// ApplyHub stores objects applied at the hub (hubctl), all in one transaction or none. The caller validates them
+// first. The hub keeps their uid, creationTimestamp and generation as an API server would (stampMetadata). Objects
+// whose stored JSON would not change are left untouched (no new revision, no recompile).
 func (s *Store) ApplyHub(ctx context.Context, objs []*fedgatepb.Object) ([]ApplyResult, int64, error) {
+	return s.applyHub(ctx, objs, true)
+}
+
+// ApplyMirrored stores objects mirrored from the hub cluster: their metadata (generation, creationTimestamp) is the
+// hub cluster API server's and is kept as it is, so statuses written back carry that server's generation.
+func (s *Store) ApplyMirrored(ctx context.Context, objs []*fedgatepb.Object) ([]ApplyResult, int64, error) {
+	return s.applyHub(ctx, objs, false)
+}
+
+func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bool) ([]ApplyResult, int64, error) {
 	keys := make([]string, len(objs))
 	seen := make(map[string]int, len(objs))
 	for i, o := range objs {
@@ -103,19 +114,29 @@ func (s *Store) ApplyHub(ctx context.Context, objs []*fedgatepb.Object) ([]Apply
 		for i, o := range objs {
 			kvs := rr.Responses[i].GetResponseRange().Kvs
 			ref := &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+			value := o.Json
+			if stamp {
+				var prev []byte
+				if len(kvs) > 0 {
+					prev = kvs[0].Value
+				}
+				if value, err = stampMetadata(prev, o.Json, s.now()); err != nil {
+					return nil, 0, fmt.Errorf("objects[%d]: %s: %w", i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
+				}
+			}
 			switch {
 			case len(kvs) == 0:
 				results[i] = ApplyResult{Ref: ref, Action: ActionCreated}
 				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0))
-			case bytes.Equal(kvs[0].Value, o.Json):
+			case bytes.Equal(kvs[0].Value, value):
 				results[i] = ApplyResult{Ref: ref, Action: ActionUnchanged}
 				continue
 			default:
 				results[i] = ApplyResult{Ref: ref, Action: ActionConfigured}
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
 			}
-			puts = append(puts, clientv3.OpPut(keys[i], string(o.Json)))
-			size += len(keys[i]) + len(o.Json)
+			puts = append(puts, clientv3.OpPut(keys[i], string(value)))
+			size += len(keys[i]) + len(value)
 		}
 		if len(puts) == 0 {
 			return results, rr.Header.Revision, nil
