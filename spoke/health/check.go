@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -88,16 +89,20 @@ type probe struct {
 	stop chan struct{}
 }
 
+// DialFunc opens a connection to an endpoint.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // NewChecker returns a Checker. onChange, if not nil, is called (on the probe's goroutine) whenever an endpoint's
-// verdict changes; tests and metrics use it.
-func NewChecker(log *slog.Logger, onChange func(ep *Endpoint, healthy bool)) *Checker {
+// verdict changes; tests and metrics use it. dial, if not nil, opens the probes' connections (the proxy passes the
+// same dialer its traffic to local endpoints uses, so probes reach exactly where requests go).
+func NewChecker(log *slog.Logger, onChange func(ep *Endpoint, healthy bool), dial DialFunc) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	h1 := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true, IdleConnTimeout: time.Minute}
+	h1 := &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true, IdleConnTimeout: time.Minute, DialContext: dial}
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	h2 := &http.Transport{Protocols: &p, DisableCompression: true, IdleConnTimeout: time.Minute}
+	h2 := &http.Transport{Protocols: &p, DisableCompression: true, IdleConnTimeout: time.Minute, DialContext: dial}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Checker{
 		log:      log.With("component", "health-check"),

@@ -163,7 +163,7 @@ func New(opts Options) *Server {
 		if f := opts.OnHealthChange; f != nil {
 			onChange = func(ep *health.Endpoint, ok bool) { f(ep.Key.Cluster, ep.Key.Address, ok) }
 		}
-		s.checker = health.NewChecker(s.log, onChange)
+		s.checker = health.NewChecker(s.log, onChange, opts.DialContext)
 	}
 	return s
 }

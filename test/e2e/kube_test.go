@@ -183,9 +183,8 @@ func (s *kubeSpoke) start(t *testing.T) {
 	s.proxy = newRecordingProxy(proxy.New(proxy.Options{
 		Cluster: s.name, ListenHost: "127.0.0.1", PortOffset: s.offset, Logger: log,
 		EastWestServerTLS: creds.EastWestServerTLS(), EastWestClientTLSFor: creds.EastWestClientTLS,
-		// Active checks dial pod IPs with their own client, which the pod dialer does not cover.
-		DisableHealthChecks: true,
-		DialContext:         s.dialer.DialContext,
+		// Requests and active health checks both dial pod IPs through the pod dialer.
+		DialContext: s.dialer.DialContext,
 	}))
 	src, err := kubesource.New(kubesource.Config{REST: s.cluster.Config, Log: log})
 	if err != nil {
