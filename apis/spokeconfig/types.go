@@ -26,6 +26,10 @@ type SpokeConfig struct {
 	Backends []Backend `json:"backends,omitempty"`
 	// Clusters that own endpoints named in Backends, other than this one. Sorted by name.
 	Clusters []Cluster `json:"clusters,omitempty"`
+	// Members are every cluster joined to the hub (this one included), sorted. The east-west listener serves only
+	// peers whose certificate names a member, so a cluster removed at the hub is refused by every spoke at the next
+	// config, not only when its certificate expires. Empty (a static config) accepts any peer the TLS layer accepts.
+	Members []string `json:"members,omitempty"`
 	// SessionKeys authenticate session-persistence tokens; the first signs, every one verifies (the hub keeps the
 	// previous key for one rotation period). Every spoke gets the same keys, so a token minted in one cluster is
 	// honoured in another.

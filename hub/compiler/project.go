@@ -25,6 +25,9 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		return sc
 	}
 	sc.Revision = g.Revision
+	for _, cn := range g.Clusters {
+		sc.Members = append(sc.Members, cn.Name) // g.Clusters is sorted by name
+	}
 	reachable := map[string]string{} // remote cluster → east-west address
 	gossip := map[string]string{}    // remote cluster → gossip address
 	for _, cn := range g.Clusters {

@@ -1,13 +1,30 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/fedgate/fedgate/apis/identity"
 )
+
+// peerCluster is the cluster named by a verified peer certificate, or "".
+func peerCluster(cs *tls.ConnectionState) string {
+	if len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	p, err := identity.FromCertificate(cs.PeerCertificates[0])
+	if err != nil || p.Kind != identity.KindCluster {
+		return ""
+	}
+	return p.Name
+}
 
 // serveEastWest serves a request another spoke forwarded to one of this cluster's endpoints. The request names the
 // backend (and usually the endpoint the sender picked); this spoke only ever sends it to its own ready endpoints of
-// that backend, so a request crosses at most one east-west hop and cannot loop.
+// that backend, so a request crosses at most one east-west hop and cannot loop. With TLS, only member clusters' spokes
+// are served.
 func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(HeaderBackend)
 	if id == "" {
@@ -16,6 +33,15 @@ func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 	}
 	named := r.Header.Get(HeaderEndpoint)
 	t := s.table.Load()
+	if t != nil && t.members != nil && r.TLS != nil {
+		// The TLS layer proved the peer holds a certificate of this hub; membership says it still belongs. A cluster
+		// removed at the hub leaves every spoke's member list with the next config.
+		peer := peerCluster(r.TLS)
+		if !t.members[peer] {
+			http.Error(w, fmt.Sprintf("cluster %q is not a member of this hub", peer), http.StatusForbidden)
+			return
+		}
+	}
 	var b *backend
 	if t != nil {
 		b = t.backends[id]

@@ -12,9 +12,11 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"testing"
 	"time"
 
+	"github.com/fedgate/fedgate/apis/identity"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
 
@@ -45,7 +47,7 @@ func (p *testPKI) issue(t *testing.T, cluster string) tls.Certificate {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	n, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: n, Subject: pkix.Name{CommonName: cluster}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, URIs: []*url.URL{identity.ClusterURI(cluster)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, key.Public(), p.key)
 	if err != nil {
@@ -116,6 +118,30 @@ func TestEastWestTLSAcrossApplies(t *testing.T) {
 				}
 			}
 		})
+	}
+
+	// Membership: once b's config no longer lists a (a was removed at the hub), b refuses a's requests although a's
+	// certificate is still valid; listed again, a is served again.
+	pa := freePort(t)
+	a := New(Options{Cluster: "a", Logger: slog.New(slog.DiscardHandler), DisableHealthChecks: true,
+		EastWestClientTLSFor: func(cluster string) *tls.Config { return pki.clientFor(certA, cluster) }})
+	t.Cleanup(func() { a.Close() })
+	if err := a.Apply(&spokeconfig.SpokeConfig{
+		Cluster: "a", Ports: []spokeconfig.Port{port(pa, forwardRoute("r", "/", spokeconfig.WeightedBackend{BackendID: "ns/svc:80", Weight: 1}))},
+		Backends: []spokeconfig.Backend{svc}, Clusters: []spokeconfig.Cluster{{Name: "b", EastWestAddress: ewB.Addr().String()}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		members []string
+		want    int
+	}{{[]string{"b"}, http.StatusForbidden}, {[]string{"a", "b"}, 200}} {
+		if err := b.Apply(&spokeconfig.SpokeConfig{Cluster: "b", Backends: []spokeconfig.Backend{svc}, Members: tc.members}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", pa), nil); resp.StatusCode != tc.want {
+			t.Errorf("members %v: status %d %q, want %d", tc.members, resp.StatusCode, body, tc.want)
+		}
 	}
 
 	// A client without a certificate is refused by the TLS listener itself.

@@ -31,6 +31,8 @@ type Table struct {
 	backends map[string]*backend
 	// remotes by cluster name.
 	remotes map[string]*remoteCluster
+	// members: the clusters whose spokes may call this one's east-west listener; nil accepts any authenticated peer.
+	members map[string]bool
 	// backendSP are the backend-level session persistence policies by backend ID (build time only).
 	backendSP map[string]*spokeconfig.SessionPersistence
 	// codec verifies and issues session tokens with the config's SessionKeys; built once per table so no request
@@ -211,6 +213,12 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 	}
 	for _, c := range cfg.Clusters {
 		t.remotes[c.Name] = &remoteCluster{name: c.Name, addr: c.EastWestAddress, state: reg.Cluster(c.Name)}
+	}
+	if len(cfg.Members) > 0 {
+		t.members = make(map[string]bool, len(cfg.Members))
+		for _, m := range cfg.Members {
+			t.members[m] = true
+		}
 	}
 	var errs []error
 	if n := len(cfg.SessionKeys); n > 0 {
