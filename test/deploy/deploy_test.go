@@ -165,4 +165,3 @@ func TestContainerFlagsExist(t *testing.T) {
 		}
 	}
 }
-
