@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"fmt"
+	"github.com/fedgate/fedgate/spoke/credentials"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -92,6 +93,30 @@ func TestJoinEastWestAndRemoval(t *testing.T) {
 		t.Fatalf("get clusters still lists west after removal:\n%s", out)
 	}
 	hubLog, _ := os.ReadFile(w.hub.p.log)
+	// West's certificate is still unexpired, but east's east-west listener no longer serves it: the hub's member list
+	// in east's config dropped west.
+	westCreds, err := credentials.Load(w.west.credsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ewClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: westCreds.EastWestClientTLS("east"), ForceAttemptHTTP2: true,
+	}}
+	var ewCode int
+	if _, ok := eventually(10*time.Second, func() bool {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+w.east.eastWest+"/", nil)
+		req.Header.Set("X-Fedgate-Backend", "default/color:80")
+		resp, err := ewClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		ewCode = resp.StatusCode
+		return ewCode == http.StatusForbidden
+	}); !ok {
+		t.Fatalf("east's east-west listener still serves the removed cluster west (status %d)", ewCode)
+	}
+
 	// The hub saw west's streams once each: every reconnect after the removal was refused before the handlers ran.
 	for _, line := range []string{`msg="cluster connected" app=hub component=sync cluster=west`, `msg=subscribed app=hub component=sync cluster=west`} {
 		if n := strings.Count(string(hubLog), line); n != 1 {
