@@ -91,6 +91,11 @@ func (s *Store) set(certPEM, keyPEM, caPEM []byte) error {
 	for _, c := range cas {
 		pool.AddCert(c)
 	}
+	// A certificate that does not chain to the bundle stored beside it would be kept now and fail every handshake
+	// later; refuse it here, where the caller still holds the previous identity.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("certificate does not chain to the CA bundle: %w", err)
+	}
 	cert.Leaf = leaf
 	s.mu.Lock()
 	defer s.mu.Unlock()

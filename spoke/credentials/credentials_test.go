@@ -156,6 +156,15 @@ func TestLoadRejects(t *testing.T) {
 			t.Errorf("Load = %v, want an error naming %s", err, CAFile)
 		}
 	})
+	t.Run("certificate of another CA than the bundle", func(t *testing.T) {
+		dir := ca.credentialsFor(t, identity.ClusterURI("east"), time.Now().Add(-time.Minute), time.Hour)
+		if err := os.WriteFile(filepath.Join(dir, CAFile), newCA(t, "other-ca").pem, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "does not chain") {
+			t.Errorf("Load = %v, want a does-not-chain error", err)
+		}
+	})
 	t.Run("key of another certificate", func(t *testing.T) {
 		dir := ca.credentialsFor(t, identity.ClusterURI("east"), time.Now(), time.Hour)
 		other := ca.credentialsFor(t, identity.ClusterURI("east"), time.Now(), time.Hour)
