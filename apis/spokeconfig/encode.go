@@ -46,10 +46,20 @@ func (c *SpokeConfig) Validate() error {
 	}
 	clusters := map[string]bool{c.Cluster: true}
 	for i, cl := range c.Clusters {
+		if clusters[cl.Name] {
+			errs = append(errs, fmt.Errorf("clusters[%d]: duplicate or own cluster %q", i, cl.Name))
+		}
 		if _, _, err := net.SplitHostPort(cl.EastWestAddress); err != nil {
 			errs = append(errs, fmt.Errorf("clusters[%d] %q: eastWestAddress %q: %v", i, cl.Name, cl.EastWestAddress, err))
 		}
 		clusters[cl.Name] = true
+	}
+	keyIDs := map[uint8]bool{}
+	for i, k := range c.SessionKeys {
+		if keyIDs[k.ID] {
+			errs = append(errs, fmt.Errorf("sessionKeys[%d]: duplicate id %d", i, k.ID))
+		}
+		keyIDs[k.ID] = true
 	}
 	backends := make(map[string]bool, len(c.Backends))
 	for i, b := range c.Backends {

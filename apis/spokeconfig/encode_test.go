@@ -165,3 +165,20 @@ func TestValidateJoinsAllErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateDuplicateClustersAndKeys(t *testing.T) {
+	c := &SpokeConfig{
+		Cluster: "east",
+		Clusters: []Cluster{
+			{Name: "west", EastWestAddress: "127.0.0.1:1"}, {Name: "west", EastWestAddress: "127.0.0.1:2"},
+			{Name: "east", EastWestAddress: "127.0.0.1:3"},
+		},
+		SessionKeys: []SessionKey{{ID: 1, Secret: make([]byte, 32)}, {ID: 1, Secret: make([]byte, 32)}},
+	}
+	err := c.Validate()
+	for _, want := range []string{`clusters[1]: duplicate or own cluster "west"`, `clusters[2]: duplicate or own cluster "east"`, "sessionKeys[1]: duplicate id 1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to contain %q", err, want)
+		}
+	}
+}
