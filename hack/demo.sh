@@ -84,7 +84,12 @@ say "1,000 requests through east's gateway (90/10)"
 
 say "canary step: hubctl apply with color 50 / color2 50"
 render hack/demo/canary.yaml.tmpl W_COLOR=50 W_COLOR2=50 | "$BIN/hubctl" apply -f -
-sleep 1
+# Wait (at most 10 s) until east's gateway follows the new weights before measuring.
+for i in $(seq 100); do
+  west=$("$BIN/traffic" --url "http://127.0.0.2:$GW_PORT/" -n 100 2>/dev/null | awk '/per cluster/{c=1} c && $1=="west"{print int($2)}')
+  [ "${west:-0}" -ge 35 ] && break
+  sleep 0.1
+done
 say "1,000 requests through east's gateway (50/50)"
 "$BIN/traffic" --url "http://127.0.0.2:$GW_PORT/" -n 1000
 say "the same through west's gateway: west reaches color in east over east-west"
