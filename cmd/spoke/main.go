@@ -11,10 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/spoke/agent"
@@ -53,6 +56,7 @@ func run(args []string) error {
 	kubernetes := fs.Bool("kubernetes", false, "read this cluster's objects from its Kubernetes API server and write status back (instead of --source-dir)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
+	debugListen := fs.String("debug-listen", "", "serve Go's /debug/pprof on this loopback address (empty: off)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -70,6 +74,11 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *debugListen != "" {
+		if err := serveDebug(*debugListen, log); err != nil {
+			return err
+		}
+	}
 	if *portOffset < 0 || *portOffset > 65534 {
 		return fmt.Errorf("--port-offset %d: must be between 0 and 65534", *portOffset)
 	}
@@ -191,4 +200,28 @@ func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost 
 	<-ctx.Done()
 	log.Info("shutting down")
 	return srv.Close()
+}
+
+// serveDebug serves net/http/pprof on a loopback address only: profiles reveal internals and must not be reachable
+// from the network.
+func serveDebug(addr string, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--debug-listen %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--debug-listen %q: must be a loopback address", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(l) }()
+	log.Info("debug endpoints listening", "listen", l.Addr().String())
+	return nil
 }
