@@ -10,6 +10,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -87,9 +89,38 @@ func New(o Options) (*Syncer, error) {
 	return &Syncer{o: o, c: c, log: o.Logger.With("component", "hub-cluster")}, nil
 }
 
-// Run passes until ctx ends. A pass is triggered by etcd changes under status/, syncstate/, clusters/, presence/ and
-// hub/, and at least every Resync (which also picks up hub-cluster changes; the pass lists them).
+// Run passes until ctx ends, while this hub replica holds the hub-cluster mirror's leadership (an etcd election, so
+// several replicas never write the same statuses in turn). A pass is triggered by etcd changes under status/,
+// syncstate/, clusters/, presence/, and at least every Resync (which also picks up hub-cluster changes: a pass lists
+// them).
 func (s *Syncer) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := s.lead(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("hub cluster mirror lost its leadership; campaigning again", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return nil
+}
+
+// lead campaigns, then passes until ctx ends or the leadership's etcd session expires.
+func (s *Syncer) lead(ctx context.Context) error {
+	cli := s.o.Store.Client()
+	session, err := concurrency.NewSession(cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+	election := concurrency.NewElection(session, store.KubeLeaderPrefix)
+	if err := election.Campaign(ctx, "hub"); err != nil {
+		return err
+	}
+	s.log.Info("leading the hub cluster mirror")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	trigger := make(chan struct{}, 1)
 	poke := func() {
 		select {
@@ -97,7 +128,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	cli := s.o.Store.Client()
 	for _, p := range []string{store.StatusPrefix, store.SyncStatePrefix, store.ClustersPrefix, store.PresencePrefix} {
 		go func(prefix string) {
 			for range cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()) {
@@ -112,6 +142,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-session.Done():
+			return errors.New("etcd session expired")
 		case <-trigger:
 		case <-tick.C:
 		}

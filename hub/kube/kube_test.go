@@ -202,6 +202,41 @@ spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: color, port: 80}]
 		}
 		return !names["canary"], nil
 	})
+
+	// Two hub replicas run the mirror: one leads at a time, and when it stops the other takes over.
+	ctx1, stop1 := context.WithCancel(ctx)
+	replica := func(c context.Context) {
+		r, err := New(Options{Config: hubCluster.Config, Store: st, Resync: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = r.Run(c) }()
+	}
+	inStore := func(name string) func() (bool, error) {
+		return func() (bool, error) {
+			objs, _, err := st.ListObjects(ctx, []string{resources.KindHTTPRoute}, "default", false)
+			for _, o := range objs {
+				if o.Object.Name == name {
+					return true, nil
+				}
+			}
+			return false, err
+		}
+	}
+	mk := func(name string) {
+		r := route.DeepCopy()
+		r.ObjectMeta = metav1.ObjectMeta{Name: name, Namespace: "default"}
+		if err := hubCluster.Client.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replica(ctx1) // alone, so it leads
+	mk("replicated-1")
+	eventually(t, ctx, "the first replica mirrors replicated-1", inStore("replicated-1"))
+	replica(ctx) // campaigns and waits
+	stop1()
+	mk("replicated-2")
+	eventually(t, ctx, "the remaining replica mirrors replicated-2", inStore("replicated-2"))
 }
 
 func eventually(t *testing.T, ctx context.Context, what string, f func() (bool, error)) {

@@ -15,6 +15,7 @@
 //	/fedgate/v1/status/<Kind>/<ns>/<name>                compiled status of a hub object (compiler.ObjectStatus JSON)
 //	/fedgate/v1/status/<Kind>/<ns>/<name>@<cluster>      compiled status of an object reported by <cluster>
 //	/fedgate/v1/leader/<lease>                           compile leader election (concurrency.Election)
+//	/fedgate/v1/kube-leader/<lease>                      hub-cluster mirror leader election (hub --kubeconfig)
 //	/fedgate/v1/keys/session                             KeyRing JSON: session-token HMAC keys, newest (signing) first,
 //	                                                     then the previous one (still verifies); 32 random bytes each
 //	/fedgate/v1/keys/gossip                              KeyRing JSON: spoke gossip encryption keys, same shape

@@ -20,6 +20,9 @@ const (
 	StatusPrefix    = Prefix + "status/"
 	// LeaderPrefix is the concurrency.Election prefix of the compile leader.
 	LeaderPrefix = Prefix + "leader"
+	// KubeLeaderPrefix is the concurrency.Election prefix of the hub-cluster mirror: with several hub replicas one
+	// writes to the hub cluster at a time.
+	KubeLeaderPrefix = Prefix + "kube-leader"
 )
 
 // HubKey is the key of an object applied at the hub.
