@@ -3,10 +3,7 @@
 package deploy
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,62 +12,25 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/fedgate/fedgate/deploy"
 	hubkube "github.com/fedgate/fedgate/hub/kube"
 	"github.com/fedgate/fedgate/spoke/kstatus"
 	spokekube "github.com/fedgate/fedgate/spoke/source/kube"
 )
 
-// render reads a kustomization (resources and namespace only: all our bases use) into objects.
-func render(t *testing.T, dir string) []*unstructured.Unstructured {
+// render renders a base of deploy/ as embedded in the binaries (deploy.FS), which is what hubctl join --install applies.
+func render(t *testing.T, base string) []*unstructured.Unstructured {
 	t.Helper()
-	var k struct {
-		Namespace string   `json:"namespace"`
-		Resources []string `json:"resources"`
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	objs, err := deploy.Render(deploy.FS, base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal(b, &k); err != nil {
-		t.Fatal(err)
+	if len(objs) == 0 {
+		t.Fatalf("deploy/%s renders no objects", base)
 	}
-	var out []*unstructured.Unstructured
-	for _, r := range k.Resources {
-		p := filepath.Join(dir, r)
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			out = append(out, render(t, p)...)
-			continue
-		}
-		f, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatalf("%s: resource %s: %v", dir, r, err)
-		}
-		rd := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(f)))
-		for {
-			doc, err := rd.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("%s: %v", p, err)
-			}
-			u := &unstructured.Unstructured{}
-			if err := yaml.Unmarshal(doc, &u.Object); err != nil {
-				t.Fatalf("%s: %v", p, err)
-			}
-			if len(u.Object) == 0 {
-				continue
-			}
-			if k.Namespace != "" && u.GetKind() != "Namespace" && u.GetKind() != "ClusterRole" && u.GetKind() != "ClusterRoleBinding" && u.GetKind() != "CustomResourceDefinition" {
-				u.SetNamespace(k.Namespace)
-			}
-			out = append(out, u)
-		}
-	}
-	return out
+	return objs
 }
 
 // granted reports whether the ClusterRoles in objs grant verb on group/resource.
@@ -110,7 +70,7 @@ func TestRBACCoversWhatTheCodeDoes(t *testing.T) {
 		{"hub", hubkube.RBACRules()},
 		{"spoke", append(spokekube.RBACRules(), kstatus.RBACRules()...)},
 	} {
-		objs := render(t, filepath.Join("..", "..", "deploy", tc.base))
+		objs := render(t, tc.base)
 		checked := 0
 		for _, r := range tc.rules {
 			for _, g := range r.APIGroups {
@@ -148,7 +108,7 @@ func TestContainerFlagsExist(t *testing.T) {
 		h := exec.Command(filepath.Join(bin, tc.binary), "-h")
 		h.Stdout, h.Stderr = &help, &help
 		_ = h.Run()
-		for _, o := range render(t, filepath.Join("..", "..", "deploy", tc.base)) {
+		for _, o := range render(t, tc.base) {
 			if o.GetKind() != "Deployment" {
 				continue
 			}

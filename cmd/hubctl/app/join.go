@@ -107,7 +107,8 @@ func printTokens(w io.Writer, toks []*fedgatepb.TokenInfo) error {
 
 func newJoinCommand(g *globalOptions) *cobra.Command {
 	var o join.Options
-	var labels, kubeconfig, namespace string
+	var labels, kubeconfig, namespace, image string
+	var install bool
 	cmd := &cobra.Command{
 		Use:   "join --hub ADDR --token ID.SECRET --ca-hash sha256:HEX --cluster-name NAME",
 		Short: "Join this cluster to a hub and write its credentials",
@@ -132,6 +133,9 @@ spoke Deployment of deploy/spoke); the key is never written to this machine's di
 				return fmt.Errorf("--labels: %w", err)
 			}
 			o.Timeout = g.timeout
+			if install && kubeconfig == "" {
+				return errors.New("--install needs --kubeconfig")
+			}
 			if kubeconfig != "" {
 				if o.OutDir != "" {
 					return errOutAndKubeconfig
@@ -148,7 +152,17 @@ spoke Deployment of deploy/spoke); the key is never written to this machine's di
 				}
 				fmt.Fprintf(g.stdout, "Cluster %s joined the hub at %s; credentials in Secret %s/%s (certificate valid until %s, renewed automatically).\n",
 					o.ClusterName, o.Hub, namespace, CredentialsSecret, time.Unix(resp.GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
-				fmt.Fprintf(g.stdout, "Install the spoke with:\n\n  kubectl --kubeconfig %s apply -k deploy/spoke\n", kubeconfig)
+				if !install {
+					fmt.Fprintf(g.stdout, "Install the spoke with --install, or:\n\n  kubectl --kubeconfig %s apply -k deploy/spoke\n", kubeconfig)
+					return nil
+				}
+				applied, err := installSpoke(cmd.Context(), kubeconfig, namespace, image)
+				for _, a := range applied {
+					fmt.Fprintf(g.stdout, "%s serverside-applied\n", a)
+				}
+				if err != nil {
+					return fmt.Errorf("installing the spoke: %w", err)
+				}
 				return nil
 			}
 			if o.OutDir == "" {
@@ -179,6 +193,8 @@ spoke Deployment of deploy/spoke); the key is never written to this machine's di
 	cmd.Flags().StringVar(&o.OutDir, "out", "", "directory for the credentials (default ./fedgate-NAME)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "write the credentials into a Secret of this cluster instead of --out")
 	cmd.Flags().StringVar(&namespace, "namespace", DefaultNamespace, "namespace of the credentials Secret (with --kubeconfig)")
+	cmd.Flags().BoolVar(&install, "install", false, "with --kubeconfig: also install the spoke agent (deploy/spoke, embedded) into --namespace")
+	cmd.Flags().StringVar(&image, "image", DefaultSpokeImage, "spoke image for --install")
 	for _, f := range []string{"token", "cluster-name"} {
 		_ = cmd.MarkFlagRequired(f)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -11,12 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/deploy"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/join"
 )
@@ -151,3 +154,55 @@ func writeCredentialsSecret(ctx context.Context, c client.Client, namespace stri
 }
 
 var errOutAndKubeconfig = errors.New("--out and --kubeconfig: give one (credentials go to a directory or to a Secret)")
+
+// DefaultSpokeImage is the spoke image `hubctl join --install` deploys unless --image says otherwise.
+const DefaultSpokeImage = "fedgate/spoke:latest"
+
+// installSpoke applies the spoke base of deploy/ (embedded in hubctl) to the cluster with server-side apply, in
+// namespace, with image: the agent then starts from the credentials Secret kubeJoin wrote. Re-running it converges.
+func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]string, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	c, err := client.New(rc, client.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	objs, err := deploy.Render(deploy.FS, "spoke")
+	if err != nil {
+		return nil, fmt.Errorf("spoke manifests: %w", err)
+	}
+	var applied []string
+	for _, u := range objs {
+		switch u.GetKind() {
+		case "Namespace":
+			u.SetName(namespace)
+		case "ClusterRoleBinding", "RoleBinding":
+			subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
+			for _, s := range subjects {
+				if m, ok := s.(map[string]any); ok && m["kind"] == "ServiceAccount" {
+					m["namespace"] = namespace
+				}
+			}
+			_ = unstructured.SetNestedSlice(u.Object, subjects, "subjects")
+		case "Deployment":
+			containers, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+			for _, ct := range containers {
+				if m, ok := ct.(map[string]any); ok && m["name"] == "spoke" {
+					m["image"] = image
+				}
+			}
+			_ = unstructured.SetNestedSlice(u.Object, containers, "spec", "template", "spec", "containers")
+		}
+		if u.GetNamespace() != "" {
+			u.SetNamespace(namespace)
+		}
+		//nolint:staticcheck // server-side apply of unstructured objects; the typed Apply API needs apply configurations.
+		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("hubctl"), client.ForceOwnership); err != nil {
+			return applied, fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		applied = append(applied, strings.ToLower(u.GetKind())+"/"+u.GetName())
+	}
+	return applied, nil
+}

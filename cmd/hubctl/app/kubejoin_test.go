@@ -7,11 +7,14 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -134,6 +137,39 @@ func TestJoinIntoKubernetesSecret(t *testing.T) {
 	}
 	if _, ok := sec.Data[SecretKeyEastWestAddress]; ok {
 		t.Errorf("re-join without --east-west-address kept the stale %s", SecretKeyEastWestAddress)
+	}
+
+	// --install applies the spoke (embedded deploy/spoke) into another namespace with the given image, and reads its
+	// credentials from the Secret written beside it.
+	tok3 := newToken()
+	stdout, stderr, code = hubctl(t, "", "join", "--hub", hubAddr, "--token", tok3.String(), "--ca-hash", caHash,
+		"--cluster-name", "east", "--kubeconfig", kubeconfig, "--namespace", "edge", "--install", "--image", "registry.example/fedgate/spoke:v1")
+	if code != 0 {
+		t.Fatalf("join --install: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "deployment/fedgate-spoke serverside-applied") {
+		t.Errorf("join --install output:\n%s", stdout)
+	}
+	checkCredentials(t, readSecret(t, member.Client, "edge"), "east")
+	var dep appsv1.Deployment
+	if err := member.Client.Get(ctx, client.ObjectKey{Namespace: "edge", Name: "fedgate-spoke"}, &dep); err != nil {
+		t.Fatalf("the spoke Deployment was not installed: %v", err)
+	}
+	ct := dep.Spec.Template.Spec.Containers[0]
+	if ct.Image != "registry.example/fedgate/spoke:v1" || !slices.Contains(ct.Args, "--kubernetes") ||
+		dep.Spec.Template.Spec.Volumes[0].Secret.SecretName != CredentialsSecret {
+		t.Errorf("installed Deployment: image %q args %v volumes %+v", ct.Image, ct.Args, dep.Spec.Template.Spec.Volumes)
+	}
+	var crb rbacv1.ClusterRoleBinding
+	if err := member.Client.Get(ctx, client.ObjectKey{Name: "fedgate-spoke"}, &crb); err != nil {
+		t.Fatal(err)
+	}
+	if crb.Subjects[0].Namespace != "edge" {
+		t.Errorf("ClusterRoleBinding subject namespace %q, want edge", crb.Subjects[0].Namespace)
+	}
+	if _, stderr, code := hubctl(t, "", "join", "--hub", hubAddr, "--token", newToken().String(), "--ca-hash", caHash,
+		"--cluster-name", "east", "--install"); code == 0 || !strings.Contains(stderr, "--install needs --kubeconfig") {
+		t.Errorf("--install without --kubeconfig: exit %d, stderr %q", code, stderr)
 	}
 }
 
