@@ -54,6 +54,7 @@ func run(args []string) error {
 	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
 	labels := fs.String("labels", "", "cluster labels, k=v,k=v")
 	kubernetes := fs.Bool("kubernetes", false, "read this cluster's objects from its Kubernetes API server and write status back (instead of --source-dir)")
+	gatewayAddresses := fs.String("gateway-address", "", "with --kubernetes: comma-separated IPs or hostnames the gateway is reachable at, reported in Gateway status.addresses")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
 	debugListen := fs.String("debug-listen", "", "serve Go's /debug/pprof on this loopback address (empty: off)")
@@ -120,7 +121,13 @@ func run(args []string) error {
 		if src, err = kube.New(kube.Config{REST: rc, Log: log}); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
-		w, err := kstatus.New(kstatus.Config{REST: rc, Log: log})
+		var addrs []string
+		for _, a := range strings.Split(*gatewayAddresses, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				addrs = append(addrs, a)
+			}
+		}
+		w, err := kstatus.New(kstatus.Config{REST: rc, GatewayAddresses: addrs, Log: log})
 		if err != nil {
 			return fmt.Errorf("status writer: %w", err)
 		}

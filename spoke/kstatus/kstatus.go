@@ -102,6 +102,9 @@ type Config struct {
 	// so a cached client must watch GatewayClasses, Gateways, HTTPRoutes, GRPCRoutes, ServiceExports and
 	// ServiceImports.
 	Client client.Client
+	// GatewayAddresses are the addresses (IPs or hostnames) this cluster's gateway is reachable at, reported in each
+	// Gateway's status.addresses when the hub's status names none.
+	GatewayAddresses []string
 	// ControllerName, default DefaultControllerName.
 	ControllerName gatewayv1.GatewayController
 	// SupportedFeatures for GatewayClass status; nil means DefaultSupportedFeatures.
@@ -124,6 +127,7 @@ type Writer struct {
 	c          client.Client
 	controller gatewayv1.GatewayController
 	features   []gatewayv1.SupportedFeature
+	addresses  []string // Config.GatewayAddresses
 	log        *slog.Logger
 
 	resync, minBackoff, maxBackoff time.Duration
@@ -147,7 +151,7 @@ func New(cfg Config) (*Writer, error) {
 		}
 	}
 	w := &Writer{c: c, controller: cfg.ControllerName, log: cfg.Log, resync: cfg.Resync, minBackoff: cfg.MinBackoff,
-		maxBackoff: cfg.MaxBackoff, onApplied: cfg.OnApplied, wake: make(chan struct{}, 1)}
+		maxBackoff: cfg.MaxBackoff, onApplied: cfg.OnApplied, wake: make(chan struct{}, 1), addresses: slices.Clone(cfg.GatewayAddresses)}
 	if w.resync <= 0 {
 		w.resync = DefaultResync
 	}
@@ -265,7 +269,12 @@ func (w *Writer) gateway(ctx context.Context, st *spokeconfig.ObjectStatus) (boo
 	return w.update(ctx, gw, key(st), func() bool {
 		old := gw.Status.DeepCopy()
 		gw.Status.Conditions = mergeConditions(gw.Status.Conditions, st.Conditions, st.Generation)
-		gw.Status.Addresses = gatewayAddresses(st.Addresses)
+		addrs := st.Addresses
+		if len(addrs) == 0 {
+			// The hub does not know where this cluster's gateway is reachable; the spoke does (--gateway-address).
+			addrs = w.addresses
+		}
+		gw.Status.Addresses = gatewayAddresses(addrs)
 		listeners := make([]gatewayv1.ListenerStatus, 0, len(st.Listeners))
 		for _, l := range st.Listeners {
 			var prev []metav1.Condition

@@ -407,3 +407,34 @@ func TestRunAppliesLatestOfferAndRetries(t *testing.T) {
 	}
 	get(t, &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: missing, Name: "svc"}})
 }
+
+// A Gateway whose hub status names no address gets the spoke's own (--gateway-address); one that does keeps the hub's.
+func TestGatewayAddressesFromSpoke(t *testing.T) {
+	ctx := context.Background()
+	ns := cluster.Namespace(t)
+	gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"}, Spec: gatewayv1.GatewaySpec{
+		GatewayClassName: "fedgate",
+		Listeners:        []gatewayv1.Listener{{Name: "http", Port: 8080, Protocol: gatewayv1.HTTPProtocolType}},
+	}}
+	if err := cluster.Client.Create(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{REST: writerConfig, GatewayAddresses: []string{"192.0.2.10", "gw.east.example"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := spokeconfig.ObjectStatus{Kind: "Gateway", Namespace: ns, Name: "gw", Generation: gw.Generation,
+		Conditions: []metav1.Condition{cond("Programmed", true, "Programmed", "")}}
+	apply(t, w, &spokeconfig.SpokeConfig{Cluster: "east", Statuses: []spokeconfig.ObjectStatus{st}})
+	get(t, gw)
+	if len(gw.Status.Addresses) != 2 || gw.Status.Addresses[0].Value != "192.0.2.10" || *gw.Status.Addresses[0].Type != gatewayv1.IPAddressType ||
+		gw.Status.Addresses[1].Value != "gw.east.example" {
+		t.Fatalf("addresses from the spoke = %+v", gw.Status.Addresses)
+	}
+	st.Addresses = []string{"198.51.100.1"}
+	apply(t, w, &spokeconfig.SpokeConfig{Cluster: "east", Statuses: []spokeconfig.ObjectStatus{st}})
+	get(t, gw)
+	if len(gw.Status.Addresses) != 1 || gw.Status.Addresses[0].Value != "198.51.100.1" {
+		t.Fatalf("the hub's addresses should win: %+v", gw.Status.Addresses)
+	}
+}
