@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -182,4 +183,29 @@ func randomString(n int) (string, error) {
 		}
 	}
 	return string(out), nil
+}
+
+// ParseCertificates parses every CERTIFICATE block of a PEM bundle (a CA bundle, or a leaf with its chain); blocks of
+// other types are skipped. No certificate at all is an error.
+func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate found")
+	}
+	return out, nil
 }

@@ -81,7 +81,7 @@ func LoadFiles(certPath, keyPath string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	certs, err := ParseCertificates(certPEM)
+	certs, err := identity.ParseCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", certPath, err)
 	}
@@ -319,30 +319,6 @@ func checkKeyStrength(pub crypto.PublicKey) error {
 		return fmt.Errorf("%w: unsupported key type %T", ErrBadCSR, pub)
 	}
 	return nil
-}
-
-// ParseCertificates parses every CERTIFICATE block of a PEM bundle.
-func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate found")
-	}
-	return out, nil
 }
 
 func encodeKey(k crypto.Signer) ([]byte, error) {

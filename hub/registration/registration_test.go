@@ -148,7 +148,7 @@ func TestJoinRefusalsStoreNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	certs, err := pki.ParseCertificates(resp.CertificatePem)
+	certs, err := identity.ParseCertificates(resp.CertificatePem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestRenewAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, _ := pki.ParseCertificates(resp.CertificatePem)
+	first, _ := identity.ParseCertificates(resp.CertificatePem)
 	eastCtx := auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"})
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("renewing with another cluster's name: %v", err)
@@ -189,7 +189,7 @@ func TestRenewAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, _ := pki.ParseCertificates(rn.CertificatePem)
+	second, _ := identity.ParseCertificates(rn.CertificatePem)
 	serials, err := s.RemoveCluster(ctx, "east")
 	if err != nil {
 		t.Fatal(err)

@@ -83,7 +83,7 @@ func (s *Store) set(certPEM, keyPEM, caPEM []byte) error {
 	if p.Kind != identity.KindCluster {
 		return fmt.Errorf("certificate identity is %s, not a cluster", p)
 	}
-	cas, err := parseCerts(caPEM)
+	cas, err := identity.ParseCertificates(caPEM)
 	if err != nil {
 		return fmt.Errorf("%s: %w", CAFile, err)
 	}
@@ -304,27 +304,4 @@ func (s *Store) RunRenewal(ctx context.Context, client fedgatepb.RegistrationCli
 		backoff = time.Second
 		log.Info("certificate renewed", "notAfter", s.Leaf().NotAfter)
 	}
-}
-
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate found")
-	}
-	return out, nil
 }
