@@ -106,10 +106,10 @@ func TestStickySessionsAcrossWeightChange(t *testing.T) {
 		t.Skip("e2e: runs hub and spoke processes")
 	}
 	const (
-		nSessions   = 200
-		perSession  = 10
+		nSessions   = 1000
+		perSession  = 20
 		newSessions = 1000
-		tolerance   = 5.0
+		tolerance   = 3.0
 	)
 	w := startWorld(t)
 	c := newClient()
@@ -131,7 +131,7 @@ func TestStickySessionsAcrossWeightChange(t *testing.T) {
 		t.Fatalf("hubctl get backendlbpolicies does not list lb-policy:\n%s", got)
 	}
 
-	// 200 sessions start under 90/10 and make half their requests.
+	// 1,000 sessions start under 90/10 and make half their requests.
 	sessions := make([]*session, nSessions)
 	for i := range sessions {
 		sessions[i] = &session{}
