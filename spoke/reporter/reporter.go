@@ -93,12 +93,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 		}
 		delay := b.Next()
 		r.log.Warn("report stream ended, reconnecting", "error", err, "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

@@ -125,12 +125,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		}
 		delay := b.Next()
 		s.log.Warn("subscribe stream ended, reconnecting", "error", err, "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Wait(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

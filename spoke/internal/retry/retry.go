@@ -44,8 +44,11 @@ func (b *Backoff) Next() time.Duration {
 func (b *Backoff) Reset() { b.attempt = 0 }
 
 // Sleep waits for the next delay or until ctx ends, reporting whether the caller should try again.
-func (b *Backoff) Sleep(ctx context.Context) bool {
-	t := time.NewTimer(b.Next())
+func (b *Backoff) Sleep(ctx context.Context) bool { return Wait(ctx, b.Next()) }
+
+// Wait waits d or until ctx ends, reporting whether the caller should go on (false: ctx ended).
+func Wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
