@@ -49,6 +49,14 @@ func clusterIdentity(ctx context.Context, hello *fedgatepb.Hello) (string, error
 	return p.Name, nil
 }
 
+// helloIdentity checks that a stream opened with a hello and returns the caller's cluster (from its certificate).
+func helloIdentity(ctx context.Context, hello *fedgatepb.Hello, stream string) (string, error) {
+	if hello == nil {
+		return "", status.Errorf(codes.InvalidArgument, "%s: the first message must be a hello", stream)
+	}
+	return clusterIdentity(ctx, hello)
+}
+
 // Report stores what a spoke reports. Every message is checked whole before anything of it is stored: an object of
 // an unknown kind or one that does not decode refuses the message (and ends the stream with InvalidArgument naming
 // the object), so a bad report never reaches the compiler.
@@ -59,10 +67,7 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 		return err
 	}
 	hello := first.GetHello()
-	if hello == nil {
-		return status.Error(codes.InvalidArgument, "report: the first message must be a hello")
-	}
-	cluster, err := clusterIdentity(ctx, hello)
+	cluster, err := helloIdentity(ctx, hello, "report")
 	if err != nil {
 		return err
 	}
@@ -201,10 +206,7 @@ func (s *SyncService) Subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 		return err
 	}
 	hello := first.GetHello()
-	if hello == nil {
-		return status.Error(codes.InvalidArgument, "subscribe: the first message must be a hello")
-	}
-	cluster, err := clusterIdentity(ctx, hello)
+	cluster, err := helloIdentity(ctx, hello, "subscribe")
 	if err != nil {
 		return err
 	}
