@@ -4,6 +4,7 @@
 package fakehub
 
 import (
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -119,25 +120,32 @@ func (h *Hub) open() (int, chan struct{}) {
 	return h.streams, h.drop
 }
 
-// Report implements fedgatepb.SyncServer.
-func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, fedgatepb.ReportAck]) error {
-	id, drop := h.open()
-	msgs := make(chan *fedgatepb.ReportMessage)
+// pump receives a stream's messages on its own goroutine, so the handler can select on them beside drops and the
+// stream's end. The error channel gets the Recv error that ended the stream.
+func pump[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	msgs := make(chan T)
 	errs := make(chan error, 1)
 	go func() {
 		for {
-			m, err := stream.Recv()
+			m, err := recv()
 			if err != nil {
 				errs <- err
 				return
 			}
 			select {
 			case msgs <- m:
-			case <-stream.Context().Done():
+			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	return msgs, errs
+}
+
+// Report implements fedgatepb.SyncServer.
+func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, fedgatepb.ReportAck]) error {
+	id, drop := h.open()
+	msgs, errs := pump(stream.Context(), stream.Recv)
 	var seq int64
 	for {
 		select {
@@ -157,22 +165,7 @@ func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, 
 // Subscribe implements fedgatepb.SyncServer.
 func (h *Hub) Subscribe(stream grpc.BidiStreamingServer[fedgatepb.SubscribeMessage, fedgatepb.SpokeConfigUpdate]) error {
 	id, drop := h.open()
-	msgs := make(chan *fedgatepb.SubscribeMessage)
-	errs := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				errs <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-stream.Context().Done():
-				return
-			}
-		}
-	}()
+	msgs, errs := pump(stream.Context(), stream.Recv)
 	for {
 		select {
 		case m := <-msgs:
