@@ -184,21 +184,7 @@ func TestHTTPRoute(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := canaryRoute()
 			tc.mutate(r)
-			err := Validate(toObject(t, r))
-			if len(tc.wantErrors) == 0 {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate() = nil, want errors %q", tc.wantErrors)
-			}
-			for _, want := range tc.wantErrors {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error lacks %q:\n%v", want, err)
-				}
-			}
+			wantValidation(t, Validate(toObject(t, r)), tc.wantErrors)
 		})
 	}
 }
@@ -273,21 +259,7 @@ func TestGateway(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := baseGateway()
 			tc.mutate(g)
-			err := Validate(toObject(t, g))
-			if len(tc.wantErrors) == 0 {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate() = nil, want errors %q", tc.wantErrors)
-			}
-			for _, want := range tc.wantErrors {
-				if !strings.Contains(err.Error(), want) {
-					t.Errorf("error lacks %q:\n%v", want, err)
-				}
-			}
+			wantValidation(t, Validate(toObject(t, g)), tc.wantErrors)
 		})
 	}
 }
@@ -557,5 +529,24 @@ func TestNamespaceFromEnvelope(t *testing.T) {
 	}
 	if strings.Contains(string(out.Json), `"namespace"`) {
 		t.Errorf("cluster-scoped object kept a namespace: %s", out.Json)
+	}
+}
+
+// wantValidation asserts err is nil when want is empty, else that it carries every wanted message.
+func wantValidation(t *testing.T, err error, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Validate() = %v, want nil", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Validate() = nil, want errors %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
 	}
 }
