@@ -59,6 +59,19 @@ func run(args []string) error {
 	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
 	debugListen := fs.String("debug-listen", "", "serve Go's /debug/pprof on this loopback address (empty: off)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "at shutdown, how long in-flight requests may finish before their connections are closed")
+	lim := proxy.DefaultLimits()
+	fs.IntVar(&lim.MaxRequestLineBytes, "max-request-line-bytes", lim.MaxRequestLineBytes, "longest request line a gateway port reads (longer: 414)")
+	fs.IntVar(&lim.MaxRequestHeaderBytes, "max-request-header-bytes", lim.MaxRequestHeaderBytes, "largest request head (request line and header fields) a gateway port reads (larger: 431)")
+	fs.IntVar(&lim.MaxRequestHeaders, "max-request-headers", lim.MaxRequestHeaders, "most request header fields a gateway port reads (more: 431)")
+	fs.IntVar(&lim.MaxResponseHeaderBytes, "max-response-header-bytes", lim.MaxResponseHeaderBytes, "largest response head read from a backend (larger: 502)")
+	fs.IntVar(&lim.MaxResponseHeaders, "max-response-headers", lim.MaxResponseHeaders, "most response header fields read from a backend (more: 502)")
+	fs.IntVar(&lim.MaxInformationalResponses, "max-informational-responses", lim.MaxInformationalResponses, "most 1xx responses a backend may send before its final response (more: 502)")
+	fs.DurationVar(&lim.RequestHeaderTimeout, "request-header-timeout", lim.RequestHeaderTimeout, "time to read a request head from its first byte, and an h2c connection's preface")
+	fs.DurationVar(&lim.RequestBodyIdleTimeout, "request-body-idle-timeout", lim.RequestBodyIdleTimeout, "longest wait between two reads of a request body (longer: 408, connection closed)")
+	fs.DurationVar(&lim.KeepaliveIdleTimeout, "keepalive-idle-timeout", lim.KeepaliveIdleTimeout, "a client connection idle this long between requests is closed")
+	fs.DurationVar(&lim.UpstreamResponseHeaderTimeout, "upstream-response-header-timeout", lim.UpstreamResponseHeaderTimeout, "longest wait for a backend's response head when the route sets no timeout (longer: 504)")
+	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +93,12 @@ func run(args []string) error {
 			return err
 		}
 	}
+	if err := lim.Validate(); err != nil {
+		return fmt.Errorf("data-path limits: %w", err)
+	}
+	if *drainTimeout <= 0 {
+		return fmt.Errorf("--drain-timeout %v: must be positive", *drainTimeout)
+	}
 	if *portOffset < 0 || *portOffset > 65534 {
 		return fmt.Errorf("--port-offset %d: must be between 0 and 65534", *portOffset)
 	}
@@ -91,7 +110,8 @@ func run(args []string) error {
 				ew = *eastWestListen
 			}
 		})
-		return runStatic(ctx, log, *staticConfig, *cluster, *listenHost, int32(*portOffset), ew)
+		return runStatic(ctx, log, *staticConfig, ew, proxy.Options{Cluster: *cluster, ListenHost: *listenHost,
+			PortOffset: int32(*portOffset), DrainTimeout: *drainTimeout, Limits: lim})
 	}
 	lbls, err := parseLabels(*labels)
 	if err != nil {
@@ -146,6 +166,8 @@ func run(args []string) error {
 		GossipAddress:   *gossipAddress,
 		ListenHost:      *listenHost,
 		PortOffset:      int32(*portOffset),
+		DrainTimeout:    *drainTimeout,
+		Limits:          lim,
 		CacheDir:        *cacheDir,
 		Labels:          lbls,
 		Log:             log,
@@ -173,7 +195,7 @@ func parseLabels(s string) (map[string]string, error) {
 }
 
 // runStatic serves one SpokeConfig file until ctx ends, and east-west traffic on eastWestListen if set.
-func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost string, portOffset int32, eastWestListen string) error {
+func runStatic(ctx context.Context, log *slog.Logger, path, eastWestListen string, po proxy.Options) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("--static-config: %w", err)
@@ -182,10 +204,11 @@ func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost 
 	if err != nil {
 		return fmt.Errorf("--static-config %s: %w", path, err)
 	}
-	if cluster == "" {
-		cluster = cfg.Cluster
+	if po.Cluster == "" {
+		po.Cluster = cfg.Cluster
 	}
-	srv := proxy.New(proxy.Options{Cluster: cluster, ListenHost: listenHost, PortOffset: portOffset})
+	po.Logger = log
+	srv := proxy.New(po)
 	if err := srv.Apply(cfg); err != nil {
 		_ = srv.Close()
 		return fmt.Errorf("--static-config %s: apply: %w", path, err)
@@ -203,7 +226,7 @@ func runStatic(ctx context.Context, log *slog.Logger, path, cluster, listenHost 
 		}()
 		log.Info("east-west listening", "listen", l.Addr().String())
 	}
-	log.Info("serving static config", "file", path, "cluster", cluster, "revision", cfg.Revision, "ports", len(cfg.Ports))
+	log.Info("serving static config", "file", path, "cluster", po.Cluster, "revision", cfg.Revision, "ports", len(cfg.Ports))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return srv.Close()

@@ -88,7 +88,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	p := cfg.Proxy
 	if p == nil {
-		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset}
+		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset,
+			DrainTimeout: cfg.DrainTimeout, Limits: cfg.Limits}
 		if cfg.Credentials != nil {
 			// East-west is mTLS with the hub-issued identities: only clusters joined to the same hub get in, and this
 			// spoke only talks to a listener presenting the identity of the very cluster it dialled.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/spoke/credentials"
+	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 )
 
@@ -80,7 +81,13 @@ type Config struct {
 	// StatusWriter, when set, is offered every config the proxy accepted, to write the hub's statuses back to the
 	// cluster (spoke/kstatus). It must not block; a failed status write never NACKs a config.
 	StatusWriter StatusWriter
-	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost and PortOffset.
+	// DrainTimeout bounds how long the proxy waits for in-flight requests at shutdown.
+	// Default: 30s.
+	DrainTimeout time.Duration
+	// Limits bound what clients and backends control on the data path; zero fields take proxy.DefaultLimits.
+	Limits proxy.Limits
+	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost, PortOffset,
+	// DrainTimeout and Limits.
 	Proxy Proxy
 	// plaintextHub lets this package's tests talk to spoke/internal/fakehub, which serves no TLS. Unexported: there is
 	// no way to run a real spoke without its identity.
@@ -108,6 +115,9 @@ func (c Config) Defaults() Config {
 	}
 	if c.KeepaliveTime == 0 {
 		c.KeepaliveTime = time.Minute
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 30 * time.Second
 	}
 	if c.KeepaliveTimeout == 0 {
 		c.KeepaliveTimeout = 10 * time.Second

@@ -36,8 +36,12 @@ type Options struct {
 	PortOffset int32
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// DrainTimeout bounds how long a removed port waits for in-flight requests before closing them; 0 means 30s.
+	// DrainTimeout bounds how long a removed port (or Close) waits for in-flight requests before closing them; 0 means
+	// 30s.
 	DrainTimeout time.Duration
+	// Limits bound what clients and backends control (header sizes, counts, timeouts); zero fields take
+	// DefaultLimits.
+	Limits Limits
 	// EastWestServerTLS and EastWestClientTLS, when set, secure the east-west hop (HTTP/2 over TLS instead of h2c).
 	// The mTLS issue fills them in; the rest of the proxy does not care which is used.
 	EastWestServerTLS *tls.Config
@@ -136,6 +140,7 @@ func New(opts Options) *Server {
 	if opts.SuspectHold == 0 {
 		opts.SuspectHold = health.DefaultSuspectHold
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	if opts.Outlier == (health.Outlier{}) {
 		opts.Outlier = health.DefaultOutlier()
 	}

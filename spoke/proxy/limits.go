@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Limits bound everything a client or a backend controls on the gateway data path. The defaults follow Envoy's
+// (60 KiB / 100 request headers) and nginx's (timeouts) references; every one has a spoke flag of the same meaning.
+type Limits struct {
+	// MaxRequestLineBytes bounds the request line; longer → 414.
+	// Default: 8192.
+	MaxRequestLineBytes int
+	// MaxRequestHeaderBytes bounds the request head (request line and header fields); larger → 431.
+	// Default: 61440.
+	MaxRequestHeaderBytes int
+	// MaxRequestHeaders bounds the number of request header fields; more → 431.
+	// Default: 100.
+	MaxRequestHeaders int
+	// MaxResponseHeaderBytes bounds a backend's response head (each 1xx and the final one); larger → 502.
+	// Default: 61440.
+	MaxResponseHeaderBytes int
+	// MaxResponseHeaders bounds the number of response header fields; more → 502.
+	// Default: 100.
+	MaxResponseHeaders int
+	// MaxInformationalResponses bounds the 1xx responses a backend may send before its final one; more → 502.
+	// Default: 10.
+	MaxInformationalResponses int
+	// RequestHeaderTimeout bounds reading a request head from its first byte (slowloris), and an h2c connection's
+	// preface and first request headers.
+	// Default: 15s.
+	RequestHeaderTimeout time.Duration
+	// RequestBodyIdleTimeout bounds each wait for request body bytes (between two reads, like nginx's
+	// client_body_timeout); a client that stalls longer gets 408 and its connection closed.
+	// Default: 60s.
+	RequestBodyIdleTimeout time.Duration
+	// KeepaliveIdleTimeout closes a client connection (HTTP/1.1 or h2c) idle that long between requests.
+	// Default: 75s.
+	KeepaliveIdleTimeout time.Duration
+	// UpstreamResponseHeaderTimeout bounds the wait for a backend's response head after the request was sent; a
+	// route's timeouts (HTTPRoute rules[].timeouts) override it. Expiry → 504.
+	// Default: 60s.
+	UpstreamResponseHeaderTimeout time.Duration
+	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
+	// Default: 100.
+	H2CMaxConcurrentStreams int
+}
+
+// DefaultLimits returns the documented defaults.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxRequestLineBytes:           8 << 10,
+		MaxRequestHeaderBytes:         60 << 10,
+		MaxRequestHeaders:             100,
+		MaxResponseHeaderBytes:        60 << 10,
+		MaxResponseHeaders:            100,
+		MaxInformationalResponses:     10,
+		RequestHeaderTimeout:          15 * time.Second,
+		RequestBodyIdleTimeout:        60 * time.Second,
+		KeepaliveIdleTimeout:          75 * time.Second,
+		UpstreamResponseHeaderTimeout: 60 * time.Second,
+		H2CMaxConcurrentStreams:       100,
+	}
+}
+
+// withDefaults fills zero fields from DefaultLimits.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	set := func(v *int, dv int) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	setD := func(v *time.Duration, dv time.Duration) {
+		if *v == 0 {
+			*v = dv
+		}
+	}
+	set(&l.MaxRequestLineBytes, d.MaxRequestLineBytes)
+	set(&l.MaxRequestHeaderBytes, d.MaxRequestHeaderBytes)
+	set(&l.MaxRequestHeaders, d.MaxRequestHeaders)
+	set(&l.MaxResponseHeaderBytes, d.MaxResponseHeaderBytes)
+	set(&l.MaxResponseHeaders, d.MaxResponseHeaders)
+	set(&l.MaxInformationalResponses, d.MaxInformationalResponses)
+	setD(&l.RequestHeaderTimeout, d.RequestHeaderTimeout)
+	setD(&l.RequestBodyIdleTimeout, d.RequestBodyIdleTimeout)
+	setD(&l.KeepaliveIdleTimeout, d.KeepaliveIdleTimeout)
+	setD(&l.UpstreamResponseHeaderTimeout, d.UpstreamResponseHeaderTimeout)
+	set(&l.H2CMaxConcurrentStreams, d.H2CMaxConcurrentStreams)
+	return l
+}
+
+// Validate reports limits that cannot work: negative values, or a request line limit above the head limit.
+func (l Limits) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxRequestLineBytes", int64(l.MaxRequestLineBytes)}, {"MaxRequestHeaderBytes", int64(l.MaxRequestHeaderBytes)},
+		{"MaxRequestHeaders", int64(l.MaxRequestHeaders)}, {"MaxResponseHeaderBytes", int64(l.MaxResponseHeaderBytes)},
+		{"MaxResponseHeaders", int64(l.MaxResponseHeaders)},
+		{"MaxInformationalResponses", int64(l.MaxInformationalResponses)},
+		{"H2CMaxConcurrentStreams", int64(l.H2CMaxConcurrentStreams)},
+		{"RequestHeaderTimeout", int64(l.RequestHeaderTimeout)}, {"RequestBodyIdleTimeout", int64(l.RequestBodyIdleTimeout)},
+		{"KeepaliveIdleTimeout", int64(l.KeepaliveIdleTimeout)},
+		{"UpstreamResponseHeaderTimeout", int64(l.UpstreamResponseHeaderTimeout)},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
+		}
+	}
+	if l.MaxRequestLineBytes > 0 && l.MaxRequestHeaderBytes > 0 && l.MaxRequestLineBytes > l.MaxRequestHeaderBytes {
+		errs = append(errs, fmt.Errorf("MaxRequestLineBytes %d: must not exceed MaxRequestHeaderBytes %d",
+			l.MaxRequestLineBytes, l.MaxRequestHeaderBytes))
+	}
+	return errors.Join(errs...)
+}
