@@ -10,10 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/proxy/internal/h1"
 )
 
 // Headers that carry east-west routing decisions between spokes. They are only honoured on the east-west listener
@@ -35,6 +37,12 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // serveGateway routes a request that arrived on gateway port `port`.
 func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, port int32) {
 	s.stats.Requests.Add(1)
+	if r.ProtoMajor == 2 && !h1.ValidHost(r.Host) {
+		// HTTP/1.1 heads were checked when parsed; an HTTP/2 :authority (or Host) gets the same test.
+		s.stats.BadRequests.Add(1)
+		http.Error(w, "invalid host", http.StatusBadRequest)
+		return
+	}
 	t := s.table.Load()
 	var pt *portTable
 	if t != nil {
@@ -190,10 +198,19 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		Host:          r.Host,
 	}
 	bodyless := r.ContentLength == 0
+	var cb *clientBody
 	if bodyless {
 		out.Body = http.NoBody
+	} else {
+		cb = &clientBody{rc: r.Body}
+		if r.ProtoMajor == 2 {
+			// HTTP/1.1 bodies bound their own reads; an HTTP/2 stream's are bounded here.
+			rc := http.NewResponseController(w)
+			cb.deadline, cb.idle = rc.SetReadDeadline, s.opts.Limits.RequestBodyIdleTimeout
+		}
+		out.Body = cb
 	}
-	copyHeaders(out.Header, r.Header)
+	copyRequestHeaders(out.Header, r.Header)
 	// Trailers are end-to-end (gRPC): keep "TE: trailers" although TE is hop-by-hop.
 	if te := r.Header["Te"]; len(te) > 0 && strings.EqualFold(te[0], "trailers") {
 		out.Header["Te"] = []string{"trailers"}
@@ -227,12 +244,25 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		now := s.now()
 		var retryable bool
 		if err != nil {
-			if ctx.Err() != nil {
-				if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			if be := cb.fault(err); be != nil {
+				// The client's body, not the endpoint, failed: answer the client, and count nothing against the
+				// endpoint (a client must not be able to eject healthy endpoints).
+				s.stats.BadRequests.Add(1)
+				r.Close = true
+				if be.Timeout {
+					http.Error(w, "request body timeout", http.StatusRequestTimeout)
+				} else {
+					http.Error(w, "malformed or incomplete request body", http.StatusBadRequest)
+				}
+				return
+			}
+			if ctx.Err() != nil || isTimeout(err) {
+				if errors.Is(ctx.Err(), context.DeadlineExceeded) || (ctx.Err() == nil && isTimeout(err)) {
 					s.outlier.Failure(ep.state, b.readyStates, now)
 					s.stats.Timeouts.Add(1)
 					http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
 				}
+				// Otherwise the client went away (or the port is closing): nobody to answer.
 				return
 			}
 			s.noteConnError(b, ep, err, now)
@@ -322,10 +352,97 @@ func (s *Server) roundTrip(out *http.Request, b *backend, ep *endpoint) (*http.R
 	ep.state.InFlight.Add(1)
 	s.inFlight.Add(1)
 	ep.state.Requests.Add(1)
-	resp, err := rt.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if _, hasDeadline := out.Context().Deadline(); rt == http.RoundTripper(s.localH1) || hasDeadline {
+		// h1Client applies the response-header timeout itself; a route timeout replaces it.
+		resp, err = rt.RoundTrip(out)
+	} else {
+		resp, err = s.roundTripHeaderTimeout(rt, out)
+	}
 	ep.state.InFlight.Add(-1)
 	s.inFlight.Add(-1)
 	return resp, err
+}
+
+// errHeaderTimeout is the cause of a request cancelled for want of a response head.
+var errHeaderTimeout = errors.New("upstream response header timeout")
+
+// roundTripHeaderTimeout bounds the wait for the response head only (not a streaming body, as a context timeout
+// would): the request is cancelled if no head arrives within Limits.UpstreamResponseHeaderTimeout.
+func (s *Server) roundTripHeaderTimeout(rt http.RoundTripper, out *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(out.Context())
+	t := time.AfterFunc(s.opts.Limits.UpstreamResponseHeaderTimeout, func() { cancel(errHeaderTimeout) })
+	resp, err := rt.RoundTrip(out.WithContext(ctx))
+	if !t.Stop() || err != nil {
+		cancel(nil)
+		if context.Cause(ctx) == errHeaderTimeout {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			return nil, errHeaderTimeoutErr{}
+		}
+		return resp, err
+	}
+	// The body may stream for as long as it takes; its end (or the client's) releases the context.
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// errHeaderTimeoutErr is returned for an exchange cut by the response-header timeout; it reads as a timeout.
+type errHeaderTimeoutErr struct{}
+
+func (errHeaderTimeoutErr) Error() string { return errHeaderTimeout.Error() }
+func (errHeaderTimeoutErr) Timeout() bool { return true }
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel(nil)
+	return err
+}
+
+// clientBody is the request body as the upstream transport reads it. It records the client's failures (a short or
+// malformed body, a stall) so they are told apart from the endpoint's, and bounds each wait for HTTP/2 body data.
+type clientBody struct {
+	rc       io.ReadCloser
+	deadline func(time.Time) error
+	idle     time.Duration
+	err      atomic.Pointer[h1.BodyError]
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	if b.deadline != nil {
+		b.deadline(time.Now().Add(b.idle))
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		be, ok := err.(*h1.BodyError)
+		if !ok {
+			be = &h1.BodyError{Err: err, Timeout: isTimeout(err)}
+		}
+		b.err.Store(be)
+		return n, be
+	}
+	return n, err
+}
+
+func (b *clientBody) Close() error { return b.rc.Close() }
+
+// fault returns the client's body error behind err, if that is what failed the exchange (nil-safe).
+func (b *clientBody) fault(err error) *h1.BodyError {
+	var be *h1.BodyError
+	if errors.As(err, &be) {
+		return be
+	}
+	if b == nil {
+		return nil
+	}
+	return b.err.Load()
 }
 
 // noteConnError feeds a failed exchange to outlier detection. A transport error on the east-west hop (refused dial,
@@ -411,6 +528,20 @@ func (s *Server) upstreamError(w http.ResponseWriter, ep *endpoint, err error) {
 	s.stats.UpstreamErrors.Add(1)
 	s.log.Debug("upstream error", "endpoint", ep.addr, "cluster", ep.cluster, "err", err)
 	http.Error(w, "upstream connect error", http.StatusBadGateway)
+}
+
+// copyRequestHeaders copies a client's request header like copyHeaders, and also drops what the proxy writes itself
+// (Content-Length: exactly one framing field goes upstream, the proxy's) and names with an underscore, which some
+// backends (CGI, WSGI) fold into the same variable as a hyphenated name the proxy sets — nginx's default too.
+func copyRequestHeaders(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, vs := range src {
+		if isHopHeader(k) || k == "Content-Length" || k == "Host" || strings.HasPrefix(k, "X-Fedgate-") ||
+			strings.IndexByte(k, '_') >= 0 || listedIn(conn, k) {
+			continue
+		}
+		dst[k] = vs
+	}
 }
 
 // copyHeaders copies src into dst without hop-by-hop headers, headers named by Connection, or X-Fedgate-* headers.

@@ -3,22 +3,34 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/fedgate/fedgate/spoke/proxy/internal/h1"
 )
 
 // h1Client is the HTTP/1.1 keep-alive client for local endpoints. Unlike http.Transport it runs each exchange on the
 // caller's goroutine (no per-connection read and write loops, no channel hand-offs), which is most of the saving on a
 // proxy whose requests are small. Request bodies are written before the response is read, so it suits
 // request/response traffic; streaming in both directions at once needs h2c.
+//
+// Responses are read as strictly as requests (internal/h1): an invalid head is an error (the proxy answers 502), and
+// a connection goes back to the pool only after a response whose framing was complete and unambiguous, with nothing
+// buffered past it and nothing arrived on it while it sat idle.
 type h1Client struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int
 	idleTimeout time.Duration
+	head        h1.Limits
+	max1xx      int
+	// headerTimeout bounds the wait for the response head when the request's context has no deadline of its own (a
+	// route timeout overrides it).
+	headerTimeout time.Duration
 
 	mu   sync.Mutex
 	idle map[string][]*upConn
@@ -28,21 +40,25 @@ type upConn struct {
 	nc       net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
+	hr       *h1.Reader
 	addr     string
 	lastUsed time.Time
 }
 
 // newH1Client returns a client dialling with dial, or with a net.Dialer when dial is nil.
-func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *h1Client {
+func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error), lim Limits) *h1Client {
 	if dial == nil {
 		d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 		dial = d.DialContext
 	}
 	return &h1Client{
-		dial:        dial,
-		maxIdle:     256,
-		idleTimeout: 90 * time.Second,
-		idle:        map[string][]*upConn{},
+		dial:          dial,
+		maxIdle:       256,
+		idleTimeout:   90 * time.Second,
+		head:          h1.Limits{MaxLine: lim.MaxResponseHeaderBytes, MaxBytes: lim.MaxResponseHeaderBytes, MaxFields: lim.MaxResponseHeaders},
+		max1xx:        lim.MaxInformationalResponses,
+		headerTimeout: lim.UpstreamResponseHeaderTimeout,
+		idle:          map[string][]*upConn{},
 	}
 }
 
@@ -57,7 +73,12 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 		c.idle[addr] = l[:len(l)-1]
 		if now.Sub(uc.lastUsed) < c.idleTimeout {
 			c.mu.Unlock()
-			return uc, true, nil
+			if quiet(uc.nc) {
+				return uc, true, nil
+			}
+			uc.nc.Close()
+			c.mu.Lock()
+			continue
 		}
 		uc.nc.Close()
 	}
@@ -66,10 +87,16 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10), addr: addr}, false, nil
+	br := bufio.NewReaderSize(nc, 4<<10)
+	return &upConn{nc: nc, br: br, bw: bufio.NewWriterSize(nc, 4<<10), hr: h1.NewReader(br), addr: addr}, false, nil
 }
 
 func (c *h1Client) put(uc *upConn) {
+	if uc.br.Buffered() > 0 {
+		// Bytes past the end of the response: whatever they are, they must not become the next client's response.
+		uc.nc.Close()
+		return
+	}
 	uc.lastUsed = time.Now()
 	c.mu.Lock()
 	if l := c.idle[uc.addr]; len(l) < c.maxIdle {
@@ -107,7 +134,9 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		uc.nc.Close()
 		noBody := req.Body == nil || req.Body == http.NoBody
-		if reused && attempt == 0 && noBody && (!wrote || idempotent(req.Method)) && ctx.Err() == nil {
+		var invalid *h1.Error
+		if reused && attempt == 0 && noBody && (!wrote || idempotent(req.Method)) && ctx.Err() == nil &&
+			!errors.As(err, &invalid) && !isTimeout(err) {
 			continue
 		}
 		if ctx.Err() != nil {
@@ -132,24 +161,43 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { uc.nc.SetDeadline(aLongTimeAgo) })
 	}
-	if err := writeRequest(uc.bw, req); err != nil {
+	var timeout time.Duration
+	if _, ok := ctx.Deadline(); !ok {
+		timeout = c.headerTimeout
+	}
+	if timeout > 0 {
+		uc.nc.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := writeRequest(uc, req, timeout); err != nil {
 		stop()
 		return nil, false, err
 	}
 	var resp *http.Response
 	var err error
-	for {
-		resp, err = http.ReadResponse(uc.br, req)
+	for n := 0; ; n++ {
+		resp, err = uc.hr.ReadResponse(c.head, req.Method, h1.BodyOptions{})
 		if err != nil {
 			stop()
 			return nil, true, err
 		}
-		// Skip informational responses (100 Continue, 103 Early Hints); 101 ends HTTP/1.1 on this connection.
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+		if resp.StatusCode >= 200 {
 			break
 		}
+		// Informational responses (100 Continue, 103 Early Hints) are not relayed; 101 was never asked for (the proxy
+		// forwards no Upgrade), so it is invalid here.
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			stop()
+			return nil, true, &h1.Error{Status: http.StatusBadGateway, Reason: "unrequested 101 Switching Protocols"}
+		}
+		if n >= c.max1xx {
+			stop()
+			return nil, true, &h1.Error{Status: http.StatusBadGateway, Reason: "too many informational responses"}
+		}
 	}
-	keep := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if timeout > 0 {
+		uc.nc.SetDeadline(time.Time{})
+	}
+	keep := !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
 		if stop() && keep {
 			c.put(uc)
@@ -158,13 +206,17 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 		}
 		return resp, true, nil
 	}
-	resp.Body = &upBody{rc: resp.Body, c: c, uc: uc, stop: stop, keep: keep}
+	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: stop, keep: keep}
 	return resp, true, nil
 }
 
-// writeRequest writes an origin-form HTTP/1.1 request. Header names and values were validated when the request was
-// parsed or the route was built, so they are written as they are.
-func writeRequest(bw *bufio.Writer, req *http.Request) error {
+// writeRequest writes an origin-form HTTP/1.1 request with exactly one framing field of its own: Content-Length when
+// the length is known, chunked otherwise. Header names and values were validated when the request was parsed (or by
+// the HTTP/2 server) or the route was built, so they are written as they are. A body that ends short of its declared
+// length, or runs past it, fails the exchange (the connection is closed, never reused). With timeout > 0, every body
+// chunk renews the write deadline, so a backend that stops reading cannot hold the exchange forever.
+func writeRequest(uc *upConn, req *http.Request, timeout time.Duration) error {
+	bw := uc.bw
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(req.URL.EscapedPath())
@@ -203,9 +255,17 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		bp := copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
 		buf := *bp
+		var sent int64
 		for {
 			n, rerr := req.Body.Read(buf)
 			if n > 0 {
+				sent += int64(n)
+				if !chunked && sent > req.ContentLength {
+					return &h1.BodyError{Err: errors.New("request body longer than its Content-Length")}
+				}
+				if timeout > 0 {
+					uc.nc.SetWriteDeadline(time.Now().Add(timeout))
+				}
 				var werr error
 				if chunked {
 					bw.Write(strconv.AppendInt(scratch[:0], int64(n), 16))
@@ -226,6 +286,9 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 				return rerr
 			}
 		}
+		if !chunked && sent != req.ContentLength {
+			return &h1.BodyError{Err: io.ErrUnexpectedEOF}
+		}
 		if chunked {
 			bw.WriteString("0\r\n\r\n")
 		}
@@ -233,9 +296,10 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 	return bw.Flush()
 }
 
-// upBody returns the connection to the pool once the response body has been read to the end, and closes it otherwise.
+// upBody returns the connection to the pool once the response body has been read to its end, and closes it
+// otherwise.
 type upBody struct {
-	rc   io.ReadCloser
+	rc   h1.Body
 	c    *h1Client
 	uc   *upConn
 	stop func() bool
@@ -266,7 +330,7 @@ func (b *upBody) release(complete bool) {
 		return
 	}
 	b.done = true
-	if b.stop() && complete && b.keep {
+	if b.stop() && complete && b.keep && b.rc.Complete() {
 		b.c.put(b.uc)
 		return
 	}

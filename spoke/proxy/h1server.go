@@ -12,25 +12,45 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fedgate/fedgate/spoke/proxy/internal/h1"
 )
 
 // Gateway ports are served by a lean HTTP/1.1 connection loop instead of net/http's server: one goroutine per
-// connection, no background reader, pooled buffers and a response writer that writes straight into the connection's
-// buffer. On two shared cores this roughly halves the per-request CPU of a net/http + httputil proxy (see
-// docs/benchmarks.md). Connections that open with the HTTP/2 preface (h2c prior knowledge) are handed to a net/http
-// server with unencrypted HTTP/2 enabled, so every request, whichever protocol, reaches the same handler.
+// connection, pooled buffers, a strict parser (internal/h1) that refuses every ambiguous message instead of repairing
+// it, and a response writer that writes straight into the connection's buffer. On two shared cores this roughly
+// halves the per-request CPU of a net/http + httputil proxy (see docs/benchmarks.md). Connections that open with the
+// HTTP/2 preface (h2c prior knowledge) are handed to a net/http server with unencrypted HTTP/2 enabled, so every
+// request, whichever protocol, reaches the same handler.
+//
+// Everything a client controls is bounded (Options.Limits): the head's size, field count and read time, the wait
+// between body reads, the idle time between requests. A request in flight whose client goes away is cancelled: if the
+// upstream exchange outlasts watchDelay, the connection is watched for EOF in the background (net/http watches every
+// request; watching only slow ones keeps the fast path free of a goroutine per request).
 
 const (
-	idleTimeout    = 2 * time.Minute
 	maxDrainBody   = 256 << 10
 	h2Preface      = "PRI "
 	readBufferSize = 4 << 10
+	// watchDelay: how long a request may be in flight before its client connection is watched for EOF.
+	watchDelay = 50 * time.Millisecond
+	// lingerTimeout and lingerBytes bound how long and how much a refused client may still send after the refusal is
+	// written, so the refusal is read instead of lost to a reset.
+	lingerTimeout = 250 * time.Millisecond
+	lingerBytes   = 1 << 20
 )
 
-var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
+// connBufs are one connection's reusable buffers.
+type connBufs struct {
+	br *bufio.Reader
+	bw *bufio.Writer
+	hr *h1.Reader
+}
+
+var connPool = sync.Pool{New: func() any {
+	br := bufio.NewReaderSize(nil, readBufferSize)
+	return &connBufs{br: br, bw: bufio.NewWriterSize(nil, 4<<10), hr: h1.NewReader(br)}
+}}
 
 // portServer owns one gateway listening socket and its connections.
 type portServer struct {
@@ -50,7 +70,17 @@ type portServer struct {
 
 type h1Conn struct {
 	nc   net.Conn
+	br   *bufio.Reader
 	idle bool // guarded by portServer.mu
+
+	// The in-flight request's cancellation and the client watch (see watch).
+	wmu      sync.Mutex
+	cancel   context.CancelFunc // cancels the request in flight; nil between requests
+	body     h1.Body            // the request's body, nil without one
+	stopped  bool               // the request finished: the watch must not start
+	running  bool               // a watch is reading
+	wdone    chan struct{}      // closed when the running watch returns
+	watchT   *time.Timer
 }
 
 func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
@@ -58,10 +88,18 @@ func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
 	port := k.port
 	ps.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveGateway(w, r, port) })
 	ps.h2ln = &connListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
+	lim := s.opts.Limits
 	ps.h2 = &http.Server{
-		Handler:   ps.handler,
-		Protocols: protocols(false, true),
-		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		Handler:        ps.handler,
+		Protocols:      protocols(false, true),
+		IdleTimeout:    lim.KeepaliveIdleTimeout,
+		MaxHeaderBytes: lim.MaxRequestHeaderBytes,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:      lim.H2CMaxConcurrentStreams,
+			MaxDecoderHeaderTableSize: 4096,
+			MaxEncoderHeaderTableSize: 4096,
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	return ps
 }
@@ -134,9 +172,16 @@ func (ps *portServer) shutdown(timeout time.Duration) {
 	select {
 	case <-h1done:
 	case <-ctx.Done():
+		// Time is up: cut the connections and cancel their upstream exchanges, which would otherwise go on as long
+		// as the backend takes.
 		ps.mu.Lock()
 		for c := range ps.conns {
 			c.nc.Close()
+			c.wmu.Lock()
+			if c.cancel != nil {
+				c.cancel()
+			}
+			c.wmu.Unlock()
 		}
 		ps.mu.Unlock()
 		<-h1done
@@ -155,39 +200,49 @@ func (ps *portServer) setIdle(c *h1Conn, idle bool) (shutting bool) {
 }
 
 func (ps *portServer) serveConn(c *h1Conn) {
+	lim := &ps.s.opts.Limits
 	handedOff := false
-	br := readers.Get().(*bufio.Reader)
+	cb := connPool.Get().(*connBufs)
+	br, bw, hr := cb.br, cb.bw, cb.hr
 	br.Reset(c.nc)
-	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
+	c.br = br
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			ps.s.log.Error("panic serving request", "addr", ps.key.addr, "panic", p)
 		}
+		c.endRequest()
 		ps.mu.Lock()
 		delete(ps.conns, c)
 		ps.mu.Unlock()
-		if !handedOff {
+		bw.Reset(nil)
+		if handedOff {
+			// br now belongs to the HTTP/2 connection; the pool gets fresh buffers.
+			cb = &connBufs{bw: bw}
+			cb.br = bufio.NewReaderSize(nil, readBufferSize)
+			cb.hr = h1.NewReader(cb.br)
+		} else {
 			c.nc.Close()
 			br.Reset(nil)
-			readers.Put(br)
 		}
-		bw.Reset(nil)
-		writers.Put(bw)
+		connPool.Put(cb)
 		ps.wg.Done()
 	}()
 
-	c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
+	// The first request gets the header timeout from the moment the connection opens; later ones the keep-alive idle
+	// timeout until their first byte, then the header timeout.
+	c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
 	if ps.setIdle(c, true) {
 		return
 	}
 	if b, err := br.Peek(len(h2Preface)); err != nil {
 		return
 	} else if string(b) == h2Preface {
-		// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns.
-		c.nc.SetReadDeadline(time.Time{})
+		// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns. The
+		// header timeout runs on until the client's first request headers (h2cConn clears it then); after that the
+		// HTTP/2 server's idle timeout applies.
 		select {
-		case ps.h2ln.ch <- &bufferedConn{Conn: c.nc, r: br}:
+		case ps.h2ln.ch <- &h2cConn{Conn: c.nc, r: br}:
 			handedOff = true
 		case <-ps.h2ln.done:
 		}
@@ -195,27 +250,35 @@ func (ps *portServer) serveConn(c *h1Conn) {
 	}
 	remote := c.nc.RemoteAddr().String()
 	w := &h1Writer{bw: bw, h: make(http.Header, 8)}
+	bodyOpts := h1.BodyOptions{Deadline: c.nc.SetReadDeadline, IdleTimeout: lim.RequestBodyIdleTimeout}
+	headLim := h1.Limits{MaxLine: lim.MaxRequestLineBytes, MaxBytes: lim.MaxRequestHeaderBytes, MaxFields: lim.MaxRequestHeaders}
+	first := true
 	for {
 		if ps.setIdle(c, true) {
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(idleTimeout))
-		req, err := http.ReadRequest(br)
+		if !first && br.Buffered() == 0 {
+			c.nc.SetReadDeadline(time.Now().Add(lim.KeepaliveIdleTimeout))
+			if _, err := br.Peek(1); err != nil {
+				return
+			}
+			c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
+		}
+		first = false
+		req, err := hr.ReadRequest(headLim, bodyOpts)
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
-				io.WriteString(c.nc, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+			var he *h1.Error
+			if errors.As(err, &he) {
+				ps.s.stats.BadRequests.Add(1)
+				ps.refuse(c.nc, bw, he.Status)
 			}
 			return
 		}
 		ps.setIdle(c, false)
-		if req.ContentLength != 0 {
-			// The idle deadline must not cut off a slow upload.
-			c.nc.SetReadDeadline(time.Time{})
-		}
 		req.RemoteAddr = remote
 		if e, ok := req.Header["Expect"]; ok {
 			if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-				io.WriteString(c.nc, "HTTP/1.1 417 Expectation Failed\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+				ps.refuse(c.nc, bw, http.StatusExpectationFailed)
 				return
 			}
 			// Answer 100-continue here rather than relaying the backend's: simpler and the body is wanted anyway.
@@ -227,16 +290,22 @@ func (ps *portServer) serveConn(c *h1Conn) {
 				}
 			}
 		}
+		ctx, cancel := context.WithCancel(context.Background())
+		req = req.WithContext(ctx)
+		c.startRequest(cancel, req.Body)
 		w.reset(req)
 		ps.handler.ServeHTTP(w, req)
+		c.endRequest()
+		cancel()
 		if w.finish() != nil {
 			return
 		}
-		if req.Body != http.NoBody {
-			if n, _ := io.CopyN(io.Discard, req.Body, maxDrainBody+1); n > maxDrainBody {
+		if body, ok := req.Body.(h1.Body); ok && !body.Complete() {
+			// Whatever the handler left unread must be read (within limits) before the next request begins.
+			if n, err := io.CopyN(io.Discard, body, maxDrainBody+1); n > maxDrainBody || err != io.EOF {
 				return
 			}
-			if req.Body.Close() != nil {
+			if !body.Complete() {
 				return
 			}
 		}
@@ -244,6 +313,86 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			return
 		}
 	}
+}
+
+// refuse answers a request the connection cannot go on from and closes it gracefully: the client may still be
+// sending (a 256 MiB header), and closing with unread data would reset the connection before it reads the answer.
+func (ps *portServer) refuse(nc net.Conn, bw *bufio.Writer, status int) {
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(strconv.Itoa(status))
+	bw.WriteByte(' ')
+	bw.WriteString(http.StatusText(status))
+	bw.WriteString("\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	if bw.Flush() != nil {
+		return
+	}
+	if tc, ok := nc.(interface{ CloseWrite() error }); ok {
+		tc.CloseWrite()
+		nc.SetReadDeadline(time.Now().Add(lingerTimeout))
+		io.CopyN(io.Discard, nc, lingerBytes)
+	}
+}
+
+// startRequest arms the client watch for a request that is now being served.
+func (c *h1Conn) startRequest(cancel context.CancelFunc, body io.ReadCloser) {
+	c.wmu.Lock()
+	c.cancel = cancel
+	c.body, _ = body.(h1.Body)
+	c.stopped = false
+	c.wmu.Unlock()
+	if c.watchT == nil {
+		c.watchT = time.AfterFunc(watchDelay, c.watch)
+	} else {
+		c.watchT.Reset(watchDelay)
+	}
+}
+
+// endRequest stops the watch, waiting for a running one so the connection's reader has a single owner again.
+func (c *h1Conn) endRequest() {
+	c.wmu.Lock()
+	c.stopped = true
+	c.cancel = nil
+	c.body = nil
+	running, done := c.running, c.wdone
+	c.wmu.Unlock()
+	if c.watchT != nil {
+		c.watchT.Stop()
+	}
+	if running {
+		c.nc.SetReadDeadline(aLongTimeAgo)
+		<-done
+	}
+}
+
+// watch runs (on the timer's goroutine) once a request has been in flight for watchDelay: it waits for the client
+// connection to close and then cancels the request, so a client that leaves stops its upstream exchange. While the
+// request body is still being read the reader belongs to the handler, and the watch tries again later.
+func (c *h1Conn) watch() {
+	c.wmu.Lock()
+	if c.stopped {
+		c.wmu.Unlock()
+		return
+	}
+	if c.body != nil && !c.body.Complete() {
+		c.wmu.Unlock()
+		c.watchT.Reset(watchDelay)
+		return
+	}
+	c.running = true
+	done := make(chan struct{})
+	c.wdone = done
+	cancel := c.cancel
+	c.wmu.Unlock()
+	c.nc.SetReadDeadline(time.Time{})
+	// Peek neither consumes nor loses bytes: a pipelined next request stays buffered for the connection loop.
+	_, err := c.br.Peek(1)
+	if err != nil && !isTimeout(err) {
+		cancel()
+	}
+	c.wmu.Lock()
+	c.running = false
+	close(done)
+	c.wmu.Unlock()
 }
 
 func isTimeout(err error) bool {
@@ -400,10 +549,57 @@ func (l *connListener) Accept() (net.Conn, error) {
 func (l *connListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
 func (l *connListener) Addr() net.Addr { return l.addr }
 
-// bufferedConn replays bytes already buffered while sniffing the protocol.
-type bufferedConn struct {
+// h2cConn replays the bytes already buffered while sniffing the protocol, and clears the header timeout set before
+// the hand-off once the client's first HEADERS frame has fully arrived: a client that opens an h2c connection must
+// send its preface and first request within Limits.RequestHeaderTimeout, like an HTTP/1.1 client its first head.
+type h2cConn struct {
 	net.Conn
 	r *bufio.Reader
+
+	seen    int     // bytes of the stream tracked so far (preface included)
+	skip    int     // payload bytes of the current frame still to pass
+	hdr     [9]byte // frame header being assembled
+	hdrN    int
+	cleared bool
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+const h2PrefaceLen = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+func (c *h2cConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if !c.cleared && n > 0 {
+		c.track(p[:n])
+	}
+	return n, err
+}
+
+// track follows frame boundaries until a HEADERS or CONTINUATION frame with END_HEADERS has been read.
+func (c *h2cConn) track(b []byte) {
+	if c.seen < h2PrefaceLen {
+		k := min(h2PrefaceLen-c.seen, len(b))
+		c.seen += k
+		b = b[k:]
+	}
+	for len(b) > 0 && !c.cleared {
+		if c.skip > 0 {
+			k := min(c.skip, len(b))
+			c.skip -= k
+			b = b[k:]
+			continue
+		}
+		k := copy(c.hdr[c.hdrN:], b)
+		c.hdrN += k
+		b = b[k:]
+		if c.hdrN < len(c.hdr) {
+			return
+		}
+		c.hdrN = 0
+		length := int(c.hdr[0])<<16 | int(c.hdr[1])<<8 | int(c.hdr[2])
+		typ, flags := c.hdr[3], c.hdr[4]
+		c.skip = length
+		if (typ == 0x1 || typ == 0x9) && flags&0x4 != 0 {
+			c.cleared = true
+			c.Conn.SetReadDeadline(time.Time{})
+		}
+	}
+}

@@ -87,6 +87,9 @@ type Stats struct {
 	NoEndpoints    atomic.Uint64 // 503
 	UpstreamErrors atomic.Uint64 // 502
 	Timeouts       atomic.Uint64 // 504
+	// BadRequests: requests refused before routing (malformed, ambiguous or over a limit), and request bodies the
+	// client framed wrongly or did not finish. None of them counts against an endpoint.
+	BadRequests atomic.Uint64
 	// BudgetExhausted: 503 because a retry was due and the backend's retry budget was spent.
 	BudgetExhausted atomic.Uint64
 	Retries         atomic.Uint64
@@ -157,7 +160,7 @@ func New(opts Options) *Server {
 		now:      opts.Now,
 		outlier:  opts.Outlier,
 		reg:      health.NewRegistry(),
-		localH1:  newH1Client(opts.DialContext),
+		localH1:  newH1Client(opts.DialContext, opts.Limits),
 		localH2C: h2c,
 		ports:    map[portKey]*portServer{},
 		remotes:  map[string]*remoteTransport{},

@@ -1,0 +1,201 @@
+package h1
+
+import (
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// ReadRequest reads one request head and returns the request with a body reader bound to its framing. A refused
+// request is an *Error carrying the status to answer; any other error is the connection's (EOF, timeout, reset).
+//
+// The returned request has no Content-Length, Transfer-Encoding or Host field in its Header: ContentLength (-1 for
+// chunked), Host and Close say what they said, and whoever forwards the request writes its own framing.
+func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error) {
+	startEnd, err := r.readHead(lim, errLineTooLong)
+	if err != nil {
+		return nil, err
+	}
+	s := string(r.buf) // the one allocation every string below points into
+	method, rest, ok := strings.Cut(s[:startEnd], " ")
+	if !ok {
+		return nil, fail(http.StatusBadRequest, "malformed request line")
+	}
+	target, version, ok := strings.Cut(rest, " ")
+	if !ok || method == "" || target == "" {
+		return nil, fail(http.StatusBadRequest, "malformed request line")
+	}
+	if !ValidFieldName(method) {
+		return nil, fail(http.StatusBadRequest, "invalid method")
+	}
+	major, minor, ok := parseVersion(version)
+	if !ok {
+		return nil, fail(http.StatusBadRequest, "malformed HTTP version")
+	}
+	if major != 1 || minor > 1 {
+		return nil, fail(http.StatusHTTPVersionNotSupported, "unsupported HTTP version")
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f {
+			return nil, fail(http.StatusBadRequest, "invalid character in request target")
+		}
+	}
+	var fr framing
+	h, err := r.header(s, &fr)
+	if err != nil {
+		return nil, err
+	}
+	req := &http.Request{
+		Method:     method,
+		Proto:      version,
+		ProtoMajor: 1,
+		ProtoMinor: minor,
+		Header:     h,
+		RequestURI: target,
+	}
+	if method == http.MethodConnect {
+		return nil, fail(http.StatusMethodNotAllowed, "CONNECT is not supported")
+	}
+	// Host (RFC 9112 §3.2): exactly one in HTTP/1.1, valid wherever it appears; an absolute-form target overrides it.
+	if fr.hostCount > 1 {
+		return nil, fail(http.StatusBadRequest, "more than one Host")
+	}
+	if minor == 1 && fr.hostCount == 0 {
+		return nil, fail(http.StatusBadRequest, "missing Host")
+	}
+	if fr.hostCount == 1 && !ValidHost(fr.host) {
+		return nil, fail(http.StatusBadRequest, "invalid Host")
+	}
+	req.Host = fr.host
+	u := &url.URL{}
+	switch {
+	case target[0] == '/':
+	case hasPrefixFold(target, "http://") || hasPrefixFold(target, "https://"):
+		rest := target[strings.IndexByte(target, ':')+3:]
+		authority := rest
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			authority, target = rest[:i], rest[i:]
+		} else {
+			target = ""
+		}
+		if !ValidHost(authority) {
+			return nil, fail(http.StatusBadRequest, "invalid authority in request target")
+		}
+		req.Host = authority
+		if target == "" || target[0] == '?' {
+			target = "/" + target
+		}
+	default:
+		return nil, fail(http.StatusBadRequest, "unsupported request target form")
+	}
+	path, query, _ := strings.Cut(target, "?")
+	if strings.IndexByte(path, '#') >= 0 || strings.IndexByte(query, '#') >= 0 {
+		return nil, fail(http.StatusBadRequest, "fragment in request target")
+	}
+	u.RawQuery = query
+	if strings.IndexByte(path, '%') >= 0 {
+		p, err := url.PathUnescape(path)
+		if err != nil {
+			return nil, fail(http.StatusBadRequest, "invalid percent-encoding in path")
+		}
+		u.Path, u.RawPath = p, path
+	} else {
+		u.Path = path
+	}
+	req.URL = u
+
+	// Framing (RFC 9112 §6): refuse every ambiguity instead of choosing an interpretation.
+	switch {
+	case fr.teCount > 0 && minor == 0:
+		return nil, fail(http.StatusBadRequest, "Transfer-Encoding in an HTTP/1.0 request")
+	case fr.teCount > 0 && fr.clCount > 0:
+		return nil, fail(http.StatusBadRequest, "both Content-Length and Transfer-Encoding")
+	}
+	if fr.chunked {
+		req.ContentLength = -1
+		req.TransferEncoding = []string{"chunked"}
+		req.Body = r.newChunked(lim, body)
+	} else if fr.contentLength > 0 {
+		req.ContentLength = fr.contentLength
+		req.Body = r.newFixed(fr.contentLength, body)
+	} else {
+		req.Body = http.NoBody
+	}
+	if minor == 0 {
+		req.Close = !connectionHas(fr.connection, "keep-alive")
+	} else {
+		req.Close = connectionHas(fr.connection, "close")
+	}
+	return req, nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && equalFoldASCII(s[:len(prefix)], prefix)
+}
+
+// ValidHost reports whether h is `host [ ":" port ]` with host an IP literal in brackets, an IPv4 address or a
+// reg-name of letters, digits and "-._~" (no userinfo, no percent-encoding, no sub-delims), and port 1 to 5 digits up
+// to 65535.
+func ValidHost(h string) bool {
+	if h == "" {
+		return false
+	}
+	host, port := h, ""
+	if h[0] == '[' {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		host, port = h[1:end], h[end+1:]
+		if !validIPv6(host) {
+			return false
+		}
+		if port != "" {
+			if port[0] != ':' {
+				return false
+			}
+			port = port[1:]
+			return validPort(port)
+		}
+		return true
+	}
+	if i := strings.IndexByte(h, ':'); i >= 0 {
+		host, port = h[:i], h[i+1:]
+		if !validPort(port) {
+			return false
+		}
+	}
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n <= 65535
+}
+
+// validIPv6: an IPv6 address without a zone identifier.
+func validIPv6(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6() && a.Zone() == ""
+}
