@@ -582,6 +582,25 @@ func pipelining() []reqCase {
 		c("get-body-holds-request", msg(smuggled, "GET / HTTP/1.1", host, fmt.Sprintf("Content-Length: %d", len(smuggled))), 1),
 		c("chunked-body-holds-request", post(fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled), "Transfer-Encoding: chunked"), 1),
 	}
+	// The same bytes in two writes: the proxy must stream or buffer, and frame, the same way.
+	for _, p := range []struct {
+		name, raw string
+		split     string // the write pauses just before this
+		want      int
+	}{
+		{"cl-body-in-two-writes", post("hello", "Content-Length: 5"), "llo", 1},
+		{"chunks-in-two-writes", post("2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n", "Transfer-Encoding: chunked"), "3\r\nllo", 1},
+		{"split-inside-chunk-size-line", post("5\r\nhello\r\n0\r\n\r\n", "Transfer-Encoding: chunked"), "\nhello", 1},
+		{"split-inside-head", getReq("/1"), "ost: example", 1},
+		{"second-request-after-pause", getReq("/1") + getReq("/2"), "GET /2", 2},
+	} {
+		x := c(p.name, p.raw, p.want)
+		x.pauseAt, x.pause = strings.LastIndex(p.raw, p.split), 150*time.Millisecond
+		if strings.HasPrefix(p.raw, "POST") {
+			x.check = bodyIs("hello")
+		}
+		cs = append(cs, x)
+	}
 	x := c("second-incomplete", getReq("/1")+"GET /2 HTT", 1)
 	x.partial = true
 	cs = append(cs, x)

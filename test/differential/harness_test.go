@@ -265,7 +265,7 @@ func (s side) run(data []byte, o sendOpts) outcome {
 	epoch := s.rec.begin()
 	got, err := exchange(s.addr, data, o)
 	out := outcome{got: got, err: err}
-	out.resps, out.rest = parseResponses(got)
+	out.resps, out.rest = parseResponses(got, bytes.HasPrefix(data, []byte("HEAD ")))
 	out.seen = s.rec.collect(epoch, settle)
 	return out
 }

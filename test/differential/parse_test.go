@@ -488,9 +488,10 @@ type response struct {
 }
 
 // parseResponses splits what a client received into responses. It is lenient on line endings (it judges statuses,
-// not syntax) and returns the unparseable rest, if any. A response whose declared body is immediately followed by
-// another status line is taken to be a HEAD response (no body).
-func parseResponses(b []byte) (rs []response, rest []byte) {
+// not syntax) and returns the unparseable rest, if any. firstIsHead says the first request was HEAD, so the first final
+// response has no body; later, a response whose declared body is immediately followed by another status line is
+// taken to answer a pipelined HEAD.
+func parseResponses(b []byte, firstIsHead bool) (rs []response, rest []byte) {
 	for len(b) > 0 {
 		if !bytes.HasPrefix(b, []byte("HTTP/1.")) {
 			return rs, b
@@ -532,6 +533,7 @@ func parseResponses(b []byte) (rs []response, rest []byte) {
 		}
 		switch {
 		case code < 200 || code == 204 || code == 304:
+		case firstIsHead && len(finals(rs)) == 0:
 		case bytes.HasPrefix(b, []byte("HTTP/1.")) && cl != 0:
 			// A HEAD response: its length describes a body that is not sent.
 		case chunked:
