@@ -261,9 +261,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 					s.outlier.Failure(ep.state, b.readyStates, now)
 					s.stats.Timeouts.Add(1)
 					http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+					return
 				}
-				// Otherwise the client went away (or the port is closing): nobody to answer.
-				return
+				// Otherwise the client went away (or the port is closing): nobody to answer, and no default response
+				// may be written for this request; the connection or stream is aborted.
+				panic(http.ErrAbortHandler)
 			}
 			s.noteConnError(b, ep, err, now)
 			retryable = !eastWest && bodyless && (policy != nil && attempts < policy.attempts || builtin && attempts == 0)

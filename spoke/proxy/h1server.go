@@ -336,10 +336,10 @@ func (ps *portServer) refuse(nc net.Conn, bw *bufio.Writer, status int) {
 // startRequest arms the client watch for a request that is now being served.
 func (c *h1Conn) startRequest(cancel context.CancelFunc, body io.ReadCloser) {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.cancel = cancel
 	c.body, _ = body.(h1.Body)
 	c.stopped = false
-	c.wmu.Unlock()
 	if c.watchT == nil {
 		c.watchT = time.AfterFunc(watchDelay, c.watch)
 	} else {
@@ -354,10 +354,10 @@ func (c *h1Conn) endRequest() {
 	c.cancel = nil
 	c.body = nil
 	running, done := c.running, c.wdone
-	c.wmu.Unlock()
 	if c.watchT != nil {
 		c.watchT.Stop()
 	}
+	c.wmu.Unlock()
 	if running {
 		c.nc.SetReadDeadline(aLongTimeAgo)
 		<-done
@@ -369,21 +369,23 @@ func (c *h1Conn) endRequest() {
 // request body is still being read the reader belongs to the handler, and the watch tries again later.
 func (c *h1Conn) watch() {
 	c.wmu.Lock()
-	if c.stopped {
+	if c.stopped || c.running {
+		// Finished, or a timer that fired late for the previous request while this one's watch already runs.
 		c.wmu.Unlock()
 		return
 	}
 	if c.body != nil && !c.body.Complete() {
-		c.wmu.Unlock()
 		c.watchT.Reset(watchDelay)
+		c.wmu.Unlock()
 		return
 	}
+	// The deadline is cleared before running is set, under the lock: endRequest's abort can only come after it.
+	c.nc.SetReadDeadline(time.Time{})
 	c.running = true
 	done := make(chan struct{})
 	c.wdone = done
 	cancel := c.cancel
 	c.wmu.Unlock()
-	c.nc.SetReadDeadline(time.Time{})
 	// Peek neither consumes nor loses bytes: a pipelined next request stays buffered for the connection loop.
 	_, err := c.br.Peek(1)
 	if err != nil && !isTimeout(err) {
