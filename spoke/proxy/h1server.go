@@ -74,13 +74,13 @@ type h1Conn struct {
 	idle bool // guarded by portServer.mu
 
 	// The in-flight request's cancellation and the client watch (see watch).
-	wmu      sync.Mutex
-	cancel   context.CancelFunc // cancels the request in flight; nil between requests
-	body     h1.Body            // the request's body, nil without one
-	stopped  bool               // the request finished: the watch must not start
-	running  bool               // a watch is reading
-	wdone    chan struct{}      // closed when the running watch returns
-	watchT   *time.Timer
+	wmu     sync.Mutex
+	cancel  context.CancelFunc // cancels the request in flight; nil between requests
+	body    h1.Body            // the request's body, nil without one
+	stopped bool               // the request finished: the watch must not start
+	running bool               // a watch is reading
+	wdone   chan struct{}      // closed when the running watch returns
+	watchT  *time.Timer
 }
 
 func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
