@@ -38,7 +38,7 @@ lint: vet verify-generate
 
 bench: bench-propagation bench-proxy
 
-bench-proxy: ## side by side with nginx, haproxy (and caddy if present): prints ratios
+bench-proxy: ## side by side with nginx, haproxy and caddy, HTTP/1.1 (wrk) and h2c (h2load), on loopback: prints ratios
 	hack/bench-proxy.sh
 
 bench-propagation: ## hub apply -> spoke serving, p50/p99 over 100 changes
