@@ -248,12 +248,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	log.Info("shutting down")
+	// The proxy drains (bounded by its drain timeout) while the other components stop, so the whole shutdown takes
+	// no longer than the drain.
+	perrc := make(chan error, 1)
+	go func() { perrc <- a.proxy.Close() }()
 	cancel()
 	wg.Wait()
 	if a.conn != nil {
 		_ = a.conn.Close()
 	}
-	perr := a.proxy.Close()
+	perr := <-perrc
 	_ = a.eastWest.Close() // in case the proxy never took it
 	<-ewDone
 	errMu.Lock()

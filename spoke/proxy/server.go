@@ -388,9 +388,17 @@ func (s *Server) Close() error {
 	ports := s.ports
 	s.ports = map[portKey]*portServer{}
 	ews := s.ew
+	g := s.gossip
+	s.gossip = nil
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
+	if g != nil {
+		// Leaving first tells peers at once (instead of letting them detect a failure) and steers their traffic away
+		// while in-flight requests drain.
+		wg.Add(1)
+		go func() { defer wg.Done(); g.Leave(time.Second) }()
+	}
 	for _, ps := range ports {
 		wg.Add(1)
 		go func() { defer wg.Done(); ps.shutdown(s.opts.DrainTimeout) }()
@@ -410,14 +418,6 @@ func (s *Server) Close() error {
 	s.drains.Wait()
 	if s.checker != nil {
 		s.checker.Close()
-	}
-	s.mu.Lock()
-	g := s.gossip
-	s.gossip = nil
-	s.mu.Unlock()
-	if g != nil {
-		// A graceful stop tells peers at once instead of letting them detect a failure.
-		g.Leave(time.Second)
 	}
 	s.localH1.closeIdle()
 	s.localH2C.CloseIdleConnections()
