@@ -7,7 +7,14 @@ hack/tools.sh
 hack/generate.sh --verify
 # kube-apiserver and etcd for envtest, built from the Go module proxy (minutes on a fresh machine; cached in bin/).
 hack/envtest-bins.sh
+# nginx (the differential tests' reference), haproxy, wrk and h2load, from Debian's packages.
+hack/install-peers.sh
 echo "== go vet"
 go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./... 2>&1 | tee /tmp/fedgate-test.log
+# The network-facing parsers, fuzzed for a bounded time on top of their seed corpora (which go test ran above).
+echo "== fuzz"
+for target in FuzzServeConn:./spoke/proxy/ FuzzReadRequest:./spoke/proxy/internal/h1/; do
+  go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-30s}" "${target#*:}"
+done

@@ -131,6 +131,7 @@ func FuzzServeConn(f *testing.F) {
 		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 37\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
 		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\n",
 		"GET http://b/x?y HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.1\r\nHost: [::1]:8\r\nExpect: 100-continue\r\n\r\n",
 	} {
 		f.Add([]byte(s))

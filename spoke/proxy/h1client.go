@@ -225,7 +225,13 @@ func writeRequest(uc *upConn, req *http.Request, timeout time.Duration) error {
 		bw.WriteString(req.URL.RawQuery)
 	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(req.Host)
+	if req.Host != "" {
+		bw.WriteString(req.Host)
+	} else {
+		// An HTTP/1.0 client may send no Host; HTTP/1.1 requires one, so the backend gets its own address (nginx's
+		// default, $proxy_host, does the same).
+		bw.WriteString(req.URL.Host)
+	}
 	bw.WriteString("\r\n")
 	for k, vs := range req.Header {
 		for _, v := range vs {

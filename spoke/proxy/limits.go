@@ -33,14 +33,14 @@ type Limits struct {
 	RequestHeaderTimeout time.Duration
 	// RequestBodyIdleTimeout bounds each wait for request body bytes (between two reads, like nginx's
 	// client_body_timeout); a client that stalls longer gets 408 and its connection closed.
-	// Default: 60s.
+	// Default: 1m0s.
 	RequestBodyIdleTimeout time.Duration
 	// KeepaliveIdleTimeout closes a client connection (HTTP/1.1 or h2c) idle that long between requests.
-	// Default: 75s.
+	// Default: 1m15s.
 	KeepaliveIdleTimeout time.Duration
 	// UpstreamResponseHeaderTimeout bounds the wait for a backend's response head after the request was sent; a
 	// route's timeouts (HTTPRoute rules[].timeouts) override it. Expiry → 504.
-	// Default: 60s.
+	// Default: 1m0s.
 	UpstreamResponseHeaderTimeout time.Duration
 	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
 	// Default: 100.
