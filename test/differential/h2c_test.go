@@ -200,6 +200,9 @@ func h2exchange(addr string, c h2Case) h2Outcome {
 	start := time.Now()
 	for {
 		dl := time.Now().Add(readIdle)
+		if o.status == 0 && !o.gotRST {
+			dl = time.Now().Add(firstByte)
+		}
 		if end := start.Add(readMax); dl.After(end) {
 			dl = end
 		}

@@ -5,7 +5,14 @@
 // backend behind both proxies; h2c cases check what reaches an HTTP/1.1 backend after a downgrade.
 //
 // nginx is required: the test fails (it never skips) when nginx is not on PATH; hack/install-peers.sh installs it.
-// Every address is on 127.0.0.1.
+// Every address is on 127.0.0.1. Each case is a subtest that prints what both sides did when it fails (and with -v
+// when it passes); run one with, for example:
+//
+//	go test ./test/differential -v -run 'TestRequestCorpus/smuggle/cl.te-plain'
+//	go test ./test/differential -v -run 'TestH2CDowngrade/connect'
+//
+// TestRequestCorpus subtests wait for a pool that runs only the selected cases; the response and h2c tests run all
+// their cases and report the selected ones.
 package differential
 
 import (
@@ -31,22 +38,41 @@ import (
 )
 
 const (
-	// readIdle ends a client's read when nothing more arrives for this long; readMax bounds the whole read.
-	readIdle = 400 * time.Millisecond
-	readMax  = 4 * time.Second
+	// A client's read ends when the server closes, when nothing more arrives for readIdle after some bytes did (or for
+	// firstByte before any did: generous, so a loaded machine running every package's tests at once does not turn a
+	// slow answer into "silence"), or after readMax.
+	readIdle  = 400 * time.Millisecond
+	firstByte = 1500 * time.Millisecond
+	readMax   = 4 * time.Second
 	// settle is how long a backend may still be receiving a case's bytes after the client finished.
 	settle = time.Second
 )
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago.
+var (
+	addrsMu  sync.Mutex
+	addrsOut = map[string]bool{}
+)
+
+// freeAddr returns a 127.0.0.1 address that was free a moment ago and that no earlier call returned (the kernel may
+// hand the same ephemeral port out again once its listener is closed).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrsMu.Lock()
+	defer addrsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := l.Addr().String()
+		l.Close()
+		if !addrsOut[a] {
+			addrsOut[a] = true
+			return a
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no unused 127.0.0.1 port after 100 tries")
+	return ""
 }
 
 // upstream is one nginx server block: listen on listen, proxy to backend.
@@ -202,6 +228,9 @@ func exchange(addr string, data []byte, o sendOpts) ([]byte, error) {
 		buf := make([]byte, 64<<10)
 		for {
 			dl := time.Now().Add(readIdle)
+			if got.Len() == 0 {
+				dl = time.Now().Add(firstByte)
+			}
 			if end := start.Add(readMax); dl.After(end) {
 				dl = end
 			}

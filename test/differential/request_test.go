@@ -143,12 +143,15 @@ func newRequestEnv(t *testing.T) *requestEnv {
 	var ups []upstream
 	var fgBackends []*recorder
 	env := &requestEnv{}
+	// Every backend listens before any proxy address is picked, so no backend can take a picked port.
+	var nrecs []*recorder
 	for i := range lanes {
-		nrec := newRecorder(t, fmt.Sprintf("nginx-backend-%d", i), nil)
-		frec := newRecorder(t, fmt.Sprintf("fedgate-backend-%d", i), nil)
+		nrecs = append(nrecs, newRecorder(t, fmt.Sprintf("nginx-backend-%d", i), nil))
+		fgBackends = append(fgBackends, newRecorder(t, fmt.Sprintf("fedgate-backend-%d", i), nil))
+	}
+	for i, nrec := range nrecs {
 		u := upstream{name: fmt.Sprintf("lane%d", i), listen: freeAddr(t), backend: nrec.addr()}
 		ups = append(ups, u)
-		fgBackends = append(fgBackends, frec)
 		env.nginx = append(env.nginx, side{name: "nginx", addr: u.listen, rec: nrec})
 	}
 	startNginx(t, ups)
@@ -210,8 +213,8 @@ func TestRequestCorpus(t *testing.T) {
 			selected = append(selected, c)
 			t.Parallel()
 			r := <-ch
-			t.Logf("nginx %v forwarded %d | fedgate %v forwarded %d (wantMax %d)", statuses(r.nginx.resps),
-				r.nginxForwarded(), statuses(r.fedgate.resps), r.fedgateForwarded(), r.c.wantMax)
+			t.Logf("nginx %v forwarded %d | fedgate %v forwarded %d, heads %d (wantMax %d)", statuses(r.nginx.resps),
+				r.nginxForwarded(), statuses(r.fedgate.resps), r.fedgateForwarded(), r.fedgate.seen.heads(), r.c.wantMax)
 			if len(r.failures) > 0 {
 				t.Errorf("%s\n  FAILED:\n  - %s", r.report(), strings.Join(r.failures, "\n  - "))
 			}

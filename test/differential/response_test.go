@@ -217,14 +217,15 @@ func TestResponseCases(t *testing.T) {
 	var ups []upstream
 	var nsides, fsides []side
 	var fbackends []string
-	for i, c := range cases {
-		nrec := newRecorder(t, "nginx-"+c.name, c.responder)
-		frec := newRecorder(t, "fedgate-"+c.name, c.responder)
-		u := upstream{name: fmt.Sprintf("resp%d", i), listen: freeAddr(t), backend: nrec.addr()}
-		ups = append(ups, u)
-		nsides = append(nsides, side{name: "nginx", addr: u.listen, rec: nrec})
-		fsides = append(fsides, side{name: "fedgate", rec: frec})
-		fbackends = append(fbackends, frec.addr())
+	// Every backend listens before any proxy address is picked, so no backend can take a picked port.
+	for _, c := range cases {
+		nsides = append(nsides, side{name: "nginx", rec: newRecorder(t, "nginx-"+c.name, c.responder)})
+		fsides = append(fsides, side{name: "fedgate", rec: newRecorder(t, "fedgate-"+c.name, c.responder)})
+		fbackends = append(fbackends, fsides[len(fsides)-1].rec.addr())
+	}
+	for i := range cases {
+		nsides[i].addr = freeAddr(t)
+		ups = append(ups, upstream{name: fmt.Sprintf("resp%d", i), listen: nsides[i].addr, backend: nsides[i].rec.addr()})
 	}
 	startNginx(t, ups)
 	for i, a := range startFedgate(t, fbackends) {
