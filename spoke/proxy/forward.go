@@ -34,14 +34,52 @@ var hopHeaders = []string{
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// checkH2Request applies to an HTTP/2 request what internal/h1 applies to an HTTP/1.1 head, for what net/http's HTTP/2
+// server lets through and an HTTP/1.1 backend could misread once the request is downgraded (RFC 9113 §8.1.1, §8.2.1):
+// a method that is not a token, CONNECT, content-length fields that are not one run of digits equal to what the
+// stream carries, field values with leading or trailing whitespace, and an invalid :authority. It returns the status
+// to refuse with, or 0.
+func checkH2Request(r *http.Request) (int, string) {
+	if !h1.ValidFieldName(r.Method) {
+		return http.StatusBadRequest, "invalid method"
+	}
+	if r.Method == http.MethodConnect {
+		return http.StatusMethodNotAllowed, "CONNECT is not supported"
+	}
+	if !h1.ValidHost(r.Host) {
+		return http.StatusBadRequest, "invalid host"
+	}
+	if cl, ok := r.Header["Content-Length"]; ok {
+		if len(cl) != 1 {
+			return http.StatusBadRequest, "more than one content-length"
+		}
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		if err != nil || n < 0 || cl[0][0] == '+' || n != r.ContentLength {
+			return http.StatusBadRequest, "invalid content-length"
+		}
+		if n > 0 && (r.Body == nil || r.Body == http.NoBody) {
+			return http.StatusBadRequest, "content-length without a body"
+		}
+	}
+	for _, vs := range r.Header {
+		for _, v := range vs {
+			if v != "" && (v[0] == ' ' || v[0] == '\t' || v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+				return http.StatusBadRequest, "field value with leading or trailing whitespace"
+			}
+		}
+	}
+	return 0, ""
+}
+
 // serveGateway routes a request that arrived on gateway port `port`.
 func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, port int32) {
 	s.stats.Requests.Add(1)
-	if r.ProtoMajor == 2 && !h1.ValidHost(r.Host) {
-		// HTTP/1.1 heads were checked when parsed; an HTTP/2 :authority (or Host) gets the same test.
-		s.stats.BadRequests.Add(1)
-		http.Error(w, "invalid host", http.StatusBadRequest)
-		return
+	if r.ProtoMajor == 2 {
+		if status, reason := checkH2Request(r); status != 0 {
+			s.stats.BadRequests.Add(1)
+			http.Error(w, reason, status)
+			return
+		}
 	}
 	t := s.table.Load()
 	var pt *portTable
@@ -197,7 +235,9 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		ContentLength: r.ContentLength,
 		Host:          r.Host,
 	}
-	bodyless := r.ContentLength == 0
+	// An HTTP/2 request has no body only when its HEADERS ended the stream; one that declared content-length: 0 and
+	// still sends DATA must fail, not be forwarded bodyless with the DATA dropped.
+	bodyless := r.ContentLength == 0 && (r.ProtoMajor != 2 || r.Body == nil || r.Body == http.NoBody)
 	var cb *clientBody
 	if bodyless {
 		out.Body = http.NoBody

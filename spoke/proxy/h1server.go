@@ -283,7 +283,8 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			}
 			// Answer 100-continue here rather than relaying the backend's: simpler and the body is wanted anyway.
 			delete(req.Header, "Expect")
-			if req.ContentLength != 0 {
+			if req.ContentLength != 0 && req.ProtoMinor == 1 {
+				// (RFC 9110 §10.1.1: never to an HTTP/1.0 client, which just sends its body.)
 				bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 				if bw.Flush() != nil {
 					return

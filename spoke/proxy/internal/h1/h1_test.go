@@ -70,7 +70,8 @@ func TestReadRequestRefusals(t *testing.T) {
 		{"request line too long", "GET /" + long + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
 		{"head too big", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-A: "+long+"\r\n", 8) + "\r\n", 431},
 		{"too many fields", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-A: 1\r\n", 100) + "\r\n", 431},
-		{"leading empty line", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"many leading empty lines", strings.Repeat("\r\n", 5) + "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"leading bare LF", "\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,6 +111,9 @@ func TestReadRequestAccepts(t *testing.T) {
 		t.Fatalf("body %q %v", b, err)
 	}
 
+	if _, err := readReq("\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatalf("empty lines before the request line: %v", err)
+	}
 	req, err = readReq("GET / HTTP/1.0\r\n\r\n")
 	if err != nil || !req.Close || req.Host != "" {
 		t.Fatalf("HTTP/1.0 without Host: %v close=%v", err, req.Close)

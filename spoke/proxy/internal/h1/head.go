@@ -54,6 +54,9 @@ var (
 	errFieldValue  = fail(http.StatusBadRequest, "invalid header field value")
 )
 
+// maxBlankLines is how many empty lines may precede a request line.
+const maxBlankLines = 4
+
 // Reader reads message heads from one connection. Its buffers are reused from message to message; nothing it
 // returns refers to them.
 type Reader struct {
@@ -75,11 +78,14 @@ func (r *Reader) Reset(br *bufio.Reader) { r.br = br }
 
 // readHead reads the start line and header fields up to the empty line into r.buf, validating as it goes, and
 // returns the end offset of the start line. Field names are canonicalised in place. lineErr is returned when the start
-// line exceeds lim.MaxLine.
-func (r *Reader) readHead(lim Limits, lineErr *Error) (startEnd int, err error) {
+// line exceeds lim.MaxLine; checkStart, if set, judges the start line as soon as it is read, so a client that sent an
+// invalid one is answered at once rather than when its head times out. Empty lines before a request line are skipped
+// (RFC 9112 §2.2: clients have sent a stray CRLF after a body); they count towards lim.MaxBytes.
+func (r *Reader) readHead(lim Limits, lineErr *Error, checkStart func([]byte) error) (startEnd int, err error) {
 	r.buf = r.buf[:0]
 	r.fields = r.fields[:0]
 	start := true
+	blank := 0
 	for {
 		lineStart := len(r.buf)
 		for {
@@ -108,14 +114,22 @@ func (r *Reader) readHead(lim Limits, lineErr *Error) (startEnd int, err error) 
 		}
 		content := line[:n-2]
 		if start {
-			if len(content) == 0 {
-				// RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line. We do not:
-				// leniency a backend may not share.
-				return 0, fail(http.StatusBadRequest, "empty line before the start line")
+			if len(content) == 0 && checkStart != nil {
+				// Not forwarded, so skipping it is no leniency a backend could disagree with.
+				r.buf = r.buf[:lineStart]
+				if blank++; blank > maxBlankLines {
+					return 0, fail(http.StatusBadRequest, "empty lines before the request line")
+				}
+				continue
 			}
 			for _, c := range content {
 				if c == '\r' {
 					return 0, errBareCRLF
+				}
+			}
+			if checkStart != nil {
+				if err := checkStart(content); err != nil {
+					return 0, err
 				}
 			}
 			startEnd = lineStart + len(content)

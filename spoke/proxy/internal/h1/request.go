@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bytes"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -13,34 +14,15 @@ import (
 // The returned request has no Content-Length, Transfer-Encoding or Host field in its Header: ContentLength (-1 for
 // chunked), Host and Close say what they said, and whoever forwards the request writes its own framing.
 func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error) {
-	startEnd, err := r.readHead(lim, errLineTooLong)
+	startEnd, err := r.readHead(lim, errLineTooLong, checkRequestLine)
 	if err != nil {
 		return nil, err
 	}
 	s := string(r.buf) // the one allocation every string below points into
-	method, rest, ok := strings.Cut(s[:startEnd], " ")
-	if !ok {
-		return nil, fail(http.StatusBadRequest, "malformed request line")
-	}
-	target, version, ok := strings.Cut(rest, " ")
-	if !ok || method == "" || target == "" {
-		return nil, fail(http.StatusBadRequest, "malformed request line")
-	}
-	if !ValidFieldName(method) {
-		return nil, fail(http.StatusBadRequest, "invalid method")
-	}
-	major, minor, ok := parseVersion(version)
-	if !ok {
-		return nil, fail(http.StatusBadRequest, "malformed HTTP version")
-	}
-	if major != 1 || minor > 1 {
-		return nil, fail(http.StatusHTTPVersionNotSupported, "unsupported HTTP version")
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c >= 0x7f {
-			return nil, fail(http.StatusBadRequest, "invalid character in request target")
-		}
-	}
+	// checkRequestLine vouched for the shape: method SP target SP HTTP/1.d.
+	method, rest, _ := strings.Cut(s[:startEnd], " ")
+	target, version, _ := strings.Cut(rest, " ")
+	minor := int(version[7] - '0')
 	var fr framing
 	h, err := r.header(s, &fr)
 	if err != nil {
@@ -128,6 +110,37 @@ func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error
 		req.Close = connectionHas(fr.connection, "close")
 	}
 	return req, nil
+}
+
+// checkRequestLine accepts exactly `token SP target SP HTTP/1.0|1.1`, the target of visible ASCII.
+func checkRequestLine(line []byte) error {
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return fail(http.StatusBadRequest, "malformed request line")
+	}
+	sp2 := bytes.IndexByte(line[sp1+1:], ' ')
+	if sp2 <= 0 {
+		return fail(http.StatusBadRequest, "malformed request line")
+	}
+	sp2 += sp1 + 1
+	for _, c := range line[:sp1] {
+		if !isTchar(c) {
+			return fail(http.StatusBadRequest, "invalid method")
+		}
+	}
+	for _, c := range line[sp1+1 : sp2] {
+		if c <= ' ' || c >= 0x7f {
+			return fail(http.StatusBadRequest, "invalid character in request target")
+		}
+	}
+	major, minor, ok := parseVersion(string(line[sp2+1:]))
+	if !ok {
+		return fail(http.StatusBadRequest, "malformed HTTP version")
+	}
+	if major != 1 || minor > 1 {
+		return fail(http.StatusHTTPVersionNotSupported, "unsupported HTTP version")
+	}
+	return nil
 }
 
 func hasPrefixFold(s, prefix string) bool {

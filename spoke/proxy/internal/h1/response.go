@@ -17,7 +17,7 @@ var (
 // Content-Length stays in the returned Header (with the one value that was validated), so whoever relays the response
 // keeps its length; Transfer-Encoding does not.
 func (r *Reader) ReadResponse(lim Limits, method string, opts BodyOptions) (*http.Response, error) {
-	startEnd, err := r.readHead(lim, errRespLineLong)
+	startEnd, err := r.readHead(lim, errRespLineLong, nil)
 	if err != nil {
 		if e, ok := err.(*Error); ok && e.Status != http.StatusBadGateway {
 			return nil, fail(http.StatusBadGateway, "response "+e.Reason)
