@@ -180,9 +180,13 @@ type CreateTokenRequest struct {
 	TtlSeconds int64 `protobuf:"varint,1,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
 	// How many joins the token allows; 0 means the default (1).
 	Usages int32 `protobuf:"varint,2,opt,name=usages,proto3" json:"usages,omitempty"`
-	// When set, only a cluster of this name may join with the token.
-	ClusterName   string `protobuf:"bytes,3,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
-	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// When set, only a cluster of this name may join with the token. A token never admits the name of a cluster that is
+	// joined already, unless it is a rejoin token.
+	ClusterName string `protobuf:"bytes,3,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Lets the token re-join cluster_name (required) while it is joined: the join revokes every certificate the cluster
+	// held, in the same transaction that issues the new one, and cuts its open streams.
+	Rejoin        bool `protobuf:"varint,5,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +249,13 @@ func (x *CreateTokenRequest) GetDescription() string {
 	return ""
 }
 
+func (x *CreateTokenRequest) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
+}
+
 type TokenInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -253,6 +264,7 @@ type TokenInfo struct {
 	ClusterName   string                 `protobuf:"bytes,4,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	Description   string                 `protobuf:"bytes,5,opt,name=description,proto3" json:"description,omitempty"`
 	CreatedUnix   int64                  `protobuf:"varint,6,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	Rejoin        bool                   `protobuf:"varint,7,opt,name=rejoin,proto3" json:"rejoin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -327,6 +339,13 @@ func (x *TokenInfo) GetCreatedUnix() int64 {
 		return x.CreatedUnix
 	}
 	return 0
+}
+
+func (x *TokenInfo) GetRejoin() bool {
+	if x != nil {
+		return x.Rejoin
+	}
+	return false
 }
 
 type CreateTokenResponse struct {
@@ -2186,13 +2205,14 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"apiVersion\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"\x92\x01\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\xaa\x01\n" +
 	"\x12CreateTokenRequest\x12\x1f\n" +
 	"\vttl_seconds\x18\x01 \x01(\x03R\n" +
 	"ttlSeconds\x12\x16\n" +
 	"\x06usages\x18\x02 \x01(\x05R\x06usages\x12!\n" +
 	"\fcluster_name\x18\x03 \x01(\tR\vclusterName\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xc7\x01\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x16\n" +
+	"\x06rejoin\x18\x05 \x01(\bR\x06rejoin\"\xdf\x01\n" +
 	"\tTokenInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fexpires_unix\x18\x02 \x01(\x03R\vexpiresUnix\x12\x1f\n" +
@@ -2200,7 +2220,8 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"usagesLeft\x12!\n" +
 	"\fcluster_name\x18\x04 \x01(\tR\vclusterName\x12 \n" +
 	"\vdescription\x18\x05 \x01(\tR\vdescription\x12!\n" +
-	"\fcreated_unix\x18\x06 \x01(\x03R\vcreatedUnix\"\xb3\x01\n" +
+	"\fcreated_unix\x18\x06 \x01(\x03R\vcreatedUnix\x12\x16\n" +
+	"\x06rejoin\x18\a \x01(\bR\x06rejoin\"\xb3\x01\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12)\n" +
 	"\x04info\x18\x02 \x01(\v2\x15.fedgate.v1.TokenInfoR\x04info\x12\x17\n" +

@@ -68,6 +68,20 @@ func WithPrincipal(ctx context.Context, p identity.Principal) context.Context {
 	return context.WithValue(ctx, ctxKey{}, p)
 }
 
+type serialKey struct{}
+
+// SerialFrom returns the serial (SerialHex) of the caller's verified certificate, stored by the interceptors.
+func SerialFrom(ctx context.Context) (string, bool) {
+	s, ok := ctx.Value(serialKey{}).(string)
+	return s, ok
+}
+
+// WithSerial stores the caller's certificate serial (SerialHex) in ctx (the interceptors do this; tests of handlers
+// may too).
+func WithSerial(ctx context.Context, serial string) context.Context {
+	return context.WithValue(ctx, serialKey{}, serial)
+}
+
 // Authenticator holds the policy, the revocation list and the open sessions.
 type Authenticator struct {
 	Policy   Policy
@@ -98,7 +112,7 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	if want != "" && p.Kind != want {
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not call %s", p, method)
 	}
-	return WithPrincipal(ctx, p), nil
+	return WithSerial(WithPrincipal(ctx, p), SerialHex(cert.SerialNumber)), nil
 }
 
 func verifiedLeaf(ctx context.Context) *x509.Certificate {

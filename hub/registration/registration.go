@@ -48,6 +48,8 @@ type tokenRecord struct {
 	Expires     time.Time `json:"expires"`
 	UsagesLeft  int32     `json:"usagesLeft"`
 	ClusterName string    `json:"clusterName,omitempty"`
+	// Rejoin lets the token replace the certificates of ClusterName when that cluster is already joined.
+	Rejoin      bool      `json:"rejoin,omitempty"`
 	Description string    `json:"description,omitempty"`
 	Created     time.Time `json:"created"`
 }
@@ -76,11 +78,12 @@ type JoinRecord struct {
 type Service struct {
 	fedgatepb.UnimplementedRegistrationServer
 
-	etcd    *clientv3.Client
-	ca      *pki.Authority
-	certTTL time.Duration
-	now     func() time.Time
-	log     *slog.Logger
+	etcd     *clientv3.Client
+	ca       *pki.Authority
+	certTTL  time.Duration
+	now      func() time.Time
+	log      *slog.Logger
+	sessions *auth.Sessions
 
 	mu      sync.RWMutex
 	revoked map[string]bool // serial hex
@@ -91,6 +94,9 @@ type Options struct {
 	CertTTL time.Duration    // default DefaultCertTTL
 	Now     func() time.Time // default time.Now
 	Logger  *slog.Logger
+	// Sessions, when set, are the hub's open cluster streams: a re-join cuts the cluster's streams (they run on the
+	// certificates it revokes).
+	Sessions *auth.Sessions
 }
 
 // New returns a Service and loads the revocation list.
@@ -104,7 +110,8 @@ func New(ctx context.Context, etcd *clientv3.Client, ca *pki.Authority, o Option
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s := &Service{etcd: etcd, ca: ca, certTTL: o.CertTTL, now: o.Now, log: o.Logger.With("component", "registration"), revoked: map[string]bool{}}
+	s := &Service{etcd: etcd, ca: ca, certTTL: o.CertTTL, now: o.Now, log: o.Logger.With("component", "registration"),
+		sessions: o.Sessions, revoked: map[string]bool{}}
 	if err := s.loadRevoked(ctx); err != nil {
 		return nil, err
 	}
@@ -145,25 +152,40 @@ func (s *Service) Revoked(serial *big.Int) bool {
 	return s.revoked[auth.SerialHex(serial)]
 }
 
-// CreateToken creates a token. ttl ≤ 0 and usages ≤ 0 mean the defaults.
-func (s *Service) CreateToken(ctx context.Context, ttl time.Duration, usages int32, clusterName, description string) (identity.Token, *fedgatepb.TokenInfo, error) {
-	if ttl <= 0 {
-		ttl = DefaultTokenTTL
+// TokenOptions describe a token to create.
+type TokenOptions struct {
+	TTL    time.Duration // ≤ 0: DefaultTokenTTL
+	Usages int32         // ≤ 0: DefaultUsages
+	// ClusterName, when set, is the only cluster name the token admits.
+	ClusterName string
+	// Rejoin lets the token join ClusterName while that cluster is joined already, revoking every certificate it
+	// holds. Without it a token never admits the name of a joined cluster. Requires ClusterName.
+	Rejoin      bool
+	Description string
+}
+
+// CreateToken creates a token.
+func (s *Service) CreateToken(ctx context.Context, o TokenOptions) (identity.Token, *fedgatepb.TokenInfo, error) {
+	if o.TTL <= 0 {
+		o.TTL = DefaultTokenTTL
 	}
-	if usages <= 0 {
-		usages = DefaultUsages
+	if o.Usages <= 0 {
+		o.Usages = DefaultUsages
 	}
-	if clusterName != "" {
-		if err := identity.ValidateClusterName(clusterName); err != nil {
-			return identity.Token{}, nil, status.Error(codes.InvalidArgument, err.Error())
+	if o.ClusterName != "" {
+		if err := identity.ValidateClusterName(o.ClusterName); err != nil {
+			return identity.Token{}, nil, status.Errorf(codes.InvalidArgument, "clusterName: %v", err)
 		}
+	} else if o.Rejoin {
+		return identity.Token{}, nil, status.Error(codes.InvalidArgument, "rejoin: Invalid value: true: a re-join token must name its cluster (clusterName)")
 	}
 	tok, err := identity.NewToken()
 	if err != nil {
 		return identity.Token{}, nil, err
 	}
 	now := s.now()
-	rec := tokenRecord{SecretHash: identity.HashSecret(tok), Expires: now.Add(ttl), UsagesLeft: usages, ClusterName: clusterName, Description: description, Created: now}
+	rec := tokenRecord{SecretHash: identity.HashSecret(tok), Expires: now.Add(o.TTL), UsagesLeft: o.Usages, ClusterName: o.ClusterName,
+		Rejoin: o.Rejoin, Description: o.Description, Created: now}
 	b, _ := json.Marshal(rec)
 	key := TokenPrefix + tok.ID
 	// Token ids are random; the compare only guards against the astronomically unlikely collision.
@@ -174,12 +196,13 @@ func (s *Service) CreateToken(ctx context.Context, ttl time.Duration, usages int
 	if !resp.Succeeded {
 		return identity.Token{}, nil, status.Error(codes.Aborted, "token id collision, try again")
 	}
-	s.log.Info("token created", "id", tok.ID, "expires", rec.Expires, "usages", usages, "cluster", clusterName)
+	s.log.Info("token created", "id", tok.ID, "expires", rec.Expires, "usages", o.Usages, "cluster", o.ClusterName, "rejoin", o.Rejoin)
 	return tok, info(tok.ID, rec), nil
 }
 
 func info(id string, r tokenRecord) *fedgatepb.TokenInfo {
-	return &fedgatepb.TokenInfo{Id: id, ExpiresUnix: r.Expires.Unix(), UsagesLeft: r.UsagesLeft, ClusterName: r.ClusterName, Description: r.Description, CreatedUnix: r.Created.Unix()}
+	return &fedgatepb.TokenInfo{Id: id, ExpiresUnix: r.Expires.Unix(), UsagesLeft: r.UsagesLeft, ClusterName: r.ClusterName, Rejoin: r.Rejoin,
+		Description: r.Description, CreatedUnix: r.Created.Unix()}
 }
 
 // ListTokens lists tokens (never their secrets).
@@ -254,54 +277,103 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		s.log.Warn("join refused: token bound to another cluster", "id", tok.ID, "cluster", name, "bound", rec.ClusterName)
 		return nil, status.Errorf(codes.PermissionDenied, "token %s is bound to cluster %q, not %q", tok.ID, rec.ClusterName, name)
 	}
+	// The cluster's join record and certificates, read at one revision: the transaction below commits only if neither
+	// changed since, so a join never races another join, a renewal or a removal of the same name.
+	cur, err := s.etcd.Txn(ctx).Then(clientv3.OpGet(JoinPrefix+name), clientv3.OpGet(CertPrefix+name+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	joinKVs, certKVs := cur.Responses[0].GetResponseRange().Kvs, cur.Responses[1].GetResponseRange().Kvs
+	rejoin := len(joinKVs) > 0 || len(certKVs) > 0
+	if rejoin && !(rec.Rejoin && rec.ClusterName == name) {
+		s.log.Warn("join refused: cluster already joined", "id", tok.ID, "cluster", name)
+		return nil, status.Errorf(codes.AlreadyExists, "cluster %q is already joined: token %s may not take its name; to re-join it, "+
+			"use a token created for it with --cluster-name %s --rejoin (which revokes its current certificates)", name, tok.ID, name)
+	}
 	certPEM, cert, err := s.ca.SignClusterCSR(req.GetCsrPem(), name, s.certTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
+	serial := auth.SerialHex(cert.SerialNumber)
 	rec.UsagesLeft--
 	tb, _ := json.Marshal(rec)
 	jb, _ := json.Marshal(JoinRecord{Name: name, Labels: req.GetLabels(), EastWestAddress: req.GetEastWestAddress(), JoinedAt: now, TokenID: tok.ID})
-	cb, _ := json.Marshal(certRecord{Serial: auth.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: now})
+	cb, _ := json.Marshal(certRecord{Serial: serial, NotAfter: cert.NotAfter, Issued: now})
 	// The token's ModRevision guards the spend: two joins racing on a single-use token cannot both succeed.
-	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision),
+		clientv3.Compare(clientv3.ModRevision(CertPrefix+name+"/"), "<", cur.Header.Revision+1).WithPrefix(),
+	}
+	if len(joinKVs) > 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(JoinPrefix+name), "=", joinKVs[0].ModRevision))
+	} else {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(JoinPrefix+name), "=", 0))
+	}
+	ops := []clientv3.Op{
 		clientv3.OpPut(key, string(tb)),
 		clientv3.OpPut(JoinPrefix+name, string(jb)),
-		clientv3.OpPut(CertPrefix+name+"/"+auth.SerialHex(cert.SerialNumber), string(cb)),
-	).Commit()
+		clientv3.OpPut(CertPrefix+name+"/"+serial, string(cb)),
+	}
+	// A re-join revokes every certificate the cluster held, in the same transaction that issues the new one.
+	rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: now})
+	var revoked []string
+	for _, ckv := range certKVs {
+		old := strings.TrimPrefix(string(ckv.Key), CertPrefix+name+"/")
+		revoked = append(revoked, old)
+		ops = append(ops, clientv3.OpDelete(string(ckv.Key)), clientv3.OpPut(RevokedPrefix+old, string(rb)))
+	}
+	txn, err := s.etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
 	if !txn.Succeeded {
-		return nil, status.Errorf(codes.Aborted, "token %s was used concurrently, try again", tok.ID)
+		return nil, status.Errorf(codes.Aborted, "token %s or cluster %q changed concurrently, try again", tok.ID, name)
 	}
-	s.log.Info("cluster joined", "cluster", name, "token", tok.ID, "serial", auth.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
+	if rejoin {
+		s.revoke(revoked)
+		cut := 0
+		if s.sessions != nil {
+			// Only the old certificates can have streams open: the new one is not in the joiner's hands yet.
+			cut = s.sessions.Cut(name, status.Errorf(codes.Unauthenticated, "cluster %q was re-joined; this certificate is revoked", name))
+		}
+		s.log.Warn("cluster re-joined; its previous certificates are revoked", "cluster", name, "token", tok.ID, "serial", serial,
+			"revokedCertificates", len(revoked), "streamsCut", cut, "expires", cert.NotAfter)
+	} else {
+		s.log.Info("cluster joined", "cluster", name, "token", tok.ID, "serial", serial, "expires", cert.NotAfter)
+	}
 	return &fedgatepb.JoinResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
+}
+
+func (s *Service) revoke(serials []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sn := range serials {
+		s.revoked[sn] = true
+	}
 }
 
 // Renew implements fedgatepb.RegistrationServer: a cluster renews its own certificate (the caller's identity comes
 // from its current certificate, verified by the interceptor).
 func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedgatepb.RenewResponse, error) {
 	p, ok := auth.PrincipalFrom(ctx)
-	if !ok || p.Kind != identity.KindCluster {
+	current, hasSerial := auth.SerialFrom(ctx)
+	if !ok || p.Kind != identity.KindCluster || !hasSerial {
 		return nil, status.Error(codes.PermissionDenied, "only a cluster may renew its certificate")
-	}
-	if _, err := s.etcd.Get(ctx, JoinPrefix+p.Name); err != nil {
-		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
 	certPEM, cert, err := s.ca.SignClusterCSR(req.GetCsrPem(), p.Name, s.certTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
 	cb, _ := json.Marshal(certRecord{Serial: auth.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: s.now()})
-	// Only a still-joined cluster may renew: a removal racing with a renewal must win.
-	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(JoinPrefix+p.Name), ">", 0)).Then(
+	// Only a certificate the cluster still holds may renew: a removal or re-join racing with a renewal must win.
+	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(CertPrefix+p.Name+"/"+current), ">", 0)).Then(
 		clientv3.OpPut(CertPrefix+p.Name+"/"+auth.SerialHex(cert.SerialNumber), string(cb)),
 	).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
 	if !txn.Succeeded {
-		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not joined", p.Name)
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not joined with certificate %s", p.Name, current)
 	}
 	s.log.Info("certificate renewed", "cluster", p.Name, "serial", auth.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
 	return &fedgatepb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
@@ -335,11 +407,7 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 	if _, err := s.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	for _, sn := range serials {
-		s.revoked[sn] = true
-	}
-	s.mu.Unlock()
+	s.revoke(serials)
 	sort.Strings(serials)
 	s.log.Info("cluster removed", "cluster", name, "revokedCertificates", len(serials))
 	return serials, nil

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,15 +101,15 @@ func equalMaps(a, b map[string]string) bool {
 func TestJoinRefusalsStoreNothing(t *testing.T) {
 	ctx := context.Background()
 	s, cli, clk := newService(t)
-	single, _, err := s.CreateToken(ctx, time.Hour, 1, "", "")
+	single, _, err := s.CreateToken(ctx, TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound, _, err := s.CreateToken(ctx, time.Hour, 5, "east", "")
+	bound, _, err := s.CreateToken(ctx, TokenOptions{TTL: time.Hour, Usages: 5, ClusterName: "east"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shortLived, _, err := s.CreateToken(ctx, time.Minute, 5, "", "")
+	shortLived, _, err := s.CreateToken(ctx, TokenOptions{TTL: time.Minute, Usages: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,7 @@ func TestJoinRefusalsStoreNothing(t *testing.T) {
 func TestRenewAndRemove(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newService(t)
-	tok, _, err := s.CreateToken(ctx, 0, 0, "", "")
+	tok, _, err := s.CreateToken(ctx, TokenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +182,7 @@ func TestRenewAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := identity.ParseCertificates(resp.CertificatePem)
-	eastCtx := auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"})
+	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), auth.SerialHex(first[0].SerialNumber))
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("renewing with another cluster's name: %v", err)
 	}
@@ -212,5 +213,113 @@ func TestRenewAndRemove(t *testing.T) {
 	}
 	if !s2.Revoked(first[0].SerialNumber) {
 		t.Fatal("revocation not visible to a fresh service")
+	}
+}
+
+// A token that was not created to re-join a cluster never takes a joined cluster's name (issue 9, cluster takeover);
+// a re-join token does, and the same transaction revokes every certificate the cluster held.
+func TestJoinedNameNeedsARejoinToken(t *testing.T) {
+	ctx := context.Background()
+	s, cli, _ := newService(t)
+	if _, _, err := s.CreateToken(ctx, TokenOptions{Rejoin: true}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "clusterName") {
+		t.Fatalf("a re-join token without a cluster name: %v, want InvalidArgument naming clusterName", err)
+	}
+	unbound, _, err := s.CreateToken(ctx, TokenOptions{Usages: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: unbound.String(), ClusterName: "west", CsrPem: csr(t, "west")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := identity.ParseCertificates(resp.CertificatePem)
+	westCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "west"}), auth.SerialHex(first[0].SerialNumber))
+	rn, err := s.Renew(westCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, _ := identity.ParseCertificates(rn.CertificatePem)
+
+	bound, _, err := s.CreateToken(ctx, TokenOptions{ClusterName: "west"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherRejoin, _, err := s.CreateToken(ctx, TokenOptions{ClusterName: "east", Rejoin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		token identity.Token
+	}{{"unbound token, usages left", unbound}, {"token bound to the name, not for re-join", bound}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := snapshot(t, cli)
+			_, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tc.token.String(), ClusterName: "west", CsrPem: csr(t, "west")})
+			if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), `cluster "west" is already joined`) ||
+				!strings.Contains(err.Error(), "--cluster-name west --rejoin") {
+				t.Fatalf("Join: %v; want AlreadyExists naming the cluster and how to re-join it", err)
+			}
+			if !equalMaps(before, snapshot(t, cli)) {
+				t.Fatal("a refused takeover changed the store")
+			}
+		})
+	}
+	if _, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: otherRejoin.String(), ClusterName: "west", CsrPem: csr(t, "west")}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a re-join token of east used for west: %v, want PermissionDenied", err)
+	}
+	// A re-join token admits a cluster that is not joined yet too.
+	if _, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: otherRejoin.String(), ClusterName: "east", CsrPem: csr(t, "east")}); err != nil {
+		t.Fatalf("first join with a re-join token: %v", err)
+	}
+
+	rejoin, _, err := s.CreateToken(ctx, TokenOptions{ClusterName: "west", Rejoin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = s.Join(ctx, &fedgatepb.JoinRequest{Token: rejoin.String(), ClusterName: "west", CsrPem: csr(t, "west"), EastWestAddress: "10.0.0.9:15443"})
+	if err != nil {
+		t.Fatalf("re-join: %v", err)
+	}
+	fresh, _ := identity.ParseCertificates(resp.CertificatePem)
+	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
+		if !s.Revoked(c.SerialNumber) {
+			t.Errorf("certificate %s held before the re-join is not revoked", auth.SerialHex(c.SerialNumber))
+		}
+	}
+	if s.Revoked(fresh[0].SerialNumber) {
+		t.Fatal("the re-joined certificate is revoked")
+	}
+	// One transaction: the new certificate's record and every revocation carry the same revision.
+	certs, err := cli.Get(ctx, CertPrefix+"west/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs.Kvs) != 1 || string(certs.Kvs[0].Key) != CertPrefix+"west/"+auth.SerialHex(fresh[0].SerialNumber) {
+		t.Fatalf("west's certificates after the re-join: %v, want only the new one", certs.Kvs)
+	}
+	joinRev := certs.Kvs[0].ModRevision
+	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
+		r, err := cli.Get(ctx, RevokedPrefix+auth.SerialHex(c.SerialNumber))
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("revocation of %s: %v %v", auth.SerialHex(c.SerialNumber), r, err)
+		}
+		if r.Kvs[0].ModRevision != joinRev {
+			t.Errorf("revocation of %s at revision %d, the re-join at %d: not one transaction", auth.SerialHex(c.SerialNumber), r.Kvs[0].ModRevision, joinRev)
+		}
+	}
+	if rec, err := s.Joined(ctx, "west"); err != nil || rec.EastWestAddress != "10.0.0.9:15443" || rec.TokenID != rejoin.ID {
+		t.Fatalf("join record after the re-join: %+v, %v", rec, err)
+	}
+	// A renewal authenticated on a revoked certificate before the re-join cannot mint a fresh one after it.
+	if _, err := s.Renew(westCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("renewing a revoked certificate: %v, want PermissionDenied", err)
+	}
+	// Another hub replica sees the revocations.
+	s2, err := New(ctx, cli, s.ca, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s2.Revoked(first[0].SerialNumber) || !s2.Revoked(renewed[0].SerialNumber) {
+		t.Fatal("re-join revocations not visible to a fresh service")
 	}
 }

@@ -201,7 +201,10 @@ func (a *AdminService) CreateToken(ctx context.Context, req *fedgatepb.CreateTok
 	if req.GetUsages() < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "usages: Invalid value: %d: must not be negative", req.GetUsages())
 	}
-	tok, info, err := a.reg.CreateToken(ctx, time.Duration(req.GetTtlSeconds())*time.Second, req.GetUsages(), req.GetClusterName(), req.GetDescription())
+	tok, info, err := a.reg.CreateToken(ctx, registration.TokenOptions{
+		TTL: time.Duration(req.GetTtlSeconds()) * time.Second, Usages: req.GetUsages(), ClusterName: req.GetClusterName(),
+		Rejoin: req.GetRejoin(), Description: req.GetDescription(),
+	})
 	if err != nil {
 		return nil, grpcError(err)
 	}

@@ -268,7 +268,7 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, KeyRotation: cfg.KeyRotation, Logger: log,
 	})
 	// The registration service watches revocations for as long as the hub runs, hence runCtx.
-	h.reg, err = registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log})
+	h.reg, err = registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log, Sessions: h.sessions})
 	if err != nil {
 		return nil, fmt.Errorf("registration: %w", err)
 	}

@@ -408,7 +408,7 @@ func TestFloodsAreLimited(t *testing.T) {
 
 	// 2000 Subscribe streams from one connection of a joined cluster. The hub advertises MaxConcurrentStreams; the
 	// excess waits for a slot instead of holding hub goroutines.
-	mallory := fedgatepb.NewSyncClient(h.join(t, "mallory").conn)
+	mallory := h.joinedSync(t, "mallory")
 	fctx, cancelFlood := context.WithCancel(ctx)
 	var opened, peak atomic.Int64
 	var wg sync.WaitGroup

@@ -43,6 +43,7 @@ import (
 	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/hub/kube"
+	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/server"
 	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/credentials"
@@ -416,7 +417,7 @@ func TestKubernetes(t *testing.T) {
 		name string
 		c    *envtest.Cluster
 	}{{"east", eastC}, {"west", westC}} {
-		tok, _, err := h.Registration().CreateToken(ctx, time.Hour, 1, m.name, "envtest "+m.name)
+		tok, _, err := h.Registration().CreateToken(ctx, registration.TokenOptions{TTL: time.Hour, ClusterName: m.name, Description: "envtest " + m.name})
 		if err != nil {
 			t.Fatalf("token for %s: %v", m.name, err)
 		}

@@ -20,11 +20,16 @@ func newTokenCommand(g *globalOptions) *cobra.Command {
 	var ttl time.Duration
 	var usages int32
 	var clusterName, description string
+	var rejoin bool
 	create := &cobra.Command{
 		Use:   "create",
 		Short: "Create a bootstrap token and print the join command",
 		Long: `Create a bootstrap token (id.secret) and print the complete command that joins a cluster with it. The hub
-stores only a hash of the secret: this is the only time it is shown.`,
+stores only a hash of the secret: this is the only time it is shown.
+
+A token never admits the name of a cluster that is joined already. To re-join a member (new credentials, for example
+after its key was lost or exposed), create a token with --cluster-name NAME --rejoin: the join with it revokes every
+certificate the cluster held and cuts its open streams.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl < time.Second {
@@ -33,19 +38,25 @@ stores only a hash of the secret: this is the only time it is shown.`,
 			if usages < 1 {
 				return fmt.Errorf("--usages %d: must be at least 1", usages)
 			}
+			if rejoin && clusterName == "" {
+				return errors.New("--rejoin: needs --cluster-name (a re-join token is for one named cluster)")
+			}
 			client, done, err := connect(g)
 			if err != nil {
 				return err
 			}
 			defer done()
 			resp, err := call(cmd.Context(), g, client.CreateToken, &fedgatepb.CreateTokenRequest{
-				TtlSeconds: int64(ttl / time.Second), Usages: usages, ClusterName: clusterName, Description: description,
+				TtlSeconds: int64(ttl / time.Second), Usages: usages, ClusterName: clusterName, Rejoin: rejoin, Description: description,
 			})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "Token %s created: %d usage(s), expires %s.\n", resp.GetInfo().GetId(), resp.GetInfo().GetUsagesLeft(),
 				time.Unix(resp.GetInfo().GetExpiresUnix(), 0).UTC().Format(time.RFC3339))
+			if rejoin {
+				fmt.Fprintf(g.stdout, "Joining %s with it revokes every certificate %s holds now.\n", clusterName, clusterName)
+			}
 			fmt.Fprintf(g.stdout, "Join a cluster with:\n\n  %s\n", resp.GetJoinCommand())
 			return nil
 		},
@@ -53,6 +64,7 @@ stores only a hash of the secret: this is the only time it is shown.`,
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
 	create.Flags().Int32Var(&usages, "usages", 1, "how many clusters may join with it")
 	create.Flags().StringVar(&clusterName, "cluster-name", "", "only a cluster of this name may join with it")
+	create.Flags().BoolVar(&rejoin, "rejoin", false, "let the token re-join --cluster-name while it is joined, revoking its current certificates")
 	create.Flags().StringVar(&description, "description", "", "free text shown by token list")
 
 	list := &cobra.Command{
@@ -99,8 +111,12 @@ func printTokens(w io.Writer, toks []*fedgatepb.TokenInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(tw, "ID\tUSAGES LEFT\tEXPIRES\tCLUSTER\tDESCRIPTION")
 	for _, t := range toks {
+		cluster := orNone(t.GetClusterName(), "<any new>")
+		if t.GetRejoin() {
+			cluster += " (rejoin)"
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", t.GetId(), t.GetUsagesLeft(), time.Unix(t.GetExpiresUnix(), 0).UTC().Format(time.RFC3339),
-			orNone(t.GetClusterName(), "<any>"), orNone(t.GetDescription(), "<none>"))
+			cluster, orNone(t.GetDescription(), "<none>"))
 	}
 	return tw.Flush()
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/server"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/test/envtest"
@@ -80,7 +81,8 @@ func TestJoinIntoKubernetesSecret(t *testing.T) {
 	hubAddr := h.AdvertiseAddress()
 	caHash := h.CA().ActiveHash()
 	newToken := func() identity.Token {
-		tok, _, err := h.Registration().CreateToken(ctx, time.Hour, 1, "east", "hubctl test")
+		// Rejoin: the test joins east again and again (a rejoin token admits a first join too).
+		tok, _, err := h.Registration().CreateToken(ctx, registration.TokenOptions{TTL: time.Hour, ClusterName: "east", Rejoin: true, Description: "hubctl test"})
 		if err != nil {
 			t.Fatal(err)
 		}
