@@ -275,7 +275,7 @@ func (a *AdminService) RemoveCluster(ctx context.Context, req *fedgatepb.RemoveC
 	_, err = cli.Txn(ctx).Then(
 		clientv3.OpDelete(store.ReportClusterPrefix(name), clientv3.WithPrefix()),
 		clientv3.OpDelete(store.ClusterKey(name)),
-		clientv3.OpDelete(store.PresenceKey(name)),
+		clientv3.OpDelete(store.PresenceClusterPrefix(name), clientv3.WithPrefix()),
 		clientv3.OpDelete(store.GraphKey(name)),
 		clientv3.OpDelete(store.SyncStateKey(name)),
 	).Commit()

@@ -335,9 +335,10 @@ func TestRemoveCluster(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the removed cluster's stream was not cut")
 	}
-	for _, key := range []string{store.ClusterKey("east"), store.GraphKey("east"), store.SyncStateKey("east"), store.PresenceKey("east")} {
+	for _, key := range []string{store.ClusterKey("east"), store.GraphKey("east"), store.SyncStateKey("east")} {
 		waitKey(t, h.Store().Client(), key, func(v []byte) bool { return v == nil })
 	}
+	waitPresence(t, h, "east", 0)
 	if objs, err := h.Store().Report(ctx, "east"); err != nil || len(objs) != 0 {
 		t.Fatalf("removed cluster's report: %v %v", objs, err)
 	}

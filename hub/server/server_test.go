@@ -408,8 +408,7 @@ func TestReportHoldsPresence(t *testing.T) {
 	if err := stream.Send(&fedgatepb.ReportMessage{Msg: &fedgatepb.ReportMessage_Hello{Hello: &fedgatepb.Hello{Labels: map[string]string{"region": "us"}}}}); err != nil {
 		t.Fatal(err)
 	}
-	cli := h.Store().Client()
-	waitKey(t, cli, store.PresenceKey("west"), func(v []byte) bool { return v != nil })
+	waitPresence(t, h, "west", 1)
 	cl, err := h.admin.ListClusters(ctx, &fedgatepb.ListClustersRequest{})
 	if err != nil || len(cl.Clusters) != 1 || !cl.Clusters[0].Connected || cl.Clusters[0].Labels["region"] != "us" || cl.Clusters[0].JoinedAtUnix == 0 {
 		t.Fatalf("while connected: %v %v", cl, err)
@@ -417,7 +416,7 @@ func TestReportHoldsPresence(t *testing.T) {
 	if _, err := stream.CloseAndRecv(); err != nil && !errors.Is(err, io.EOF) {
 		t.Fatal(err)
 	}
-	waitKey(t, cli, store.PresenceKey("west"), func(v []byte) bool { return v == nil })
+	waitPresence(t, h, "west", 0)
 	cl, err = h.admin.ListClusters(ctx, &fedgatepb.ListClustersRequest{})
 	if err != nil || cl.Clusters[0].Connected {
 		t.Fatalf("after disconnect: %v %v", cl, err)

@@ -26,7 +26,9 @@ type ClusterRecord struct {
 	LastSeen time.Time `json:"lastSeen"`
 }
 
-// UpsertCluster records a cluster's hello. JoinedAt is kept from an existing record. The record is only rewritten
+// UpsertCluster records a cluster's hello. JoinedAt is kept from an existing record, and so are its addresses when
+// the hello names none: a stream that does not say where the cluster listens (a second reporter, a tool) never blanks
+// the address other spokes reach it at. The record is only rewritten
 // when a field the compiler reads changed or LastSeen is older than a minute: every write under clusters/ triggers a
 // compile, and a flapping spoke should not make the hub recompile on every reconnect.
 func (s *Store) UpsertCluster(ctx context.Context, rec ClusterRecord) (ClusterRecord, error) {
@@ -48,6 +50,12 @@ func (s *Store) UpsertCluster(ctx context.Context, rec ClusterRecord) (ClusterRe
 			if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
 				if !old.JoinedAt.IsZero() {
 					next.JoinedAt = old.JoinedAt
+				}
+				if next.EastWestAddress == "" {
+					next.EastWestAddress = old.EastWestAddress
+				}
+				if next.GossipAddress == "" {
+					next.GossipAddress = old.GossipAddress
 				}
 				if old.EastWestAddress == next.EastWestAddress && old.GossipAddress == next.GossipAddress && old.AgentVersion == next.AgentVersion &&
 					maps.Equal(old.Labels, next.Labels) && now.Sub(old.LastSeen) < time.Minute {
@@ -100,16 +108,16 @@ type Presence struct {
 // PresenceTTL is how long a cluster stays "connected" after its hub vanishes without revoking the lease.
 const PresenceTTL = 15 * time.Second
 
-// HoldPresence puts presence/<cluster> on a fresh lease and keeps the lease alive until Close. A second connection
-// of the same cluster takes the key over (the key moves to its lease), and the first one's Close then leaves it alone:
-// revoking a lease only deletes keys still attached to it.
+// HoldPresence puts a presence key of its own under presence/<cluster>/ on a fresh lease and keeps the lease alive
+// until Close. Every stream has its own key, so closing one stream of a cluster never marks the cluster disconnected
+// while another of its streams is open.
 func (s *Store) HoldPresence(ctx context.Context, cluster string) (*Presence, error) {
 	lease, err := s.cli.Grant(ctx, int64(PresenceTTL/time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("grant presence lease for %s: %w", cluster, err)
 	}
 	since := s.now().UTC().Format(time.RFC3339)
-	if _, err := s.cli.Put(ctx, PresenceKey(cluster), since, clientv3.WithLease(lease.ID)); err != nil {
+	if _, err := s.cli.Put(ctx, PresenceKey(cluster, fmt.Sprintf("%x", int64(lease.ID))), since, clientv3.WithLease(lease.ID)); err != nil {
 		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
 		return nil, fmt.Errorf("put presence of %s: %w", cluster, err)
 	}
@@ -129,7 +137,7 @@ func (s *Store) HoldPresence(ctx context.Context, cluster string) (*Presence, er
 	return p, nil
 }
 
-// Close revokes the lease, deleting the presence key if this connection still owns it.
+// Close revokes the lease, deleting this stream's presence key.
 func (p *Presence) Close(ctx context.Context) error {
 	p.cancel()
 	<-p.done
@@ -201,7 +209,8 @@ func (s *Store) Clusters(ctx context.Context) ([]ClusterStatus, error) {
 	}
 	connected := map[string]bool{}
 	for _, kv := range presence.Kvs {
-		connected[strings.TrimPrefix(string(kv.Key), PresencePrefix)] = true
+		cluster, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), PresencePrefix), "/")
+		connected[cluster] = true
 	}
 	syncs, err := s.cli.Get(ctx, SyncStatePrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
 	if err != nil {

@@ -8,8 +8,9 @@
 //	/fedgate/v1/reports/<cluster>/<Kind>/<ns>/<name>     object a spoke reported (value: Kubernetes JSON)
 //	/fedgate/v1/clusters/<cluster>                       ClusterRecord JSON: east-west address, labels, agent
 //	                                                     version, joined/last-seen times
-//	/fedgate/v1/presence/<cluster>                       attached to a lease held by the hub while the cluster's
-//	                                                     Report stream is open (value: connected-since, RFC 3339)
+//	/fedgate/v1/presence/<cluster>/<lease>               one per open Report stream of the cluster, attached to that
+//	                                                     stream's lease (value: connected-since, RFC 3339); the
+//	                                                     cluster is connected while any of them exists
 //	/fedgate/v1/syncstate/<cluster>                      SyncState JSON: sent/acked/nacked graph revision, last NACK
 //	/fedgate/v1/graph/<cluster>                          GraphRecord JSON: SpokeConfig JSON, its hash, graph revision
 //	/fedgate/v1/status/<Kind>/<ns>/<name>                compiled status of a hub object (compiler.ObjectStatus JSON)

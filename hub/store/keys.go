@@ -41,8 +41,12 @@ func ReportClusterPrefix(cluster string) string { return ReportsPrefix + cluster
 // ClusterKey is the key of a cluster record.
 func ClusterKey(cluster string) string { return ClustersPrefix + cluster }
 
-// PresenceKey is the lease-bound key that exists while the cluster is connected.
-func PresenceKey(cluster string) string { return PresencePrefix + cluster }
+// PresenceKey is the lease-bound key of one Report stream of cluster; it exists while that stream is open.
+func PresenceKey(cluster, stream string) string { return PresenceClusterPrefix(cluster) + stream }
+
+// PresenceClusterPrefix holds the presence keys of every open Report stream of cluster: it is connected while any
+// key is under it.
+func PresenceClusterPrefix(cluster string) string { return PresencePrefix + cluster + "/" }
 
 // SyncStateKey is the key of a cluster's sync state.
 func SyncStateKey(cluster string) string { return SyncStatePrefix + cluster }

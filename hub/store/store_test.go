@@ -326,17 +326,6 @@ func TestPresenceAndSyncState(t *testing.T) {
 	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east"}); err != nil {
 		t.Fatal(err)
 	}
-	p1, err := s.HoldPresence(ctx, "east")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := s.HoldPresence(ctx, "east") // reconnect before the old stream noticed it was dead
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p1.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
 	connected := func() bool {
 		cl, err := s.Clusters(ctx)
 		if err != nil {
@@ -344,9 +333,25 @@ func TestPresenceAndSyncState(t *testing.T) {
 		}
 		return cl[0].Connected
 	}
-	if !connected() {
-		t.Fatal("closing the old connection dropped the new connection's presence")
+	// Three streams of one cluster (a reconnect before the old stream noticed it was dead, a second reporter). Closing
+	// any of them while another is open leaves the cluster connected, whichever order they close in (issue 9).
+	var held []*Presence
+	for range 3 {
+		p, err := s.HoldPresence(ctx, "east")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, p)
 	}
+	for i, p := range []*Presence{held[2], held[0]} {
+		if err := p.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !connected() {
+			t.Fatalf("closing stream %d of 3 marked the cluster disconnected while another stream is open", i+1)
+		}
+	}
+	p2 := held[1]
 	if _, err := s.UpdateSyncState(ctx, "east", func(st *SyncState) { st.NackedRevision, st.LastNackError = 5, "boom" }); err != nil {
 		t.Fatal(err)
 	}
@@ -359,5 +364,34 @@ func TestPresenceAndSyncState(t *testing.T) {
 	cl, _ := s.Clusters(ctx)
 	if cl[0].Sync.NackedRevision != 5 || cl[0].Sync.LastNackError != "boom" {
 		t.Fatalf("sync state: %+v", cl[0].Sync)
+	}
+}
+
+// A hello without addresses (a second reporter, a tool) keeps the cluster's stored east-west and gossip addresses; a
+// hello naming new ones replaces them (issue 9).
+func TestUpsertClusterNeverBlanksAddresses(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east", EastWestAddress: "127.0.0.1:15443", GossipAddress: "127.0.0.1:7946"}); err != nil {
+		t.Fatal(err)
+	}
+	address := func() (string, string) {
+		cl, err := s.Clusters(ctx)
+		if err != nil || len(cl) != 1 {
+			t.Fatalf("clusters: %+v %v", cl, err)
+		}
+		return cl[0].Record.EastWestAddress, cl[0].Record.GossipAddress
+	}
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east", AgentVersion: "other"}); err != nil {
+		t.Fatal(err)
+	}
+	if ew, g := address(); ew != "127.0.0.1:15443" || g != "127.0.0.1:7946" {
+		t.Fatalf("after a hello without addresses: east-west %q, gossip %q", ew, g)
+	}
+	if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: "east", EastWestAddress: "127.0.0.2:15443"}); err != nil {
+		t.Fatal(err)
+	}
+	if ew, g := address(); ew != "127.0.0.2:15443" || g != "127.0.0.1:7946" {
+		t.Fatalf("after a hello with a new east-west address: east-west %q, gossip %q", ew, g)
 	}
 }
