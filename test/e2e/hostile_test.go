@@ -320,8 +320,9 @@ type peer struct {
 	closed  time.Time     // when the server closed the connection (EOF or reset); zero if it did not by the deadline
 	resp    []byte        // what the server sent (first KiB; idle peers: after their first response)
 	readErr error
-	done    atomic.Bool
-	pos     int // slow peers: next byte of slowPattern
+	open    atomic.Bool // opened (c and the timestamps are set; the watcher runs)
+	done    atomic.Bool // the watcher ended, or opening failed
+	pos     int         // slow peers: next byte of slowPattern
 }
 
 const slowPattern = "X-Slow: y\r\n" // never an empty line: the head never ends
@@ -403,44 +404,13 @@ func TestSlowPeers(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, p := range peers {
-			if p.c != nil {
+			if p.open.Load() {
 				p.c.Close()
 			}
 		}
 	})
-	var readers sync.WaitGroup
-	var dialErrs atomic.Int64
-	var firstDialErr atomic.Value
-	jobs := make(chan *peer)
-	var dialers sync.WaitGroup
-	openStart := time.Now()
-	for w := 0; w < 32; w++ {
-		dialers.Add(1)
-		go func() {
-			defer dialers.Done()
-			for p := range jobs {
-				if err := openPeer(p, addr, headerTimeout, bodyTimeout, keepaliveTimeout, margin); err != nil {
-					dialErrs.Add(1)
-					firstDialErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", p.kind, err))
-					p.done.Store(true)
-					continue
-				}
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					p.watch(p.deadline(headerTimeout, bodyTimeout, keepaliveTimeout, margin))
-				}()
-			}
-		}()
-	}
-	for _, p := range peers {
-		jobs <- p
-	}
-	close(jobs)
-	dialers.Wait()
-	openDur := time.Since(openStart)
 
-	// One goroutine drips a byte into every slowloris connection every 500 ms.
+	// One goroutine drips a byte into every open slowloris connection every 500 ms, from the first dial on.
 	stopDrip := make(chan struct{})
 	dripDone := make(chan struct{})
 	go func() {
@@ -454,7 +424,7 @@ func TestSlowPeers(t *testing.T) {
 			case <-tk.C:
 			}
 			for _, p := range peers[:nSlow] {
-				if p.c == nil || p.done.Load() {
+				if !p.open.Load() || p.done.Load() {
 					continue
 				}
 				p.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
@@ -472,6 +442,39 @@ func TestSlowPeers(t *testing.T) {
 		}
 		<-dripDone
 	})
+
+	var readers sync.WaitGroup
+	var dialErrs atomic.Int64
+	var firstDialErr atomic.Value
+	jobs := make(chan *peer)
+	var dialers sync.WaitGroup
+	openStart := time.Now()
+	for w := 0; w < 32; w++ {
+		dialers.Add(1)
+		go func() {
+			defer dialers.Done()
+			for p := range jobs {
+				if err := openPeer(p, addr); err != nil {
+					dialErrs.Add(1)
+					firstDialErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", p.kind, err))
+					p.done.Store(true)
+					continue
+				}
+				readers.Add(1)
+				p.open.Store(true)
+				go func() {
+					defer readers.Done()
+					p.watch(p.armed.Add(p.timeout(headerTimeout, bodyTimeout, keepaliveTimeout) + margin))
+				}()
+			}
+		}()
+	}
+	for _, p := range peers {
+		jobs <- p
+	}
+	close(jobs)
+	dialers.Wait()
+	openDur := time.Since(openStart)
 
 	// The normal client, while every hostile connection is open.
 	during := getSeries(t, normal, url, normalCalls)
@@ -535,7 +538,7 @@ func TestSlowPeers(t *testing.T) {
 	}
 	tallies := map[string]*tally{}
 	for _, p := range peers {
-		if p.c == nil {
+		if !p.open.Load() {
 			continue
 		}
 		tl := tallies[p.kind]
@@ -610,12 +613,17 @@ func TestSlowPeers(t *testing.T) {
 
 // openPeer dials the spoke and sends what p's kind sends: the start of a head that never ends, a head announcing a
 // body that never comes, or one whole request whose response it reads before falling idle.
-func openPeer(p *peer, addr string, headerTimeout, bodyTimeout, keepaliveTimeout, margin time.Duration) error {
+func openPeer(p *peer, addr string) (err error) {
 	p.began = time.Now()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
 	p.c = c
 	var head string
 	switch p.kind {
@@ -662,10 +670,6 @@ func (p *peer) timeout(headerTimeout, bodyTimeout, keepaliveTimeout time.Duratio
 	default:
 		return keepaliveTimeout
 	}
-}
-
-func (p *peer) deadline(headerTimeout, bodyTimeout, keepaliveTimeout, margin time.Duration) time.Time {
-	return p.armed.Add(p.timeout(headerTimeout, bodyTimeout, keepaliveTimeout) + margin)
 }
 
 // hugeHead is the outcome of one connection that tries to send an endless request head.
