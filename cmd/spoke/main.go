@@ -70,6 +70,7 @@ func run(args []string) error {
 	fs.DurationVar(&lim.RequestHeaderTimeout, "request-header-timeout", lim.RequestHeaderTimeout, "time to read a request head from its first byte, and an h2c connection's preface")
 	fs.DurationVar(&lim.RequestBodyIdleTimeout, "request-body-idle-timeout", lim.RequestBodyIdleTimeout, "longest wait between two reads of a request body (longer: 408, connection closed)")
 	fs.DurationVar(&lim.KeepaliveIdleTimeout, "keepalive-idle-timeout", lim.KeepaliveIdleTimeout, "a client connection idle this long between requests is closed")
+	fs.DurationVar(&lim.ResponseSendIdleTimeout, "response-send-idle-timeout", lim.ResponseSendIdleTimeout, "longest wait to write response bytes to a client that does not read (longer: connection closed)")
 	fs.DurationVar(&lim.UpstreamResponseHeaderTimeout, "upstream-response-header-timeout", lim.UpstreamResponseHeaderTimeout, "longest wait for a backend's response head when the route sets no timeout (longer: 504)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
 	if err := fs.Parse(args); err != nil {

@@ -37,7 +37,8 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // checkH2Request applies to an HTTP/2 request what internal/h1 applies to an HTTP/1.1 head, for what net/http's HTTP/2
 // server lets through and an HTTP/1.1 backend could misread once the request is downgraded (RFC 9113 §8.1.1, §8.2.1):
 // a method that is not a token, CONNECT, content-length fields that are not one run of digits equal to what the
-// stream carries, field values with leading or trailing whitespace, and an invalid :authority. It returns the status
+// stream carries, field values with leading or trailing whitespace, an invalid :authority, and a :path an HTTP/1.1
+// request line could not carry. It cleans r.URL's path as internal/h1 cleans an HTTP/1.1 one, and returns the status
 // to refuse with, or 0.
 func checkH2Request(r *http.Request) (int, string) {
 	if !h1.ValidFieldName(r.Method) {
@@ -48,6 +49,26 @@ func checkH2Request(r *http.Request) (int, string) {
 	}
 	if !h1.ValidHost(r.Host) {
 		return http.StatusBadRequest, "invalid host"
+	}
+	// :path must be what an HTTP/1.1 request-target may be: visible ASCII, no fragment (it is written verbatim into
+	// the upstream request line), and its path is cleaned exactly like an HTTP/1.1 one.
+	target := r.RequestURI
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c >= 0x7f || c == '#' {
+			return http.StatusBadRequest, "invalid character in :path"
+		}
+	}
+	path, _, _ := strings.Cut(target, "?")
+	if path == "" || path[0] != '/' {
+		return http.StatusBadRequest, "unsupported :path form"
+	}
+	clean, decoded, ok := h1.CleanPath(path)
+	if !ok {
+		return http.StatusBadRequest, "invalid path (percent-encoding, or dot-segments above the root)"
+	}
+	r.URL.Path, r.URL.RawPath = decoded, ""
+	if clean != decoded {
+		r.URL.RawPath = clean
 	}
 	if cl, ok := r.Header["Content-Length"]; ok {
 		if len(cl) != 1 {
@@ -263,8 +284,19 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 			out.Host = a.rewriteHost
 		}
 		if a.rewritePath != nil {
-			out.URL.Path = rewritePath(r.URL.Path, a.prefix, a.rewritePath)
-			out.URL.RawPath = ""
+			// Rewrite the escaped path when the matched prefix stands in it literally, so encoded characters after the
+			// prefix (an encoded slash, say) reach the backend as the client encoded them.
+			if esc := r.URL.EscapedPath(); esc != r.URL.Path && strings.HasPrefix(esc, a.prefix) {
+				raw := rewritePath(esc, a.prefix, a.rewritePath)
+				if p, err := url.PathUnescape(raw); err == nil {
+					out.URL.Path, out.URL.RawPath = p, raw
+				} else {
+					out.URL.Path, out.URL.RawPath = rewritePath(r.URL.Path, a.prefix, a.rewritePath), ""
+				}
+			} else {
+				out.URL.Path = rewritePath(r.URL.Path, a.prefix, a.rewritePath)
+				out.URL.RawPath = ""
+			}
 		}
 		if a.reqHeaders != nil {
 			a.reqHeaders.apply(out.Header)
@@ -536,16 +568,26 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, a *action
 	if resp.ContentLength < 0 {
 		fl, _ = w.(http.Flusher)
 	}
+	// A flush costs a write to the client: skip it while more of the response is already buffered from upstream.
+	pending, _ := resp.Body.(interface{ buffered() int })
+	var sendDeadline func(time.Time) error
+	if r.ProtoMajor == 2 {
+		// HTTP/1.1 responses bound their writes in h1Writer; an HTTP/2 stream's are bounded here.
+		sendDeadline = http.NewResponseController(w).SetWriteDeadline
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
+			if sendDeadline != nil {
+				sendDeadline(time.Now().Add(s.opts.Limits.ResponseSendIdleTimeout))
+			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return
 			}
-			if fl != nil {
+			if fl != nil && (pending == nil || pending.buffered() == 0) {
 				fl.Flush()
 			}
 		}

@@ -108,6 +108,39 @@ func (c *h1Client) put(uc *upConn) {
 	uc.nc.Close()
 }
 
+// sweep closes pooled connections that idled past idleTimeout, that something arrived on (a close, stray bytes), or
+// whose address keep rejects (an endpoint gone from the table). Without it a retired endpoint's connections would stay
+// open, half-closed by the backend, until the proxy stops.
+func (c *h1Client) sweep(now time.Time, keep func(addr string) bool) {
+	c.mu.Lock()
+	var stale []*upConn
+	for addr, l := range c.idle {
+		if keep != nil && !keep(addr) {
+			stale = append(stale, l...)
+			delete(c.idle, addr)
+			continue
+		}
+		kept := l[:0]
+		for _, uc := range l {
+			if now.Sub(uc.lastUsed) >= c.idleTimeout || !quiet(uc.nc) {
+				stale = append(stale, uc)
+			} else {
+				kept = append(kept, uc)
+			}
+		}
+		clear(l[len(kept):])
+		if len(kept) == 0 {
+			delete(c.idle, addr)
+		} else {
+			c.idle[addr] = kept
+		}
+	}
+	c.mu.Unlock()
+	for _, uc := range stale {
+		uc.nc.Close()
+	}
+}
+
 func (c *h1Client) closeIdle() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -169,6 +202,17 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 		uc.nc.SetDeadline(time.Now().Add(timeout))
 	}
 	if err := writeRequest(uc, req, timeout); err != nil {
+		var be *h1.BodyError
+		if errors.As(err, &be) || ctx.Err() != nil {
+			stop()
+			return nil, false, err
+		}
+		// The backend stopped reading the request (a reset or broken pipe mid-body): it may have answered early, a
+		// 413 say, and closed. That answer is the response, and no fault of the endpoint's.
+		if resp := c.earlyResponse(uc, req); resp != nil {
+			stop()
+			return resp, true, nil
+		}
 		stop()
 		return nil, false, err
 	}
@@ -196,6 +240,10 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 	}
 	if timeout > 0 {
 		uc.nc.SetDeadline(time.Time{})
+		if ctx.Err() != nil {
+			// Cancelled between the head and the line above, which undid the cancellation's deadline.
+			uc.nc.SetDeadline(aLongTimeAgo)
+		}
 	}
 	keep := !resp.Close && !req.Close
 	if resp.Body == http.NoBody {
@@ -208,6 +256,32 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 	}
 	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: stop, keep: keep}
 	return resp, true, nil
+}
+
+// earlyResponseWait bounds the wait for a response after the backend stopped reading the request.
+const earlyResponseWait = time.Second
+
+// earlyResponse reads a final response the backend sent before it stopped reading the request, if there is one. The
+// connection is not reused after it: the request was not sent whole.
+func (c *h1Client) earlyResponse(uc *upConn, req *http.Request) *http.Response {
+	uc.nc.SetReadDeadline(time.Now().Add(earlyResponseWait))
+	for n := 0; n <= c.max1xx; n++ {
+		resp, err := uc.hr.ReadResponse(c.head, req.Method, h1.BodyOptions{})
+		if err != nil {
+			return nil
+		}
+		if resp.StatusCode < 200 {
+			continue
+		}
+		resp.Close = true
+		if resp.Body != http.NoBody {
+			resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: func() bool { return true }}
+		} else {
+			uc.nc.Close()
+		}
+		return resp
+	}
+	return nil
 }
 
 // writeRequest writes an origin-form HTTP/1.1 request with exactly one framing field of its own: Content-Length when
@@ -324,6 +398,14 @@ func (b *upBody) Read(p []byte) (int, error) {
 		b.release(false)
 	}
 	return n, err
+}
+
+// buffered reports how many response bytes are already read from the backend and waiting.
+func (b *upBody) buffered() int {
+	if b.done {
+		return 0
+	}
+	return b.uc.br.Buffered()
 }
 
 func (b *upBody) Close() error {

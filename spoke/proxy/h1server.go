@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedgate/fedgate/spoke/proxy/internal/h1"
@@ -249,7 +250,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		return
 	}
 	remote := c.nc.RemoteAddr().String()
-	w := &h1Writer{bw: bw, h: make(http.Header, 8)}
+	w := &h1Writer{bw: bw, h: make(http.Header, 8), nc: c.nc, sendIdle: lim.ResponseSendIdleTimeout}
 	bodyOpts := h1.BodyOptions{Deadline: c.nc.SetReadDeadline, IdleTimeout: lim.RequestBodyIdleTimeout}
 	headLim := h1.Limits{MaxLine: lim.MaxRequestLineBytes, MaxBytes: lim.MaxRequestHeaderBytes, MaxFields: lim.MaxRequestHeaders}
 	first := true
@@ -257,11 +258,15 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		if ps.setIdle(c, true) {
 			return
 		}
-		if !first && br.Buffered() == 0 {
-			c.nc.SetReadDeadline(time.Now().Add(lim.KeepaliveIdleTimeout))
-			if _, err := br.Peek(1); err != nil {
-				return
+		if !first {
+			if br.Buffered() == 0 {
+				c.nc.SetReadDeadline(time.Now().Add(lim.KeepaliveIdleTimeout))
+				if _, err := br.Peek(1); err != nil {
+					return
+				}
 			}
+			// Also when the next request's first bytes are already buffered (pipelined, or read by the client watch,
+			// which clears the deadline): its head gets the header timeout like any other.
 			c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
 		}
 		first = false
@@ -286,6 +291,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			if req.ContentLength != 0 && req.ProtoMinor == 1 {
 				// (RFC 9110 §10.1.1: never to an HTTP/1.0 client, which just sends its body.)
 				bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+				c.nc.SetWriteDeadline(time.Now().Add(lim.ResponseSendIdleTimeout))
 				if bw.Flush() != nil {
 					return
 				}
@@ -324,6 +330,7 @@ func (ps *portServer) refuse(nc net.Conn, bw *bufio.Writer, status int) {
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(status))
 	bw.WriteString("\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+	nc.SetWriteDeadline(time.Now().Add(ps.s.opts.Limits.ResponseSendIdleTimeout))
 	if bw.Flush() != nil {
 		return
 	}
@@ -405,7 +412,11 @@ func isTimeout(err error) bool {
 
 // h1Writer is an http.ResponseWriter writing HTTP/1.1 straight into the connection's buffered writer.
 type h1Writer struct {
-	bw          *bufio.Writer
+	bw *bufio.Writer
+	// nc and sendIdle bound every write that may block: a client that stops reading is cut off after sendIdle
+	// (nginx's send_timeout).
+	nc          net.Conn
+	sendIdle    time.Duration
 	h           http.Header
 	req         *http.Request
 	wroteHeader bool
@@ -469,6 +480,9 @@ func (w *h1Writer) WriteHeader(code int) {
 	_, w.err = bw.WriteString("\r\n")
 }
 
+// armSend renews the write deadline before a write that may reach the socket.
+func (w *h1Writer) armSend() { w.nc.SetWriteDeadline(time.Now().Add(w.sendIdle)) }
+
 func (w *h1Writer) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -478,6 +492,9 @@ func (w *h1Writer) Write(p []byte) (int, error) {
 	}
 	if w.noBody || len(p) == 0 {
 		return len(p), nil
+	}
+	if len(p)+32 > w.bw.Available() {
+		w.armSend()
 	}
 	if w.chunked {
 		w.bw.Write(strconv.AppendInt(w.scratch[:0], int64(len(p)), 16))
@@ -500,6 +517,7 @@ func (w *h1Writer) Flush() {
 		w.WriteHeader(http.StatusOK)
 	}
 	if w.err == nil {
+		w.armSend()
 		w.err = w.bw.Flush()
 	}
 }
@@ -529,6 +547,7 @@ func (w *h1Writer) finish() error {
 		}
 		w.bw.WriteString("\r\n")
 	}
+	w.armSend()
 	return w.bw.Flush()
 }
 
@@ -559,18 +578,36 @@ type h2cConn struct {
 	net.Conn
 	r *bufio.Reader
 
-	seen    int     // bytes of the stream tracked so far (preface included)
-	skip    int     // payload bytes of the current frame still to pass
-	hdr     [9]byte // frame header being assembled
-	hdrN    int
-	cleared bool
+	seen int     // bytes of the stream tracked so far (preface included)
+	skip int     // payload bytes of the current frame still to pass
+	hdr  [9]byte // frame header being assembled
+	hdrN int
+	// headersDone: the frame being skipped ends the first header block.
+	headersDone bool
+	cleared     atomic.Bool
+}
+
+// SetReadDeadline and SetDeadline keep the header timeout in force until the first request headers have arrived:
+// net/http clears the read deadline when it hands the connection to its HTTP/2 server.
+func (c *h2cConn) SetReadDeadline(t time.Time) error {
+	if !c.cleared.Load() {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *h2cConn) SetDeadline(t time.Time) error {
+	if !c.cleared.Load() {
+		return c.Conn.SetWriteDeadline(t)
+	}
+	return c.Conn.SetDeadline(t)
 }
 
 const h2PrefaceLen = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 func (c *h2cConn) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	if !c.cleared && n > 0 {
+	if n > 0 && !c.cleared.Load() {
 		c.track(p[:n])
 	}
 	return n, err
@@ -583,11 +620,14 @@ func (c *h2cConn) track(b []byte) {
 		c.seen += k
 		b = b[k:]
 	}
-	for len(b) > 0 && !c.cleared {
+	for len(b) > 0 && !c.cleared.Load() {
 		if c.skip > 0 {
 			k := min(c.skip, len(b))
 			c.skip -= k
 			b = b[k:]
+			if c.skip == 0 && c.headersDone {
+				c.clear()
+			}
 			continue
 		}
 		k := copy(c.hdr[c.hdrN:], b)
@@ -601,8 +641,16 @@ func (c *h2cConn) track(b []byte) {
 		typ, flags := c.hdr[3], c.hdr[4]
 		c.skip = length
 		if (typ == 0x1 || typ == 0x9) && flags&0x4 != 0 {
-			c.cleared = true
-			c.Conn.SetReadDeadline(time.Time{})
+			// The header block ends with this frame's payload: clear once all of it has arrived.
+			c.headersDone = true
+			if length == 0 {
+				c.clear()
+			}
 		}
 	}
+}
+
+func (c *h2cConn) clear() {
+	c.cleared.Store(true)
+	c.Conn.SetReadDeadline(time.Time{})
 }

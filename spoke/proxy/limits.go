@@ -38,6 +38,10 @@ type Limits struct {
 	// KeepaliveIdleTimeout closes a client connection (HTTP/1.1 or h2c) idle that long between requests.
 	// Default: 1m15s.
 	KeepaliveIdleTimeout time.Duration
+	// ResponseSendIdleTimeout bounds each wait to write response bytes to a client (between two successful writes, like
+	// nginx's send_timeout): a client that stops reading is cut off.
+	// Default: 1m0s.
+	ResponseSendIdleTimeout time.Duration
 	// UpstreamResponseHeaderTimeout bounds the wait for a backend's response head after the request was sent; a
 	// route's timeouts (HTTPRoute rules[].timeouts) override it. Expiry → 504.
 	// Default: 1m0s.
@@ -59,6 +63,7 @@ func DefaultLimits() Limits {
 		RequestHeaderTimeout:          15 * time.Second,
 		RequestBodyIdleTimeout:        60 * time.Second,
 		KeepaliveIdleTimeout:          75 * time.Second,
+		ResponseSendIdleTimeout:       60 * time.Second,
 		UpstreamResponseHeaderTimeout: 60 * time.Second,
 		H2CMaxConcurrentStreams:       100,
 	}
@@ -86,6 +91,7 @@ func (l Limits) withDefaults() Limits {
 	setD(&l.RequestHeaderTimeout, d.RequestHeaderTimeout)
 	setD(&l.RequestBodyIdleTimeout, d.RequestBodyIdleTimeout)
 	setD(&l.KeepaliveIdleTimeout, d.KeepaliveIdleTimeout)
+	setD(&l.ResponseSendIdleTimeout, d.ResponseSendIdleTimeout)
 	setD(&l.UpstreamResponseHeaderTimeout, d.UpstreamResponseHeaderTimeout)
 	set(&l.H2CMaxConcurrentStreams, d.H2CMaxConcurrentStreams)
 	return l
@@ -105,6 +111,7 @@ func (l Limits) Validate() error {
 		{"H2CMaxConcurrentStreams", int64(l.H2CMaxConcurrentStreams)},
 		{"RequestHeaderTimeout", int64(l.RequestHeaderTimeout)}, {"RequestBodyIdleTimeout", int64(l.RequestBodyIdleTimeout)},
 		{"KeepaliveIdleTimeout", int64(l.KeepaliveIdleTimeout)},
+		{"ResponseSendIdleTimeout", int64(l.ResponseSendIdleTimeout)},
 		{"UpstreamResponseHeaderTimeout", int64(l.UpstreamResponseHeaderTimeout)},
 	} {
 		if f.v < 0 {

@@ -122,6 +122,35 @@ type Server struct {
 	drains  sync.WaitGroup
 	gossip  *gossip.Node
 	gossipK []byte
+
+	sweepStop, sweepDone chan struct{}
+	localAddrs           atomic.Pointer[map[string]struct{}] // local endpoint addresses of the current table
+}
+
+// sweepIdle closes stale pooled upstream connections every half idle timeout, and those of endpoints no longer in the
+// table.
+func (s *Server) sweepIdle() {
+	defer close(s.sweepDone)
+	t := time.NewTicker(s.localH1.idleTimeout / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.sweepStop:
+			return
+		case now := <-t.C:
+			s.localH1.sweep(now, s.tableHasEndpoint)
+		}
+	}
+}
+
+// tableHasEndpoint reports whether the current table sends to local endpoint address addr.
+func (s *Server) tableHasEndpoint(addr string) bool {
+	m := s.localAddrs.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[addr]
+	return ok
 }
 
 type portKey struct {
@@ -166,6 +195,9 @@ func New(opts Options) *Server {
 		remotes:  map[string]*remoteTransport{},
 		ew:       map[*http.Server]struct{}{},
 	}
+	s.sweepStop = make(chan struct{})
+	s.sweepDone = make(chan struct{})
+	go s.sweepIdle()
 	if !opts.DisableHealthChecks {
 		var onChange func(*health.Endpoint, bool)
 		if f := opts.OnHealthChange; f != nil {
@@ -416,6 +448,8 @@ func (s *Server) Close() error {
 	}
 	wg.Wait()
 	s.drains.Wait()
+	close(s.sweepStop)
+	<-s.sweepDone
 	if s.checker != nil {
 		s.checker.Close()
 	}
@@ -433,16 +467,22 @@ func (s *Server) Close() error {
 // endpoints (ready or draining: a draining endpoint still serves its sessions and must be known to be up).
 func (s *Server) retain(t *Table) {
 	keep := map[health.Key]bool{}
+	local := map[string]struct{}{}
 	var targets []health.Target
 	for _, b := range t.backends {
 		for k, ep := range b.serving {
 			keep[k] = true
+			if ep.remote == nil {
+				local[ep.addr] = struct{}{}
+			}
 			if ep.remote == nil && ep.cluster == t.cluster {
 				targets = append(targets, health.Target{Endpoint: ep.state, Config: b.check})
 			}
 		}
 	}
 	s.reg.Retain(func(k health.Key) bool { return keep[k] })
+	s.localAddrs.Store(&local)
+	s.localH1.sweep(time.Now(), s.tableHasEndpoint)
 	if s.checker != nil {
 		s.checker.Sync(targets)
 	}

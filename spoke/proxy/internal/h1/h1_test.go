@@ -124,6 +124,31 @@ func TestReadRequestAccepts(t *testing.T) {
 	}
 }
 
+func TestCleanPath(t *testing.T) {
+	for raw, want := range map[string]string{
+		"/a/b":            "/a/b",
+		"/a/./b":          "/a/b",
+		"/a/../b":         "/b",
+		"/a/%2e%2e/b":     "/b",
+		"/a/%2E/b/.":      "/a/b/",
+		"/a/b/..":         "/a/",
+		"/a%2Fb":          "/a%2Fb",
+		"/%7euser/%41":    "/~user/A",
+		"/a/b%20c/../d":   "/a/d",
+		"/api/x/../../ok": "/ok",
+	} {
+		clean, _, ok := CleanPath(raw)
+		if !ok || clean != want {
+			t.Errorf("CleanPath(%q) = %q, %v; want %q", raw, clean, ok, want)
+		}
+	}
+	for _, raw := range []string{"/..", "/a/../../b", "/%2e%2e/x", "/api/..%2fadmin", "/a/%2e%2e%2fb", "/%zz", "/a%2"} {
+		if clean, _, ok := CleanPath(raw); ok {
+			t.Errorf("CleanPath(%q) = %q, accepted", raw, clean)
+		}
+	}
+}
+
 func TestChunked(t *testing.T) {
 	ok := []struct{ name, body, want string }{
 		{"plain", "3\r\nabc\r\n0\r\n\r\n", "abc"},

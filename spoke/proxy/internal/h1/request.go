@@ -76,14 +76,13 @@ func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error
 		return nil, fail(http.StatusBadRequest, "fragment in request target")
 	}
 	u.RawQuery = query
-	if strings.IndexByte(path, '%') >= 0 {
-		p, err := url.PathUnescape(path)
-		if err != nil {
-			return nil, fail(http.StatusBadRequest, "invalid percent-encoding in path")
-		}
-		u.Path, u.RawPath = p, path
-	} else {
-		u.Path = path
+	clean, decoded, ok := CleanPath(path)
+	if !ok {
+		return nil, fail(http.StatusBadRequest, "invalid path (percent-encoding, or dot-segments above the root)")
+	}
+	u.Path = decoded
+	if clean != decoded {
+		u.RawPath = clean
 	}
 	req.URL = u
 
@@ -211,4 +210,98 @@ func validPort(p string) bool {
 func validIPv6(s string) bool {
 	a, err := netip.ParseAddr(s)
 	return err == nil && a.Is6() && a.Zone() == ""
+}
+
+// CleanPath normalises the raw (percent-encoded) path of a request target the way a backend that resolves it would,
+// so the proxy routes, rewrites and forwards the path the backend will serve: percent-encoded unreserved characters
+// are decoded ("%2e" is "."), and dot-segments are removed (RFC 3986 §5.2.4). It returns the cleaned raw path and its
+// decoding, and ok=false for a path that climbs above the root, has invalid percent-encoding, or whose decoding still
+// has a "." or ".." segment (built with encoded slashes, "..%2f"), which backends disagree about.
+func CleanPath(raw string) (clean, decoded string, ok bool) {
+	if strings.IndexByte(raw, '%') < 0 && !strings.Contains(raw, "/.") {
+		return raw, raw, true
+	}
+	p := raw
+	if strings.IndexByte(p, '%') >= 0 {
+		var b strings.Builder
+		for i := 0; i < len(p); i++ {
+			c := p[i]
+			if c != '%' {
+				b.WriteByte(c)
+				continue
+			}
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return "", "", false
+			}
+			if d := unhex(p[i+1])<<4 | unhex(p[i+2]); isUnreserved(d) {
+				b.WriteByte(d)
+			} else {
+				b.WriteString(p[i : i+3])
+			}
+			i += 2
+		}
+		p = b.String()
+	}
+	if strings.Contains(p, "/.") {
+		var climbed bool
+		if p, climbed = removeDotSegments(p); climbed {
+			return "", "", false
+		}
+	}
+	decoded, err := url.PathUnescape(p)
+	if err != nil || hasDotSegment(decoded) {
+		return "", "", false
+	}
+	return p, decoded, true
+}
+
+// removeDotSegments resolves "." and ".." segments of an absolute path; climbed reports a ".." above the root.
+func removeDotSegments(p string) (out string, climbed bool) {
+	segs := strings.Split(p[1:], "/")
+	kept := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+			if last {
+				kept = append(kept, "")
+			}
+		case "..":
+			if len(kept) == 0 {
+				return "", true
+			}
+			kept = kept[:len(kept)-1]
+			if last {
+				kept = append(kept, "")
+			}
+		default:
+			kept = append(kept, s)
+		}
+	}
+	return "/" + strings.Join(kept, "/"), false
+}
+
+func hasDotSegment(p string) bool {
+	for _, s := range strings.Split(p, "/") {
+		if s == "." || s == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
