@@ -245,17 +245,15 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 		}
 	}
 
-	out := &http.Request{
-		Method:        r.Method,
-		URL:           &url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        make(http.Header, len(r.Header)+4),
-		Body:          r.Body,
-		ContentLength: r.ContentLength,
-		Host:          r.Host,
-	}
+	// One allocation for the outgoing request with its context (the zero template stays on the stack).
+	out := (&http.Request{}).WithContext(ctx)
+	out.Method = r.Method
+	out.URL = &url.URL{Scheme: "http", Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Header = make(http.Header, len(r.Header)+4)
+	out.Body = r.Body
+	out.ContentLength = r.ContentLength
+	out.Host = r.Host
 	// An HTTP/2 request has no body only when its HEADERS ended the stream; one that declared content-length: 0 and
 	// still sends DATA must fail, not be forwarded bodyless with the DATA dropped.
 	bodyless := r.ContentLength == 0 && (r.ProtoMajor != 2 || r.Body == nil || r.Body == http.NoBody)
@@ -302,7 +300,6 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 			a.reqHeaders.apply(out.Header)
 		}
 	}
-	out = out.WithContext(ctx)
 
 	var policy *retryPolicy
 	if a != nil {
@@ -662,19 +659,29 @@ func listedIn(conn []string, k string) bool {
 	return false
 }
 
+// Shared values of X-Forwarded-Proto: header maps are never changed in place (filters replace or append to a
+// cap-limited slice), so one slice serves every request.
+var (
+	forwardedHTTP  = []string{"http"}
+	forwardedHTTPS = []string{"https"}
+)
+
 func setForwarded(h http.Header, r *http.Request) {
+	vals := make([]string, 2) // one allocation for both per-request values
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		h["X-Forwarded-For"] = []string{ip}
+		vals[0] = ip
+		h["X-Forwarded-For"] = vals[0:1:1]
 	}
-	proto := "http"
 	if r.TLS != nil {
-		proto = "https"
+		h["X-Forwarded-Proto"] = forwardedHTTPS
+	} else {
+		h["X-Forwarded-Proto"] = forwardedHTTP
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
-	h["X-Forwarded-Host"] = []string{r.Host}
+	vals[1] = r.Host
+	h["X-Forwarded-Host"] = vals[1:2:2]
 }
 
 // rewritePath applies a PathRewrite (nil keeps the path). prefix is the matched PathPrefix without trailing slash;

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"errors"
 	"fmt"
@@ -77,7 +78,7 @@ func (r *fuzzRig) backend(c net.Conn) {
 	hr := h1.NewReader(br)
 	for {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		req, err := hr.ReadRequest(strictLimits, h1.BodyOptions{})
+		req, err := hr.ReadRequest(context.Background(), strictLimits, h1.BodyOptions{})
 		if err != nil {
 			if h1.IsClientFault(err) {
 				r.invalid.Add(1)
@@ -109,7 +110,7 @@ func completeRequests(raw []byte) int {
 	hr := h1.NewReader(bufio.NewReader(bytes.NewReader(raw)))
 	n := 0
 	for {
-		req, err := hr.ReadRequest(h1.Limits{MaxLine: 1 << 20, MaxBytes: 1 << 20, MaxFields: 1 << 10}, h1.BodyOptions{})
+		req, err := hr.ReadRequest(context.Background(), h1.Limits{MaxLine: 1 << 20, MaxBytes: 1 << 20, MaxFields: 1 << 10}, h1.BodyOptions{})
 		if err != nil {
 			return n
 		}

@@ -41,6 +41,7 @@ type upConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	hr       *h1.Reader
+	probe    *quietProbe
 	addr     string
 	lastUsed time.Time
 }
@@ -73,7 +74,7 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 		c.idle[addr] = l[:len(l)-1]
 		if now.Sub(uc.lastUsed) < c.idleTimeout {
 			c.mu.Unlock()
-			if quiet(uc.nc) {
+			if uc.probe.quiet() {
 				return uc, true, nil
 			}
 			uc.nc.Close()
@@ -88,7 +89,7 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 		return nil, false, err
 	}
 	br := bufio.NewReaderSize(nc, 4<<10)
-	return &upConn{nc: nc, br: br, bw: bufio.NewWriterSize(nc, 4<<10), hr: h1.NewReader(br), addr: addr}, false, nil
+	return &upConn{nc: nc, br: br, bw: bufio.NewWriterSize(nc, 4<<10), hr: h1.NewReader(br), probe: newQuietProbe(nc), addr: addr}, false, nil
 }
 
 func (c *h1Client) put(uc *upConn) {
@@ -122,7 +123,7 @@ func (c *h1Client) sweep(now time.Time, keep func(addr string) bool) {
 		}
 		kept := l[:0]
 		for _, uc := range l {
-			if now.Sub(uc.lastUsed) >= c.idleTimeout || !quiet(uc.nc) {
+			if now.Sub(uc.lastUsed) >= c.idleTimeout || !uc.probe.quiet() {
 				stale = append(stale, uc)
 			} else {
 				kept = append(kept, uc)

@@ -270,8 +270,10 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
 		}
 		first = false
-		req, err := hr.ReadRequest(headLim, bodyOpts)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := hr.ReadRequest(ctx, headLim, bodyOpts)
 		if err != nil {
+			cancel()
 			var he *h1.Error
 			if errors.As(err, &he) {
 				ps.s.stats.BadRequests.Add(1)
@@ -283,6 +285,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		req.RemoteAddr = remote
 		if e, ok := req.Header["Expect"]; ok {
 			if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
+				cancel()
 				ps.refuse(c.nc, bw, http.StatusExpectationFailed)
 				return
 			}
@@ -293,12 +296,11 @@ func (ps *portServer) serveConn(c *h1Conn) {
 				bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 				c.nc.SetWriteDeadline(time.Now().Add(lim.ResponseSendIdleTimeout))
 				if bw.Flush() != nil {
+					cancel()
 					return
 				}
 			}
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		req = req.WithContext(ctx)
 		c.startRequest(cancel, req.Body)
 		w.reset(req)
 		ps.handler.ServeHTTP(w, req)

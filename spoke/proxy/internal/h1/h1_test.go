@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -12,7 +13,7 @@ import (
 var testLimits = Limits{MaxLine: 8192, MaxBytes: 60 << 10, MaxFields: 100}
 
 func readReq(raw string) (*http.Request, error) {
-	return NewReader(bufio.NewReaderSize(strings.NewReader(raw), 4096)).ReadRequest(testLimits, BodyOptions{})
+	return NewReader(bufio.NewReaderSize(strings.NewReader(raw), 4096)).ReadRequest(context.Background(), testLimits, BodyOptions{})
 }
 
 // TestReadRequestRefusals: every request RFC 9110/9112 calls invalid or ambiguous is refused with the status nginx

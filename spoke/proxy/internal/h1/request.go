@@ -2,18 +2,19 @@ package h1
 
 import (
 	"bytes"
+	"context"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 )
 
-// ReadRequest reads one request head and returns the request with a body reader bound to its framing. A refused
+// ReadRequest reads one request head and returns the request, carrying ctx, with a body reader bound to its framing. A refused
 // request is an *Error carrying the status to answer; any other error is the connection's (EOF, timeout, reset).
 //
 // The returned request has no Content-Length, Transfer-Encoding or Host field in its Header: ContentLength (-1 for
 // chunked), Host and Close say what they said, and whoever forwards the request writes its own framing.
-func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error) {
+func (r *Reader) ReadRequest(ctx context.Context, lim Limits, body BodyOptions) (*http.Request, error) {
 	startEnd, err := r.readHead(lim, errLineTooLong, checkRequestLine)
 	if err != nil {
 		return nil, err
@@ -28,14 +29,10 @@ func (r *Reader) ReadRequest(lim Limits, body BodyOptions) (*http.Request, error
 	if err != nil {
 		return nil, err
 	}
-	req := &http.Request{
-		Method:     method,
-		Proto:      version,
-		ProtoMajor: 1,
-		ProtoMinor: minor,
-		Header:     h,
-		RequestURI: target,
-	}
+	// One allocation for the request with its context (the zero template stays on the stack).
+	req := (&http.Request{}).WithContext(ctx)
+	req.Method, req.Proto, req.ProtoMajor, req.ProtoMinor = method, version, 1, minor
+	req.Header, req.RequestURI = h, target
 	if method == http.MethodConnect {
 		return nil, fail(http.StatusMethodNotAllowed, "CONNECT is not supported")
 	}
