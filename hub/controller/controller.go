@@ -178,11 +178,15 @@ func (c *Controller) Run(ctx context.Context) error {
 
 func (c *Controller) campaignAndLead(ctx context.Context) error {
 	cli := c.st.Client()
-	session, err := concurrency.NewSession(cli, concurrency.WithTTL(int(c.cfg.SessionTTL/time.Second)), concurrency.WithContext(ctx))
+	// The session outlives ctx: Session.Close revokes the lease under the session's own context, and a cancelled one
+	// would fail the revoke, leaving the leader key to expire after the TTL instead of going at once.
+	session, err := concurrency.NewSession(cli, concurrency.WithTTL(int(c.cfg.SessionTTL/time.Second)), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return fmt.Errorf("leader session: %w", err)
 	}
-	defer session.Close() // revokes the lease: a standby takes over at once instead of after the TTL
+	// Resigns on every way out, a clean shutdown included: a standby, or this hub restarted, takes over at once
+	// instead of after the TTL.
+	defer session.Close()
 	election := concurrency.NewElection(session, store.LeaderPrefix)
 	if err := election.Campaign(ctx, c.cfg.Identity); err != nil {
 		return fmt.Errorf("campaign: %w", err)

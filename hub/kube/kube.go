@@ -109,7 +109,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 // lead campaigns, then passes until ctx ends or the leadership's etcd session expires.
 func (s *Syncer) lead(ctx context.Context) error {
 	cli := s.o.Store.Client()
-	session, err := concurrency.NewSession(cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	// Not ctx: Session.Close revokes under the session's context, so a cancelled one would leave the leader key to
+	// expire after the TTL and a restarted hub would wait it out.
+	session, err := concurrency.NewSession(cli, concurrency.WithTTL(10), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/fedgate/fedgate/hub/pki"
 	"github.com/fedgate/fedgate/hub/registration"
 	"github.com/fedgate/fedgate/hub/store"
+	"github.com/fedgate/fedgate/hub/validation"
 )
 
 // Config is everything a hub process needs. Each documented default is what DefaultConfig returns (a test holds the
@@ -234,6 +235,13 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}()
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	h.cancel = cancelRun
+	// Building the CRD validators compiles hundreds of CEL rules; doing it while etcd starts keeps most of that off
+	// the first Apply after a (re)start. An Apply that comes first waits for the same build.
+	go func() {
+		if err := validation.Preload(); err != nil {
+			log.Error("building the object validators", "err", err)
+		}
+	}()
 
 	if h.ca, err = loadCA(cfg); err != nil {
 		return nil, fmt.Errorf("hub CA: %w", err)

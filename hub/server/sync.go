@@ -25,12 +25,13 @@ type SyncService struct {
 	fedgatepb.UnimplementedSyncServer
 	st  *store.Store
 	log *slog.Logger
-	// stopping is closed when the hub shuts down, so long-lived Subscribe streams end promptly and graceful stop
-	// does not wait for spokes to hang up.
+	// stopping is closed when the hub shuts down, so long-lived Report and Subscribe streams end promptly and
+	// graceful stop does not wait for spokes to hang up.
 	stopping <-chan struct{}
 }
 
-// NewSyncService returns the sync API over st. Closing stopping ends every Subscribe stream with Unavailable.
+// NewSyncService returns the sync API over st. Closing stopping ends every Report and Subscribe stream with
+// Unavailable.
 func NewSyncService(st *store.Store, log *slog.Logger, stopping <-chan struct{}) *SyncService {
 	return &SyncService{st: st, log: log.With("component", "sync"), stopping: stopping}
 }
@@ -135,6 +136,8 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 				return cause
 			}
 			return status.FromContextError(ctx.Err()).Err()
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "hub shutting down")
 		case r = <-msgs:
 		}
 		msg, err := r.msg, r.err

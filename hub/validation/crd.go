@@ -98,8 +98,8 @@ func readCRD(file string) (*apiextensionsv1.CustomResourceDefinition, error) {
 }
 
 // Preload builds the validators of every embedded CRD now instead of on first use. Building compiles every CEL rule
-// (a few hundred milliseconds for the HTTPRoute CRD on one core), so a hub may call this at start-up to keep that
-// cost off its first Apply; an error means an embedded CRD is unusable, which is a build defect.
+// (a few hundred milliseconds for the HTTPRoute CRD on one core); the hub calls it at start-up to keep that cost
+// off its first Apply. An error means an embedded CRD is unusable, which is a build defect.
 func Preload() error {
 	idx, err := loadIndex()
 	if err != nil {
