@@ -1409,8 +1409,12 @@ type ClusterInfo struct {
 	NackedRevision  int64  `protobuf:"varint,10,opt,name=nacked_revision,json=nackedRevision,proto3" json:"nacked_revision,omitempty"`
 	LastNackError   string `protobuf:"bytes,11,opt,name=last_nack_error,json=lastNackError,proto3" json:"last_nack_error,omitempty"`
 	ReportedObjects int64  `protobuf:"varint,12,opt,name=reported_objects,json=reportedObjects,proto3" json:"reported_objects,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why the compile at projection_error_revision gave this cluster no new config (its projection failed, or was too
+	// large to send or store); the spoke keeps serving its last one. Empty once a later compile projects it.
+	ProjectionError         string `protobuf:"bytes,13,opt,name=projection_error,json=projectionError,proto3" json:"projection_error,omitempty"`
+	ProjectionErrorRevision int64  `protobuf:"varint,14,opt,name=projection_error_revision,json=projectionErrorRevision,proto3" json:"projection_error_revision,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *ClusterInfo) Reset() {
@@ -1523,6 +1527,20 @@ func (x *ClusterInfo) GetLastNackError() string {
 func (x *ClusterInfo) GetReportedObjects() int64 {
 	if x != nil {
 		return x.ReportedObjects
+	}
+	return 0
+}
+
+func (x *ClusterInfo) GetProjectionError() string {
+	if x != nil {
+		return x.ProjectionError
+	}
+	return ""
+}
+
+func (x *ClusterInfo) GetProjectionErrorRevision() int64 {
+	if x != nil {
+		return x.ProjectionErrorRevision
 	}
 	return 0
 }
@@ -2285,7 +2303,7 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\fListResponse\x122\n" +
 	"\aobjects\x18\x01 \x03(\v2\x18.fedgate.v1.ListedObjectR\aobjects\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\"\x15\n" +
-	"\x13ListClustersRequest\"\x9c\x04\n" +
+	"\x13ListClustersRequest\"\x83\x05\n" +
 	"\vClusterInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\x06labels\x18\x02 \x03(\v2#.fedgate.v1.ClusterInfo.LabelsEntryR\x06labels\x12*\n" +
@@ -2299,7 +2317,9 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\x0fnacked_revision\x18\n" +
 	" \x01(\x03R\x0enackedRevision\x12&\n" +
 	"\x0flast_nack_error\x18\v \x01(\tR\rlastNackError\x12)\n" +
-	"\x10reported_objects\x18\f \x01(\x03R\x0freportedObjects\x1a9\n" +
+	"\x10reported_objects\x18\f \x01(\x03R\x0freportedObjects\x12)\n" +
+	"\x10projection_error\x18\r \x01(\tR\x0fprojectionError\x12:\n" +
+	"\x19projection_error_revision\x18\x0e \x01(\x03R\x17projectionErrorRevision\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +

@@ -9,6 +9,11 @@ import (
 	"net"
 )
 
+// MaxUpdateBytes is the largest SpokeConfigUpdate message the hub sends and a spoke receives: both sides set their
+// gRPC limit from it, so they cannot disagree. The hub never sends a projection that would exceed it; it records the
+// cluster's projection as too large instead (its sync state, `hubctl get clusters`) and the spoke keeps its config.
+const MaxUpdateBytes = 16 << 20
+
 // Encode returns the canonical JSON encoding of c and the hex SHA-256 of it. Equal configs encode to equal bytes
 // because the hub emits every slice in a deterministic order and encoding/json sorts nothing else.
 func Encode(c *SpokeConfig) ([]byte, string, error) {

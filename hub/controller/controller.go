@@ -227,6 +227,7 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 	defer rotation.Stop()
 
 	var d debouncer
+	failures := 0 // compiles failed in a row
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -264,20 +265,39 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 			rotation.Reset(time.Until(next))
 		case <-timer.C:
 			d.reset()
-			if _, cerr := c.compile(ctx, guard); cerr != nil {
-				if errors.Is(cerr, store.ErrNotLeader) || ctx.Err() != nil {
-					return cerr
-				}
-				// Transient (etcd unavailable, oversized write): keep leadership and retry later; the spokes keep
-				// their last config meanwhile.
-				c.log.Error("compile failed; retrying", "error", cerr)
-				timer.Reset(d.event(time.Now(), c.cfg.MaxDelay, c.cfg.MaxDelay))
+			_, cerr := c.compile(ctx, guard)
+			if cerr == nil {
+				failures = 0
+				break
 			}
+			if errors.Is(cerr, store.ErrNotLeader) || ctx.Err() != nil {
+				return cerr
+			}
+			// Keep leadership and retry with backoff: a transient failure (etcd unavailable) clears on an early
+			// retry, and one that repeats on the same inputs costs little until they change (a change compiles
+			// after the usual hold-off). The spokes keep their last config meanwhile.
+			failures++
+			retry := retryDelay(failures, c.cfg.MaxDelay)
+			c.log.Error("compile failed; retrying", "err", cerr, "failures", failures, "retryIn", retry)
+			timer.Reset(retry)
 		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// maxRetryDelay bounds the backoff between retries of a failing compile.
+const maxRetryDelay = 30 * time.Second
+
+// retryDelay is the wait before retrying a compile that failed failures (≥ 1) times in a row: first, doubling up to
+// maxRetryDelay.
+func retryDelay(failures int, first time.Duration) time.Duration {
+	d := first
+	for i := 1; i < failures && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	return min(d, maxRetryDelay)
 }
 
 // debouncer decides when a burst of changes is compiled: HoldOff after the latest change, but never later than
@@ -331,7 +351,7 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	if err != nil {
 		return 0, err
 	}
-	out, configs, err := compileAndProject(in, projectionSecrets(secrets))
+	out, projections, err := compileAndProject(in, projectionSecrets(secrets))
 	if err != nil {
 		return 0, err
 	}
@@ -340,37 +360,55 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	if err != nil {
 		return 0, err
 	}
-	changed, err := c.st.WriteGraphs(ctx, guard, in.Revision, configs)
+	changed, failed, err := c.st.WriteGraphs(ctx, guard, in.Revision, projections)
 	if err != nil {
 		return 0, err
 	}
+	names := make([]string, 0, len(projections))
+	for name := range projections {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := failed[name]; err != nil {
+			c.log.Warn("cluster gets no new config; it keeps its last one", "cluster", name, "revision", in.Revision, "err", err)
+		}
+	}
+	if err := c.st.RecordProjectionErrors(ctx, in.Revision, names, failed); err != nil {
+		return 0, err
+	}
 	c.markCompiled(in.Revision)
-	c.log.Debug("compiled", "revision", in.Revision, "clusters", len(configs), "graphsChanged", changed,
-		"statusWrites", nStatus, "duration", time.Since(start))
+	c.log.Debug("compiled", "revision", in.Revision, "clusters", len(projections), "graphsChanged", changed,
+		"projectionErrors", len(failed), "statusWrites", nStatus, "duration", time.Since(start))
 	return in.Revision, nil
 }
 
-// compileAndProject runs the pure stages. A panic in them is a compiler bug; it becomes an error so the hub keeps
-// serving the last good graphs instead of crashing every replica on the same input.
-func compileAndProject(in *compiler.Inputs, secrets *compiler.Secrets) (out *compiler.Output, configs map[string]*spokeconfig.SpokeConfig, err error) {
+// compileAndProject runs the pure stages. A panic in them is a compiler bug: in Compile it becomes the compile's
+// error, in one cluster's projection that cluster's error, so the hub keeps serving the last good graphs (of that one
+// cluster, or of all) instead of crashing every replica on the same input.
+func compileAndProject(in *compiler.Inputs, secrets *compiler.Secrets) (out *compiler.Output, projections map[string]store.Projection, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("compiler panic at revision %d: %v", in.Revision, r)
 		}
 	}()
 	out = compiler.Compile(in)
-	names := make([]string, 0, len(in.Clusters))
+	projections = make(map[string]store.Projection, len(in.Clusters))
 	for name := range in.Clusters {
-		names = append(names, name)
+		projections[name] = project(out.Graph, name, secrets, in.Revision)
 	}
-	sort.Strings(names)
-	configs = make(map[string]*spokeconfig.SpokeConfig, len(names))
-	for _, name := range names {
-		sc := compiler.Project(out.Graph, name)
-		compiler.AddSecrets(sc, out.Graph, secrets)
-		configs[name] = sc
-	}
-	return out, configs, nil
+	return out, projections, nil
+}
+
+func project(g *compiler.Graph, cluster string, secrets *compiler.Secrets, rev int64) (p store.Projection) {
+	defer func() {
+		if r := recover(); r != nil {
+			p = store.Projection{Err: fmt.Errorf("projection panic at revision %d: %v", rev, r)}
+		}
+	}()
+	sc := compiler.Project(g, cluster)
+	compiler.AddSecrets(sc, g, secrets)
+	return store.Projection{Config: sc}
 }
 
 // projectionSecrets turns the stored rings into what projections carry: every live session key (newest first, so it

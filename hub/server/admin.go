@@ -142,18 +142,20 @@ func (a *AdminService) ListClusters(ctx context.Context, _ *fedgatepb.ListCluste
 	resp := &fedgatepb.ListClustersResponse{}
 	for _, c := range cls {
 		ci := &fedgatepb.ClusterInfo{
-			Name:            c.Record.Name,
-			Labels:          c.Record.Labels,
-			EastWestAddress: c.Record.EastWestAddress,
-			AgentVersion:    c.Record.AgentVersion,
-			Connected:       c.Connected,
-			JoinedAtUnix:    c.Record.JoinedAt.Unix(),
-			LastSeenUnix:    c.Record.LastSeen.Unix(),
-			SentRevision:    c.Sync.SentRevision,
-			AckedRevision:   c.Sync.AckedRevision,
-			NackedRevision:  c.Sync.NackedRevision,
-			LastNackError:   c.Sync.LastNackError,
-			ReportedObjects: c.ReportedObjects,
+			Name:                    c.Record.Name,
+			Labels:                  c.Record.Labels,
+			EastWestAddress:         c.Record.EastWestAddress,
+			AgentVersion:            c.Record.AgentVersion,
+			Connected:               c.Connected,
+			JoinedAtUnix:            c.Record.JoinedAt.Unix(),
+			LastSeenUnix:            c.Record.LastSeen.Unix(),
+			SentRevision:            c.Sync.SentRevision,
+			AckedRevision:           c.Sync.AckedRevision,
+			NackedRevision:          c.Sync.NackedRevision,
+			LastNackError:           c.Sync.LastNackError,
+			ReportedObjects:         c.ReportedObjects,
+			ProjectionError:         c.Sync.ProjectionError,
+			ProjectionErrorRevision: c.Sync.ProjectionRevision,
 		}
 		if j := joined[c.Record.Name]; j != nil {
 			mergeJoin(ci, j)

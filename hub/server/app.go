@@ -25,6 +25,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/controller"
 	"github.com/fedgate/fedgate/hub/kube"
@@ -167,12 +168,12 @@ func (c Config) Validate() error {
 }
 
 // Limits of the gRPC server. Reports of large clusters arrive as one snapshot message, hence the receive limit well
-// above gRPC's 4 MiB default; configs sent down can be larger still. A spoke needs three streams at most (Report,
+// above gRPC's 4 MiB default; configs sent down are bounded by spokeconfig.MaxUpdateBytes, the limit spokes receive
+// with (the compile loop records a larger projection as an error instead). A spoke needs three streams at most (Report,
 // Subscribe, a Renew), so 100 concurrent streams per connection leave room for hubctl while bounding what one client
 // can make the hub hold; grpc-go also bounds its handler goroutines by it, which blunts HTTP/2 rapid-reset floods.
 const (
 	MaxRecvMsgSize       = 16 << 20
-	MaxSendMsgSize       = 64 << 20
 	MaxConcurrentStreams = 100
 	MaxHeaderListSize    = 64 << 10
 )
@@ -183,7 +184,7 @@ const (
 func ServerOptions(handshakeTimeout time.Duration) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
-		grpc.MaxSendMsgSize(MaxSendMsgSize),
+		grpc.MaxSendMsgSize(spokeconfig.MaxUpdateBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(MaxHeaderListSize),
 		grpc.ConnectionTimeout(handshakeTimeout),

@@ -147,13 +147,18 @@ func (p *Presence) Close(ctx context.Context) error {
 
 // SyncState is the hub's record of what it sent a cluster and what the cluster answered.
 type SyncState struct {
-	SentRevision   int64     `json:"sentRevision,omitempty"`
-	SentHash       string    `json:"sentHash,omitempty"`
-	AckedRevision  int64     `json:"ackedRevision,omitempty"`
-	AckedHash      string    `json:"ackedHash,omitempty"`
-	NackedRevision int64     `json:"nackedRevision,omitempty"`
-	LastNackError  string    `json:"lastNackError,omitempty"`
-	UpdatedAt      time.Time `json:"updatedAt"`
+	SentRevision   int64  `json:"sentRevision,omitempty"`
+	SentHash       string `json:"sentHash,omitempty"`
+	AckedRevision  int64  `json:"ackedRevision,omitempty"`
+	AckedHash      string `json:"ackedHash,omitempty"`
+	NackedRevision int64  `json:"nackedRevision,omitempty"`
+	LastNackError  string `json:"lastNackError,omitempty"`
+	// ProjectionError is why the compile at ProjectionRevision gave the cluster no new config (its projection failed
+	// or was too large to send or store); the spoke keeps serving its last one. Cleared by the next compile that
+	// projects the cluster.
+	ProjectionError    string    `json:"projectionError,omitempty"`
+	ProjectionRevision int64     `json:"projectionRevision,omitempty"`
+	UpdatedAt          time.Time `json:"updatedAt"`
 }
 
 // UpdateSyncState applies fn to cluster's sync state with compare-and-swap, so concurrent streams of one cluster never

@@ -11,7 +11,8 @@
 //	/fedgate/v1/presence/<cluster>/<lease>               one per open Report stream of the cluster, attached to that
 //	                                                     stream's lease (value: connected-since, RFC 3339); the
 //	                                                     cluster is connected while any of them exists
-//	/fedgate/v1/syncstate/<cluster>                      SyncState JSON: sent/acked/nacked graph revision, last NACK
+//	/fedgate/v1/syncstate/<cluster>                      SyncState JSON: sent/acked/nacked graph revision, last NACK,
+//	                                                     projection error
 //	/fedgate/v1/graph/<cluster>                          GraphRecord JSON: SpokeConfig JSON, its hash, graph revision
 //	/fedgate/v1/status/<Kind>/<ns>/<name>                compiled status of a hub object (compiler.ObjectStatus JSON)
 //	/fedgate/v1/status/<Kind>/<ns>/<name>@<cluster>      compiled status of an object reported by <cluster>

@@ -31,19 +31,32 @@ type GraphRecord struct {
 	Config json.RawMessage `json:"config"`
 }
 
+// Projection is one cluster's compile output for WriteGraphs: its config, or the error that kept the compile from
+// projecting it.
+type Projection struct {
+	Config *spokeconfig.SpokeConfig
+	Err    error
+}
+
+// ErrProjectionTooLarge is a projection that cannot be sent (spokeconfig.MaxUpdateBytes) or stored (etcd's request
+// limit). It is the cluster's alone: the others get their graphs, and the cluster keeps serving its last config.
+var ErrProjectionTooLarge = errors.New("projection too large")
+
 // WriteGraphs stores each cluster's projection whose content changed since the stored one, stamped with revision
-// rev, and deletes the graphs of clusters absent from configs. Every write is guarded by guard (the compile leader's
-// election key), so a deposed leader cannot overwrite a newer graph. It returns the clusters whose graph was written.
-func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64, configs map[string]*spokeconfig.SpokeConfig) ([]string, error) {
+// rev, and deletes the graphs of clusters absent from projections. A cluster whose projection failed (Err) or is too
+// large to send or store keeps its stored graph and is returned in failed, with the reason; no cluster's failure
+// holds up another's graph. Every write is guarded by guard (the compile leader's election key), so a deposed leader
+// cannot overwrite a newer graph. It returns the clusters whose graph was written.
+func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64, projections map[string]Projection) (changed []string, failed map[string]error, err error) {
 	cur, err := s.cli.Get(ctx, GraphPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("read graphs: %w", err)
+		return nil, nil, fmt.Errorf("read graphs: %w", err)
 	}
 	stored := make(map[string]GraphRecord, len(cur.Kvs))
 	var b batch
 	for _, kv := range cur.Kvs {
 		cluster := strings.TrimPrefix(string(kv.Key), GraphPrefix)
-		if _, ok := configs[cluster]; !ok {
+		if _, ok := projections[cluster]; !ok {
 			b.del(string(kv.Key))
 			continue
 		}
@@ -52,21 +65,27 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 			stored[cluster] = rec
 		}
 	}
-	names := make([]string, 0, len(configs))
-	for name := range configs {
+	names := make([]string, 0, len(projections))
+	for name := range projections {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var changed []string
+	failed = map[string]error{}
 	for _, name := range names {
 		if err := CheckSegment("cluster", name, false); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		c := *configs[name] // shallow copy: the compiler's output is not ours to mutate
+		p := projections[name]
+		if p.Err != nil {
+			failed[name] = p.Err
+			continue
+		}
+		c := *p.Config // shallow copy: the compiler's output is not ours to mutate
 		c.Revision = 0
 		_, contentHash, err := spokeconfig.Encode(&c)
 		if err != nil {
-			return nil, fmt.Errorf("encode graph of %s: %w", name, err)
+			failed[name] = fmt.Errorf("encode graph of %s: %w", name, err)
+			continue
 		}
 		if old, ok := stored[name]; ok && old.ContentHash == contentHash {
 			continue
@@ -74,23 +93,68 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 		c.Revision = rev
 		js, hash, err := spokeconfig.Encode(&c)
 		if err != nil {
-			return nil, fmt.Errorf("encode graph of %s: %w", name, err)
+			failed[name] = fmt.Errorf("encode graph of %s: %w", name, err)
+			continue
+		}
+		// The update message carries the config, its hash and revision: 1 KiB covers that envelope.
+		if n := len(js) + 1<<10; n > spokeconfig.MaxUpdateBytes {
+			failed[name] = fmt.Errorf("%w: the config of %d bytes exceeds the %d-byte limit of a config update", ErrProjectionTooLarge, len(js), spokeconfig.MaxUpdateBytes)
+			continue
 		}
 		v, err := json.Marshal(GraphRecord{Revision: rev, Hash: hash, ContentHash: contentHash, Config: js})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if n := len(GraphKey(name)) + len(v); n > s.maxBytes-64<<10 {
+			failed[name] = fmt.Errorf("%w: the graph record of %d bytes exceeds etcd's request limit of %d bytes", ErrProjectionTooLarge, n, s.maxBytes)
+			continue
 		}
 		b.put(GraphKey(name), v)
 		changed = append(changed, name)
 	}
 	_, ok, err := s.commit(ctx, guard, &b)
 	if err != nil {
-		return nil, fmt.Errorf("write graphs: %w", err)
+		return nil, nil, fmt.Errorf("write graphs: %w", err)
 	}
 	if !ok {
-		return nil, ErrNotLeader
+		return nil, nil, ErrNotLeader
 	}
-	return changed, nil
+	return changed, failed, nil
+}
+
+// RecordProjectionErrors makes every cluster's sync state name the error of its latest projection at rev (failed),
+// or none: a cluster whose projection failed shows why in `hubctl get clusters`, and the error clears once a compile
+// projects it again. Only sync states that change are written.
+func (s *Store) RecordProjectionErrors(ctx context.Context, rev int64, clusters []string, failed map[string]error) error {
+	cur, err := s.cli.Get(ctx, SyncStatePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("read sync states: %w", err)
+	}
+	recorded := map[string]string{}
+	for _, kv := range cur.Kvs {
+		var st SyncState
+		if json.Unmarshal(kv.Value, &st) == nil {
+			recorded[strings.TrimPrefix(string(kv.Key), SyncStatePrefix)] = st.ProjectionError
+		}
+	}
+	for _, name := range clusters {
+		want := ""
+		if err := failed[name]; err != nil {
+			want = err.Error()
+		}
+		if recorded[name] == want {
+			continue
+		}
+		if _, err := s.UpdateSyncState(ctx, name, func(st *SyncState) {
+			st.ProjectionError, st.ProjectionRevision = want, 0
+			if want != "" {
+				st.ProjectionRevision = rev
+			}
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ErrNotLeader is returned by guarded writes when the guard (leadership) no longer holds.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -242,7 +243,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if _, err := s.ReplaceReport(ctx, "east", []*fedgatepb.Object{service("apps", "web")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.WriteGraphs(ctx, nil, 7, map[string]*spokeconfig.SpokeConfig{"east": {Cluster: "east"}}); err != nil {
+	if _, _, err := s.WriteGraphs(ctx, nil, 7, map[string]Projection{"east": {Config: &spokeconfig.SpokeConfig{Cluster: "east"}}}); err != nil {
 		t.Fatal(err)
 	}
 	before := listNames(t, s, true)
@@ -268,15 +269,15 @@ func TestStateSurvivesRestart(t *testing.T) {
 func TestWriteGraphsOnlyWritesChanges(t *testing.T) {
 	s, _ := startStore(t, t.TempDir(), Options{})
 	ctx := context.Background()
-	cfg := func(name, ew string) *spokeconfig.SpokeConfig {
-		return &spokeconfig.SpokeConfig{Cluster: name, Revision: 99, Clusters: []spokeconfig.Cluster{{Name: "x", EastWestAddress: ew}}}
+	cfg := func(name, ew string) Projection {
+		return Projection{Config: &spokeconfig.SpokeConfig{Cluster: name, Revision: 99, Clusters: []spokeconfig.Cluster{{Name: "x", EastWestAddress: ew}}}}
 	}
-	changed, err := s.WriteGraphs(ctx, nil, 10, map[string]*spokeconfig.SpokeConfig{"east": cfg("east", "a:1"), "west": cfg("west", "a:1")})
+	changed, _, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "a:1")})
 	if err != nil || !cmp.Equal(changed, []string{"east", "west"}) {
 		t.Fatalf("first write: %v %v", changed, err)
 	}
 	// Same content at a later revision: nothing written, the stored revision stays 10.
-	changed, err = s.WriteGraphs(ctx, nil, 20, map[string]*spokeconfig.SpokeConfig{"east": cfg("east", "a:1"), "west": cfg("west", "b:2")})
+	changed, _, err = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "b:2")})
 	if err != nil || !cmp.Equal(changed, []string{"west"}) {
 		t.Fatalf("second write: %v %v", changed, err)
 	}
@@ -293,7 +294,7 @@ func TestWriteGraphsOnlyWritesChanges(t *testing.T) {
 		t.Fatalf("decoded config: %+v %v", c, err)
 	}
 	// A vanished cluster loses its graph.
-	if _, err := s.WriteGraphs(ctx, nil, 30, map[string]*spokeconfig.SpokeConfig{"west": cfg("west", "b:2")}); err != nil {
+	if _, _, err := s.WriteGraphs(ctx, nil, 30, map[string]Projection{"west": cfg("west", "b:2")}); err != nil {
 		t.Fatal(err)
 	}
 	if g, _, _ := s.ReadGraph(ctx, "east"); g != nil {
@@ -393,5 +394,92 @@ func TestUpsertClusterNeverBlanksAddresses(t *testing.T) {
 	}
 	if ew, g := address(); ew != "127.0.0.2:15443" || g != "127.0.0.1:7946" {
 		t.Fatalf("after a hello with a new east-west address: east-west %q, gossip %q", ew, g)
+	}
+}
+
+// One cluster's projection that cannot be sent or stored, or that failed, is that cluster's alone (issue 9): the
+// others are written whatever their order, the failed one keeps its stored graph and is reported with the reason.
+func TestWriteGraphsFailsPerCluster(t *testing.T) {
+	s, _ := startStore(t, t.TempDir(), Options{MaxTxnOps: EmbeddedMaxTxnOps, MaxRequestBytes: 256 << 10})
+	ctx := context.Background()
+	small := func(name, ew string) Projection {
+		return Projection{Config: &spokeconfig.SpokeConfig{Cluster: name, Clusters: []spokeconfig.Cluster{{Name: "x", EastWestAddress: ew}}}}
+	}
+	// Larger than etcd's request limit (as the store knows it), well below a config update's.
+	big := &spokeconfig.SpokeConfig{Cluster: "aaa"}
+	for i := range 3000 {
+		big.Members = append(big.Members, fmt.Sprintf("member-%04d-%s", i, strings.Repeat("x", 100)))
+	}
+	if _, _, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"aaa": small("aaa", "a:1"), "mmm": small("mmm", "a:1"), "zzz": small("zzz", "a:1")}); err != nil {
+		t.Fatal(err)
+	}
+	changed, failed, err := s.WriteGraphs(ctx, nil, 20, map[string]Projection{
+		"aaa": {Config: big},
+		"mmm": {Err: errors.New("projection panic")},
+		"zzz": small("zzz", "b:2"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(changed, []string{"zzz"}) {
+		t.Fatalf("changed %v, want [zzz]: a failed cluster sorted first must not hold up the others", changed)
+	}
+	if !errors.Is(failed["aaa"], ErrProjectionTooLarge) || !strings.Contains(failed["aaa"].Error(), "etcd's request limit") {
+		t.Fatalf("aaa: %v, want too large for etcd", failed["aaa"])
+	}
+	if failed["mmm"] == nil || failed["zzz"] != nil || len(failed) != 2 {
+		t.Fatalf("failed: %v", failed)
+	}
+	for name, rev := range map[string]int64{"aaa": 10, "mmm": 10, "zzz": 20} {
+		if g, _, err := s.ReadGraph(ctx, name); err != nil || g == nil || g.Revision != rev {
+			t.Fatalf("graph of %s: %+v %v, want revision %d", name, g, err, rev)
+		}
+	}
+
+	// Larger than a config update may be: refused before etcd is asked.
+	s2, _ := startStore(t, t.TempDir(), Options{MaxTxnOps: EmbeddedMaxTxnOps, MaxRequestBytes: 64 << 20})
+	huge := &spokeconfig.SpokeConfig{Cluster: "huge"}
+	for i := range 17 {
+		huge.Members = append(huge.Members, fmt.Sprintf("%02d%s", i, strings.Repeat("y", 1<<20)))
+	}
+	_, failed, err = s2.WriteGraphs(ctx, nil, 30, map[string]Projection{"huge": {Config: huge}})
+	if err != nil || !errors.Is(failed["huge"], ErrProjectionTooLarge) || !strings.Contains(failed["huge"].Error(), "limit of a config update") {
+		t.Fatalf("huge: %v %v, want too large for a config update", failed["huge"], err)
+	}
+
+	// The reasons land in the clusters' sync states, and clear once they are projected again.
+	if err := s.RecordProjectionErrors(ctx, 20, []string{"aaa", "mmm", "zzz"}, failed); err != nil {
+		t.Fatal(err)
+	}
+	_, failed, _ = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"aaa": {Config: big}, "mmm": {Err: errors.New("projection panic")}, "zzz": small("zzz", "b:2")})
+	if err := s.RecordProjectionErrors(ctx, 20, []string{"aaa", "mmm", "zzz"}, failed); err != nil {
+		t.Fatal(err)
+	}
+	states := func() map[string]SyncState {
+		cl, err := s.Clusters(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]SyncState{}
+		for _, c := range cl {
+			out[c.Record.Name] = c.Sync
+		}
+		return out
+	}
+	for _, name := range []string{"aaa", "mmm", "zzz"} {
+		if _, err := s.UpsertCluster(ctx, ClusterRecord{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := states()
+	if !strings.Contains(st["aaa"].ProjectionError, "projection too large") || st["aaa"].ProjectionRevision != 20 ||
+		st["mmm"].ProjectionError != "projection panic" || st["zzz"].ProjectionError != "" {
+		t.Fatalf("sync states: %+v", st)
+	}
+	if err := s.RecordProjectionErrors(ctx, 40, []string{"aaa", "mmm", "zzz"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := states(); st["aaa"].ProjectionError != "" || st["aaa"].ProjectionRevision != 0 || st["mmm"].ProjectionError != "" {
+		t.Fatalf("sync states after a clean compile: %+v", st)
 	}
 }

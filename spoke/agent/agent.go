@@ -26,10 +26,6 @@ import (
 	"github.com/fedgate/fedgate/spoke/subscriber"
 )
 
-// maxConfigMessage bounds a SpokeConfigUpdate from the hub. A large fleet's projection can exceed grpc's 4 MiB
-// default; a bigger config than this should be split by the hub, not swallowed by the spoke.
-const maxConfigMessage = 16 << 20
-
 // Proxy is what the agent needs from the embedded proxy; *proxy.Server implements it.
 type Proxy interface {
 	Apply(*spokeconfig.SpokeConfig) error
@@ -279,7 +275,8 @@ func dialOptions(cfg Config) []grpc.DialOption {
 			Timeout:             cfg.KeepaliveTimeout,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxConfigMessage)),
+		// A large fleet's projection can exceed grpc's 4 MiB default; the hub sends nothing larger than this.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(spokeconfig.MaxUpdateBytes)),
 	}
 }
 

@@ -437,7 +437,8 @@ spec: {gatewayClassName: fedgate, listeners: [{name: http, port: 8080, protocol:
 		}
 	}
 	f.clusters = []*fedgatepb.ClusterInfo{
-		{Name: "west", Connected: false, EastWestAddress: "127.0.0.1:15443", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 40, NackedRevision: 42, LastNackError: "listener http:\n port 80 in use"},
+		{Name: "west", Connected: false, EastWestAddress: "127.0.0.1:15443", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 40, NackedRevision: 42, LastNackError: "listener http:\n port 80 in use",
+			ProjectionError: "projection too large: the config of 16777300 bytes exceeds the 16777216-byte limit of a config update", ProjectionErrorRevision: 45},
 		{Name: "east", Labels: map[string]string{"region": "eu", "tier": "a"}, JoinedAtUnix: 1767225600, Connected: true, EastWestAddress: "127.0.0.1:15442", AgentVersion: "v0.1.0", SentRevision: 42, AckedRevision: 42},
 	}
 	return addr

@@ -591,7 +591,7 @@ func printClusters(g *globalOptions, format string, clusters []*fedgatepb.Cluste
 
 func printClusterTable(w io.Writer, clusters []*fedgatepb.ClusterInfo, prefix bool) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tLABELS\tJOINED\tCONNECTED\tEAST-WEST\tAGENT\tSENT\tACKED\tLAST NACK")
+	fmt.Fprintln(tw, "NAME\tLABELS\tJOINED\tCONNECTED\tEAST-WEST\tAGENT\tSENT\tACKED\tLAST NACK\tPROJECTION ERROR")
 	for _, c := range clusters {
 		name := c.GetName()
 		if prefix {
@@ -601,12 +601,16 @@ func printClusterTable(w io.Writer, clusters []*fedgatepb.ClusterInfo, prefix bo
 		if c.GetNackedRevision() != 0 {
 			nack = fmt.Sprintf("%d: %s", c.GetNackedRevision(), oneLine(c.GetLastNackError()))
 		}
+		projection := "<none>"
+		if c.GetProjectionError() != "" {
+			projection = fmt.Sprintf("%d: %s", c.GetProjectionErrorRevision(), oneLine(c.GetProjectionError()))
+		}
 		joined := "<unknown>"
 		if c.GetJoinedAtUnix() > 0 {
 			joined = time.Unix(c.GetJoinedAtUnix(), 0).UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\n", name, formatLabels(c.GetLabels()), joined, c.GetConnected(), orNone(c.GetEastWestAddress(), "<none>"),
-			orNone(c.GetAgentVersion(), "<unknown>"), revision(c.GetSentRevision()), revision(c.GetAckedRevision()), nack)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%s\t%s\t%s\t%s\t%s\t%s\n", name, formatLabels(c.GetLabels()), joined, c.GetConnected(), orNone(c.GetEastWestAddress(), "<none>"),
+			orNone(c.GetAgentVersion(), "<unknown>"), revision(c.GetSentRevision()), revision(c.GetAckedRevision()), nack, projection)
 	}
 	return tw.Flush()
 }
@@ -630,7 +634,7 @@ func revision(r int64) string {
 	return strconv.FormatInt(r, 10)
 }
 
-// oneLine keeps a NACK error from breaking the table: newlines and tabs become spaces, long errors are cut.
+// oneLine keeps an error (a NACK, a projection error) from breaking the table: newlines and tabs become spaces, long errors are cut.
 func oneLine(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	const maxLen = 80
