@@ -36,12 +36,6 @@ import (
 	"github.com/fedgate/fedgate/hub/store"
 )
 
-// OriginAnnotation marks objects the hub mirrored from its cluster, so a deletion there deletes only what came from
-// there (objects applied with hubctl are left alone).
-const OriginAnnotation = "hub.fedgate.io/origin"
-
-const originKubernetes = "kubernetes"
-
 // mirroredKinds are the kinds read from the hub cluster, in the order their status is written.
 var mirroredKinds = []schema.GroupVersionKind{
 	{Group: "gateway.networking.k8s.io", Version: "v1", Kind: resources.KindGatewayClass},
@@ -207,13 +201,13 @@ func (s *Syncer) mirror(ctx context.Context) ([]*unstructured.Unstructured, erro
 	var gone []*fedgatepb.ObjectRef
 	for _, so := range stored {
 		o := so.Object
-		if present[resources.ID(o.Kind, o.Namespace, o.Name)] || !mirrored(o) {
+		if present[resources.ID(o.Kind, o.Namespace, o.Name)] || !store.Mirrored(o.Json) {
 			continue
 		}
 		gone = append(gone, &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name})
 	}
 	if len(gone) > 0 {
-		if _, _, _, err := s.o.Store.DeleteHub(ctx, gone); err != nil {
+		if _, _, _, err := s.o.Store.DeleteMirrored(ctx, gone); err != nil {
 			return nil, fmt.Errorf("delete objects removed from the hub cluster: %w", err)
 		}
 	}
@@ -232,16 +226,9 @@ func toWire(u *unstructured.Unstructured) (*fedgatepb.Object, error) {
 		ann = map[string]string{}
 	}
 	delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
-	ann[OriginAnnotation] = originKubernetes
+	ann[store.OriginAnnotation] = store.OriginHubCluster
 	c.SetAnnotations(ann)
 	return resources.FromUnstructured(c, "")
-}
-
-func mirrored(o *fedgatepb.Object) bool {
-	var m struct {
-		Metadata metav1.ObjectMeta `json:"metadata"`
-	}
-	return json.Unmarshal(o.Json, &m) == nil && m.Metadata.Annotations[OriginAnnotation] == originKubernetes
 }
 
 // writeStatus copies each mirrored object's compiled status into the hub cluster.

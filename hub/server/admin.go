@@ -49,6 +49,10 @@ func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (
 		if err := validation.Validate(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
+		if store.Mirrored(o.Json) {
+			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %s: metadata.annotations[%s]: Forbidden: only the hub sets it, on objects it mirrors from the hub cluster",
+				i, resources.Describe(o.Kind, o.Namespace, o.Name), store.OriginAnnotation)
+		}
 	}
 	results, rev, err := a.st.ApplyHub(ctx, req.GetObjects())
 	if err != nil {
@@ -327,12 +331,14 @@ func checkEnvelope(o *fedgatepb.Object) error {
 	return nil
 }
 
-// storeError maps a store failure to a gRPC status: oversized requests are the caller's to split, anything else is
-// etcd being unavailable (the client may retry).
+// storeError maps a store failure to a gRPC status: oversized requests are the caller's to split, objects mirrored
+// from the hub cluster are changed there, anything else is etcd being unavailable (the client may retry).
 func storeError(err error) error {
 	switch {
 	case errors.Is(err, store.ErrTooLarge):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, store.ErrMirrored):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

@@ -2,11 +2,14 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/fedgate/fedgate/apis/resources"
 )
 
 // stampMetadata gives an object applied at the hub the bookkeeping an API server would: a uid and creationTimestamp
@@ -69,4 +72,30 @@ func withoutMeta(o map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+// OriginAnnotation marks objects the hub mirrored from the hub cluster (hub/kube), with the value OriginHubCluster. A
+// mirrored object has one writer, the mirror: hubctl may neither change nor delete it (ErrMirrored), and a deletion
+// in the hub cluster deletes only what came from there.
+const OriginAnnotation = "hub.fedgate.io/origin"
+
+// OriginHubCluster is OriginAnnotation's value on mirrored objects.
+const OriginHubCluster = "kubernetes"
+
+// ErrMirrored refuses a hubctl change to an object mirrored from the hub cluster: the mirror would put the hub
+// cluster's version back, after spokes had been sent the change.
+var ErrMirrored = errors.New("mirrored from the hub cluster")
+
+// Mirrored tells whether an object's JSON carries the mirror's origin annotation.
+func Mirrored(js []byte) bool {
+	var o struct {
+		Metadata struct {
+			Annotations map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	return json.Unmarshal(js, &o) == nil && o.Metadata.Annotations[OriginAnnotation] == OriginHubCluster
+}
+
+func mirroredError(i int, field, kind, namespace, name string) error {
+	return fmt.Errorf("%s[%d]: %s: %w: change it in the hub cluster (kubectl); hubctl does not write mirrored objects", field, i, resources.Describe(kind, namespace, name), ErrMirrored)
 }

@@ -68,7 +68,7 @@ type ApplyResult struct {
 }
 
 // ApplyHub stores objects applied at the hub (hubctl), all in one transaction or none. The caller validates them
-// first. The hub keeps their uid, creationTimestamp and generation as an API server would (stampMetadata). Objects
+// first. An object mirrored from the hub cluster refuses the whole request (ErrMirrored). The hub keeps their uid, creationTimestamp and generation as an API server would (stampMetadata). Objects
 // whose stored JSON would not change are left untouched (no new revision, no recompile).
 func (s *Store) ApplyHub(ctx context.Context, objs []*fedgatepb.Object) ([]ApplyResult, int64, error) {
 	return s.applyHub(ctx, objs, true)
@@ -114,6 +114,9 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 		for i, o := range objs {
 			kvs := rr.Responses[i].GetResponseRange().Kvs
 			ref := &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+			if stamp && len(kvs) > 0 && Mirrored(kvs[0].Value) {
+				return nil, 0, mirroredError(i, "objects", o.Kind, o.Namespace, o.Name)
+			}
 			value := o.Json
 			if stamp {
 				var prev []byte
@@ -157,30 +160,74 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 	}
 }
 
-// DeleteHub removes objects applied at the hub, in one transaction. Refs that name nothing are returned in notFound.
+// DeleteHub removes objects applied at the hub (hubctl), in one transaction. Refs that name nothing are returned in
+// notFound. An object mirrored from the hub cluster refuses the whole request (ErrMirrored).
 func (s *Store) DeleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
+	return s.deleteHub(ctx, refs, false)
+}
+
+// DeleteMirrored removes objects the hub-cluster mirror stored, once they are gone from the hub cluster.
+func (s *Store) DeleteMirrored(ctx context.Context, refs []*fedgatepb.ObjectRef) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
+	return s.deleteHub(ctx, refs, true)
+}
+
+func (s *Store) deleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef, mirror bool) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
 	if len(refs) > s.maxOps {
 		return nil, nil, 0, fmt.Errorf("delete of %d objects: %w (etcd allows %d operations)", len(refs), ErrTooLarge, s.maxOps)
 	}
-	ops := make([]clientv3.Op, len(refs))
+	keys := make([]string, len(refs))
 	for i, r := range refs {
 		if err := CheckRef(r.Kind, r.Namespace, r.Name); err != nil {
 			return nil, nil, 0, fmt.Errorf("refs[%d]: %w", i, err)
 		}
-		ops[i] = clientv3.OpDelete(HubKey(r.Kind, r.Namespace, r.Name))
+		keys[i] = HubKey(r.Kind, r.Namespace, r.Name)
 	}
-	tr, err := s.cli.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("delete hub objects: %w", err)
-	}
-	for i, r := range refs {
-		if tr.Responses[i].GetResponseDeleteRange().Deleted > 0 {
-			deleted = append(deleted, r)
-		} else {
-			notFound = append(notFound, r)
+	// hubctl's deletes read first and delete only what they read, so a mirrored object stored in between (by the
+	// mirror) makes them read again and refuse, rather than delete it.
+	for attempt := 0; attempt < 10; attempt++ {
+		var cmps []clientv3.Cmp
+		if !mirror {
+			reads := make([]clientv3.Op, len(keys))
+			for i, k := range keys {
+				reads[i] = clientv3.OpGet(k)
+			}
+			rr, err := s.cli.Txn(ctx).Then(reads...).Commit()
+			if err != nil {
+				return nil, nil, 0, fmt.Errorf("read hub objects: %w", err)
+			}
+			for i, r := range refs {
+				kvs := rr.Responses[i].GetResponseRange().Kvs
+				if len(kvs) == 0 {
+					cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0))
+					continue
+				}
+				if Mirrored(kvs[0].Value) {
+					return nil, nil, 0, mirroredError(i, "refs", r.Kind, r.Namespace, r.Name)
+				}
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
+			}
 		}
+		ops := make([]clientv3.Op, len(keys))
+		for i, k := range keys {
+			ops[i] = clientv3.OpDelete(k)
+		}
+		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("delete hub objects: %w", err)
+		}
+		if !tr.Succeeded {
+			continue
+		}
+		for i, r := range refs {
+			if tr.Responses[i].GetResponseDeleteRange().Deleted > 0 {
+				deleted = append(deleted, r)
+			} else {
+				notFound = append(notFound, r)
+			}
+		}
+		return deleted, notFound, tr.Header.Revision, nil
 	}
-	return deleted, notFound, tr.Header.Revision, nil
+	return nil, nil, 0, errors.New("delete hub objects: too many concurrent changes to the same objects")
 }
 
 // StoredObject is an object read back from the store.
