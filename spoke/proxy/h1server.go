@@ -242,10 +242,12 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns. The
 		// header timeout runs on until the client's first request headers (h2cConn clears it then); after that the
 		// HTTP/2 server's idle timeout applies.
+		hc := &h2cConn{Conn: c.nc, r: br, w: newBatchWriter(c.nc)}
 		select {
-		case ps.h2ln.ch <- &h2cConn{Conn: c.nc, r: br}:
+		case ps.h2ln.ch <- hc:
 			handedOff = true
 		case <-ps.h2ln.done:
+			hc.Close()
 		}
 		return
 	}
@@ -579,6 +581,7 @@ func (l *connListener) Addr() net.Addr { return l.addr }
 type h2cConn struct {
 	net.Conn
 	r *bufio.Reader
+	w *batchWriter
 
 	seen int     // bytes of the stream tracked so far (preface included)
 	skip int     // payload bytes of the current frame still to pass
@@ -604,6 +607,9 @@ func (c *h2cConn) SetDeadline(t time.Time) error {
 	}
 	return c.Conn.SetDeadline(t)
 }
+
+func (c *h2cConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *h2cConn) Close() error                { return c.w.Close() }
 
 const h2PrefaceLen = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
