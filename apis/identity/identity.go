@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/url"
 	"regexp"
 	"strings"
@@ -209,3 +210,6 @@ func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
 	}
 	return out, nil
 }
+
+// SerialHex formats a certificate serial as lowercase hex: the form hub records, revocations and spoke configs use.
+func SerialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/x509"
+	"math/big"
 	"net/url"
 	"strings"
 	"testing"
@@ -70,5 +71,12 @@ func TestValidateCAHash(t *testing.T) {
 		if ValidateCAHash(bad) == nil {
 			t.Errorf("ValidateCAHash(%q) accepted", bad)
 		}
+	}
+}
+
+func TestSerialHex(t *testing.T) {
+	n, _ := new(big.Int).SetString("ABCDEF0123", 16)
+	if got := SerialHex(n); got != "abcdef0123" {
+		t.Errorf("SerialHex = %q", got)
 	}
 }

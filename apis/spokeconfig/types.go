@@ -30,6 +30,10 @@ type SpokeConfig struct {
 	// peers whose certificate names a member, so a cluster removed at the hub is refused by every spoke at the next
 	// config, not only when its certificate expires. Empty (a static config) accepts any peer the TLS layer accepts.
 	Members []string `json:"members,omitempty"`
+	// RevokedSerials are the serials (lowercase hex) of revoked certificates issued to members, sorted: certificates
+	// a re-joined cluster held before its re-join. The east-west listener refuses a peer presenting one of them,
+	// although it still chains to the hub's CA and names a member.
+	RevokedSerials []string `json:"revokedSerials,omitempty"`
 	// SessionKeys authenticate session-persistence tokens; the first signs, every one verifies (the hub keeps the
 	// previous key for one rotation period). Every spoke gets the same keys, so a token minted in one cluster is
 	// honoured in another.

@@ -9,9 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"math/big"
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -103,7 +101,7 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 		return nil, status.Error(codes.Unauthenticated, "a client certificate issued by the hub is required")
 	}
 	if a.Revoker != nil && a.Revoker.Revoked(cert.SerialNumber) {
-		return nil, status.Errorf(codes.Unauthenticated, "certificate %s has been revoked", SerialHex(cert.SerialNumber))
+		return nil, status.Errorf(codes.Unauthenticated, "certificate %s has been revoked", identity.SerialHex(cert.SerialNumber))
 	}
 	p, err := identity.FromCertificate(cert)
 	if err != nil {
@@ -112,7 +110,7 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 	if want != "" && p.Kind != want {
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not call %s", p, method)
 	}
-	return WithSerial(WithPrincipal(ctx, p), SerialHex(cert.SerialNumber)), nil
+	return WithSerial(WithPrincipal(ctx, p), identity.SerialHex(cert.SerialNumber)), nil
 }
 
 func verifiedLeaf(ctx context.Context) *x509.Certificate {
@@ -234,9 +232,6 @@ func (s *Sessions) Count(cluster string) int {
 	defer s.mu.Unlock()
 	return len(s.open[cluster])
 }
-
-// SerialHex formats a certificate serial as lowercase hex.
-func SerialHex(n *big.Int) string { return strings.ToLower(fmt.Sprintf("%x", n)) }
 
 // DefaultPolicy is the hub's method policy: spokes call Sync and Renew, admins call Admin, anyone may try Join.
 func DefaultPolicy() Policy {

@@ -296,10 +296,3 @@ func TestStreamsOfAdminsAreNotRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func TestSerialHex(t *testing.T) {
-	n, _ := new(big.Int).SetString("ABCDEF0123", 16)
-	if got := SerialHex(n); got != "abcdef0123" {
-		t.Errorf("SerialHex = %q", got)
-	}
-}

@@ -12,6 +12,7 @@ func (c *compiler) buildGraph() *Graph {
 		if ci := c.in.Clusters[cl]; ci != nil {
 			cn.EastWestAddress = ci.EastWestAddress
 			cn.GossipAddress = ci.GossipAddress
+			cn.RevokedSerials = dedupStrings(ci.RevokedSerials)
 		}
 		gws := append([]*gatewayInstance(nil), c.gateways[cl]...)
 		sort.Slice(gws, func(i, j int) bool {

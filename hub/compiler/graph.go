@@ -44,6 +44,8 @@ type ClusterNode struct {
 	EastWestAddress string `json:"eastWestAddress,omitempty"`
 	// GossipAddress is host:port of the cluster spoke's memberlist listener; empty when it does not gossip.
 	GossipAddress string `json:"gossipAddress,omitempty"`
+	// RevokedSerials of the cluster's revoked certificates, sorted and de-duplicated.
+	RevokedSerials []string `json:"revokedSerials,omitempty"`
 	// Gateways instantiated in this cluster (ours only), sorted by (namespace, name, source cluster).
 	Gateways []GatewayNode `json:"gateways,omitempty"`
 	// Ports opened by programmed listeners, sorted by port.

@@ -29,9 +29,10 @@ type testHeader struct {
 	// WithSecrets renders projections with fixed test keys (AddSecrets), to show session keys and gossip peers.
 	WithSecrets bool `json:"withSecrets"`
 	Clusters    []struct {
-		Name            string `json:"name"`
-		EastWestAddress string `json:"eastWestAddress"`
-		GossipAddress   string `json:"gossipAddress"`
+		Name            string   `json:"name"`
+		EastWestAddress string   `json:"eastWestAddress"`
+		GossipAddress   string   `json:"gossipAddress"`
+		RevokedSerials  []string `json:"revokedSerials"`
 	} `json:"clusters"`
 }
 
@@ -82,7 +83,7 @@ func loadInputsSecrets(data []byte) (*Inputs, bool, error) {
 			in.Revision = h.Revision
 			withSecrets = h.WithSecrets
 			for _, c := range h.Clusters {
-				in.Clusters[c.Name] = &ClusterInputs{EastWestAddress: c.EastWestAddress, GossipAddress: c.GossipAddress}
+				in.Clusters[c.Name] = &ClusterInputs{EastWestAddress: c.EastWestAddress, GossipAddress: c.GossipAddress, RevokedSerials: c.RevokedSerials}
 			}
 			continue
 		}

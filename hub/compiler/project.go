@@ -14,8 +14,8 @@ import (
 // Project returns the SpokeConfig for one cluster: its ports with their routes; every backend those routes name, with
 // the endpoints they reach (the cluster's own for kind Service, and every exporting cluster's); every backend the
 // cluster exports that a route anywhere names (the spoke serves those to other clusters over east-west; local
-// endpoints only); the remote clusters owning the listed endpoints; every ServiceImport of the clusterset; and the
-// statuses of the objects the cluster reported.
+// endpoints only); the remote clusters owning the listed endpoints; every member cluster and the serials of their
+// revoked certificates; every ServiceImport of the clusterset; and the statuses of the objects the cluster reported.
 //
 // Endpoints of a remote cluster without a usable east-west address are left out: the spoke could not reach them, and
 // Validate would refuse a config naming them. A cluster unknown to the graph gets an empty (but valid) config.
@@ -25,9 +25,12 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		return sc
 	}
 	sc.Revision = g.Revision
+	var revoked []string
 	for _, cn := range g.Clusters {
 		sc.Members = append(sc.Members, cn.Name) // g.Clusters is sorted by name
+		revoked = append(revoked, cn.RevokedSerials...)
 	}
+	sc.RevokedSerials = dedupStrings(revoked)
 	reachable := map[string]string{} // remote cluster → east-west address
 	gossip := map[string]string{}    // remote cluster → gossip address
 	for _, cn := range g.Clusters {

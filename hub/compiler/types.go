@@ -37,7 +37,10 @@ type ClusterInputs struct {
 	// GossipAddress is host:port of the cluster spoke's memberlist listener (from its Hello); empty when the spoke
 	// does not gossip. Other clusters' projections list it as a gossip peer.
 	GossipAddress string `json:"gossipAddress,omitempty"`
-	Resources     `json:",inline"`
+	// RevokedSerials are the serials (lowercase hex) of revoked certificates issued to the cluster (held before a
+	// re-join), in any order. Every projection lists them so spokes refuse them east-west.
+	RevokedSerials []string `json:"revokedSerials,omitempty"`
+	Resources      `json:",inline"`
 }
 
 // Resources are typed Kubernetes objects of the kinds fedgate carries.

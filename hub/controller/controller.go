@@ -223,6 +223,7 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 	reportsW := cli.Watch(ctx, store.ReportsPrefix, opts...)
 	clustersW := cli.Watch(ctx, store.ClustersPrefix, opts...)
 	keysW := cli.Watch(ctx, store.KeysPrefix, opts...)
+	revokedW := cli.Watch(ctx, store.RevokedPrefix, opts...)
 	rotation := time.NewTimer(time.Until(nextRotation))
 	defer rotation.Stop()
 
@@ -257,6 +258,8 @@ func (c *Controller) lead(ctx context.Context, guard []clientv3.Cmp) error {
 			err = onEvents(wr, ok)
 		case wr, ok := <-keysW:
 			err = onEvents(wr, ok) // a rotation (here or by an operator's restore) reaches every projection
+		case wr, ok := <-revokedW:
+			err = onEvents(wr, ok) // a re-join's revocations reach every projection
 		case <-rotation.C:
 			next, rerr := c.rotateKeys(ctx, guard)
 			if rerr != nil {

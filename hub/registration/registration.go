@@ -26,14 +26,15 @@ import (
 	"github.com/fedgate/fedgate/apis/identity"
 	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/pki"
+	"github.com/fedgate/fedgate/hub/store"
 )
 
 // etcd keys owned by this package.
 const (
-	TokenPrefix   = "/fedgate/v1/tokens/"  // <id> → tokenRecord
-	CertPrefix    = "/fedgate/v1/certs/"   // <cluster>/<serial> → certRecord
-	RevokedPrefix = "/fedgate/v1/revoked/" // <serial> → revokedRecord
-	JoinPrefix    = "/fedgate/v1/joined/"  // <cluster> → joinRecord
+	TokenPrefix   = "/fedgate/v1/tokens/" // <id> → tokenRecord
+	CertPrefix    = "/fedgate/v1/certs/"  // <cluster>/<serial> → certRecord
+	RevokedPrefix = store.RevokedPrefix   // <serial> → revokedRecord
+	JoinPrefix    = "/fedgate/v1/joined/" // <cluster> → joinRecord
 )
 
 // Defaults.
@@ -149,7 +150,7 @@ func (s *Service) watchRevoked(ctx context.Context, rev int64) {
 func (s *Service) Revoked(serial *big.Int) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.revoked[auth.SerialHex(serial)]
+	return s.revoked[identity.SerialHex(serial)]
 }
 
 // TokenOptions describe a token to create.
@@ -294,7 +295,7 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
-	serial := auth.SerialHex(cert.SerialNumber)
+	serial := identity.SerialHex(cert.SerialNumber)
 	rec.UsagesLeft--
 	tb, _ := json.Marshal(rec)
 	jb, _ := json.Marshal(JoinRecord{Name: name, Labels: req.GetLabels(), EastWestAddress: req.GetEastWestAddress(), JoinedAt: now, TokenID: tok.ID})
@@ -364,10 +365,10 @@ func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedg
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
-	cb, _ := json.Marshal(certRecord{Serial: auth.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: s.now()})
+	cb, _ := json.Marshal(certRecord{Serial: identity.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: s.now()})
 	// Only a certificate the cluster still holds may renew: a removal or re-join racing with a renewal must win.
 	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(CertPrefix+p.Name+"/"+current), ">", 0)).Then(
-		clientv3.OpPut(CertPrefix+p.Name+"/"+auth.SerialHex(cert.SerialNumber), string(cb)),
+		clientv3.OpPut(CertPrefix+p.Name+"/"+identity.SerialHex(cert.SerialNumber), string(cb)),
 	).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
@@ -375,7 +376,7 @@ func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedg
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not joined with certificate %s", p.Name, current)
 	}
-	s.log.Info("certificate renewed", "cluster", p.Name, "serial", auth.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
+	s.log.Info("certificate renewed", "cluster", p.Name, "serial", identity.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
 	return &fedgatepb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
 }
 

@@ -182,7 +182,7 @@ func TestRenewAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := identity.ParseCertificates(resp.CertificatePem)
-	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), auth.SerialHex(first[0].SerialNumber))
+	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), identity.SerialHex(first[0].SerialNumber))
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("renewing with another cluster's name: %v", err)
 	}
@@ -200,7 +200,7 @@ func TestRenewAndRemove(t *testing.T) {
 	}
 	for _, c := range []*x509.Certificate{first[0], second[0]} {
 		if !s.Revoked(c.SerialNumber) {
-			t.Errorf("certificate %s not revoked", auth.SerialHex(c.SerialNumber))
+			t.Errorf("certificate %s not revoked", identity.SerialHex(c.SerialNumber))
 		}
 	}
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")}); status.Code(err) != codes.PermissionDenied {
@@ -233,7 +233,7 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := identity.ParseCertificates(resp.CertificatePem)
-	westCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "west"}), auth.SerialHex(first[0].SerialNumber))
+	westCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "west"}), identity.SerialHex(first[0].SerialNumber))
 	rn, err := s.Renew(westCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")})
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +283,7 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	fresh, _ := identity.ParseCertificates(resp.CertificatePem)
 	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
 		if !s.Revoked(c.SerialNumber) {
-			t.Errorf("certificate %s held before the re-join is not revoked", auth.SerialHex(c.SerialNumber))
+			t.Errorf("certificate %s held before the re-join is not revoked", identity.SerialHex(c.SerialNumber))
 		}
 	}
 	if s.Revoked(fresh[0].SerialNumber) {
@@ -294,17 +294,17 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(certs.Kvs) != 1 || string(certs.Kvs[0].Key) != CertPrefix+"west/"+auth.SerialHex(fresh[0].SerialNumber) {
+	if len(certs.Kvs) != 1 || string(certs.Kvs[0].Key) != CertPrefix+"west/"+identity.SerialHex(fresh[0].SerialNumber) {
 		t.Fatalf("west's certificates after the re-join: %v, want only the new one", certs.Kvs)
 	}
 	joinRev := certs.Kvs[0].ModRevision
 	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
-		r, err := cli.Get(ctx, RevokedPrefix+auth.SerialHex(c.SerialNumber))
+		r, err := cli.Get(ctx, RevokedPrefix+identity.SerialHex(c.SerialNumber))
 		if err != nil || len(r.Kvs) != 1 {
-			t.Fatalf("revocation of %s: %v %v", auth.SerialHex(c.SerialNumber), r, err)
+			t.Fatalf("revocation of %s: %v %v", identity.SerialHex(c.SerialNumber), r, err)
 		}
 		if r.Kvs[0].ModRevision != joinRev {
-			t.Errorf("revocation of %s at revision %d, the re-join at %d: not one transaction", auth.SerialHex(c.SerialNumber), r.Kvs[0].ModRevision, joinRev)
+			t.Errorf("revocation of %s at revision %d, the re-join at %d: not one transaction", identity.SerialHex(c.SerialNumber), r.Kvs[0].ModRevision, joinRev)
 		}
 	}
 	if rec, err := s.Joined(ctx, "west"); err != nil || rec.EastWestAddress != "10.0.0.9:15443" || rec.TokenID != rejoin.ID {

@@ -2,6 +2,9 @@ package server
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/hub/store"
 )
 
 // A re-join (token created with rejoin for the cluster's name) cuts the streams open on the old certificate at once
@@ -72,5 +78,45 @@ func waitSessions(t *testing.T, h *testHub, cluster string, n int) {
 			t.Fatalf("%s has %d open streams, want %d", cluster, h.Sessions().Count(cluster), n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRevokedSerialsReachEveryProjection: west is removed and joins again; east's projection lists west as a member
+// again, with the serial of the certificate west held before its removal (and not its new one), so east's east-west
+// listener refuses the old certificate although it names a member (issue 9).
+func TestRevokedSerialsReachEveryProjection(t *testing.T) {
+	h := startHub(t)
+	ctx := testCtx(t)
+	for _, c := range []string{"east", "west"} {
+		if _, err := report(t, h, c, snapshot(1, service("web"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	serialOf := func(c *clusterCred) string {
+		leaf, err := x509.ParseCertificate(c.cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return identity.SerialHex(leaf.SerialNumber)
+	}
+	oldSerial := serialOf(h.clusters["west"])
+	if _, err := h.admin.RemoveCluster(ctx, &fedgatepb.RemoveClusterRequest{Name: "west"}); err != nil {
+		t.Fatal(err)
+	}
+	delete(h.clusters, "west")
+	if _, err := report(t, h, "west", snapshot(1, service("web"))); err != nil { // joins again, with a new certificate
+		t.Fatal(err)
+	}
+	newSerial := serialOf(h.clusters["west"])
+	var last spokeconfig.SpokeConfig
+	waitKey(t, h.Store().Client(), store.GraphKey("east"), func(v []byte) bool {
+		var rec store.GraphRecord
+		if v == nil || json.Unmarshal(v, &rec) != nil || json.Unmarshal(rec.Config, &last) != nil {
+			return false
+		}
+		return slices.Contains(last.Members, "west") && slices.Contains(last.RevokedSerials, oldSerial)
+	})
+	if slices.Contains(last.RevokedSerials, newSerial) {
+		t.Fatalf("east's projection revokes west's current certificate %s: %v", newSerial, last.RevokedSerials)
 	}
 }

@@ -21,6 +21,8 @@
 //	/fedgate/v1/keys/session                             KeyRing JSON: session-token HMAC keys, newest (signing) first,
 //	                                                     then the previous one (still verifies); 32 random bytes each
 //	/fedgate/v1/keys/gossip                              KeyRing JSON: spoke gossip encryption keys, same shape
+//	/fedgate/v1/revoked/<serial>                         a revoked certificate (written by hub/registration; JSON
+//	                                                     naming the cluster it was issued to, read by the compile)
 //
 // Cluster-scoped kinds (GatewayClass) have an empty namespace segment: /fedgate/v1/hub/GatewayClass//<name>. Kubernetes
 // names and namespaces cannot contain "/" (or "@"), and the store refuses any that do, so every key parses back

@@ -279,6 +279,10 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
+	revoked, err := s.cli.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	if err != nil {
+		return nil, fmt.Errorf("read revocations: %w", err)
+	}
 	in := &compiler.Inputs{Revision: rev, Clusters: map[string]*compiler.ClusterInputs{}}
 	for _, kv := range hub.Kvs {
 		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
@@ -310,6 +314,19 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 		}
 		if err != nil {
 			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+		}
+	}
+	// Revocations of clusters in the snapshot only: a cluster that is gone is no member, so spokes refuse it anyway.
+	for _, kv := range revoked.Kvs {
+		var rec struct {
+			Cluster string `json:"cluster"`
+		}
+		if err := json.Unmarshal(kv.Value, &rec); err != nil {
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "err", err)
+			continue
+		}
+		if ci := in.Clusters[rec.Cluster]; ci != nil {
+			ci.RevokedSerials = append(ci.RevokedSerials, strings.TrimPrefix(string(kv.Key), RevokedPrefix))
 		}
 	}
 	return in, nil

@@ -18,6 +18,9 @@ const (
 	SyncStatePrefix = Prefix + "syncstate/"
 	GraphPrefix     = Prefix + "graph/"
 	StatusPrefix    = Prefix + "status/"
+	// RevokedPrefix holds one key per revoked certificate serial (written by hub/registration); the compile reads
+	// the cluster each was issued to, so spokes refuse them east-west.
+	RevokedPrefix = Prefix + "revoked/"
 	// LeaderPrefix is the concurrency.Election prefix of the compile leader.
 	LeaderPrefix = Prefix + "leader"
 	// KubeLeaderPrefix is the concurrency.Election prefix of the hub-cluster mirror: with several hub replicas one

@@ -21,10 +21,18 @@ func peerCluster(cs *tls.ConnectionState) string {
 	return p.Name
 }
 
+// peerSerial is the serial (lowercase hex) of a verified peer certificate, or "".
+func peerSerial(cs *tls.ConnectionState) string {
+	if len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	return identity.SerialHex(cs.PeerCertificates[0].SerialNumber)
+}
+
 // serveEastWest serves a request another spoke forwarded to one of this cluster's endpoints. The request names the
 // backend (and usually the endpoint the sender picked); this spoke only ever sends it to its own ready endpoints of
 // that backend, so a request crosses at most one east-west hop and cannot loop. With TLS, only member clusters' spokes
-// are served.
+// are served, and only on certificates the hub has not revoked.
 func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(HeaderBackend)
 	if id == "" {
@@ -39,6 +47,14 @@ func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 		peer := peerCluster(r.TLS)
 		if !t.members[peer] {
 			http.Error(w, fmt.Sprintf("cluster %q is not a member of this hub", peer), http.StatusForbidden)
+			return
+		}
+	}
+	if t != nil && t.revoked != nil && r.TLS != nil {
+		// Checked per request, not per handshake: a connection opened before the revocation reached this spoke is
+		// refused from the next config on.
+		if sn := peerSerial(r.TLS); t.revoked[sn] {
+			http.Error(w, fmt.Sprintf("certificate %s of cluster %q is revoked", sn, peerCluster(r.TLS)), http.StatusForbidden)
 			return
 		}
 	}

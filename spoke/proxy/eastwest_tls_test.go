@@ -151,3 +151,64 @@ func TestEastWestTLSAcrossApplies(t *testing.T) {
 		t.Fatal("east-west accepted a client without a certificate")
 	}
 }
+
+// TestEastWestRefusesRevokedCertificates: a member cluster re-joined at the hub gets a new certificate; its old one
+// still chains to the CA and names a member, but once b's config lists its serial as revoked b refuses it — on the
+// connection a opened before the revocation too — while the re-joined cluster's new certificate is served (issue 9).
+func TestEastWestRefusesRevokedCertificates(t *testing.T) {
+	pki := newTestPKI(t)
+	oldA, newA, certB := pki.issue(t, "a"), pki.issue(t, "a"), pki.issue(t, "b")
+	be := echoBackend(t, "in-b")
+	ewB, _ := net.Listen("tcp", "127.0.0.1:0")
+	b := New(Options{Cluster: "b", Logger: slog.New(slog.DiscardHandler), EastWestServerTLS: &tls.Config{
+		Certificates: []tls.Certificate{certB}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.roots, MinVersion: tls.VersionTLS13}})
+	t.Cleanup(func() { b.Close() })
+	go b.ServeEastWest(ewB)
+	svc := spokeconfig.Backend{ID: "ns/svc:80", Endpoints: []spokeconfig.Endpoint{{Cluster: "b", Address: addrOf(be), Ready: true}}}
+	bConfig := func(revoked ...string) {
+		t.Helper()
+		if err := b.Apply(&spokeconfig.SpokeConfig{Cluster: "b", Backends: []spokeconfig.Backend{svc}, Members: []string{"a", "b"}, RevokedSerials: revoked}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spokeA := func(cert tls.Certificate) int32 {
+		pa := freePort(t)
+		a := New(Options{Cluster: "a", Logger: slog.New(slog.DiscardHandler), DisableHealthChecks: true,
+			EastWestClientTLSFor: func(cluster string) *tls.Config { return pki.clientFor(cert, cluster) }})
+		t.Cleanup(func() { a.Close() })
+		if err := a.Apply(&spokeconfig.SpokeConfig{
+			Cluster: "a", Ports: []spokeconfig.Port{port(pa, forwardRoute("r", "/", spokeconfig.WeightedBackend{BackendID: "ns/svc:80", Weight: 1}))},
+			Backends: []spokeconfig.Backend{svc}, Clusters: []spokeconfig.Cluster{{Name: "b", EastWestAddress: ewB.Addr().String()}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return pa
+	}
+	serial := func(c tls.Certificate) string {
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return identity.SerialHex(leaf.SerialNumber)
+	}
+	status := func(pa int32) (int, string) {
+		resp, body := get(t, http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", pa), nil)
+		return resp.StatusCode, body
+	}
+
+	bConfig()
+	viaOld := spokeA(oldA)
+	if code, body := status(viaOld); code != 200 {
+		t.Fatalf("before the revocation: status %d %q, want 200", code, body)
+	}
+	bConfig("00", serial(oldA))
+	if code, body := status(viaOld); code != http.StatusForbidden {
+		t.Errorf("old certificate after its revocation (connection opened before): status %d %q, want 403", code, body)
+	}
+	if code, body := status(spokeA(oldA)); code != http.StatusForbidden {
+		t.Errorf("old certificate after its revocation (new connection): status %d %q, want 403", code, body)
+	}
+	if code, body := status(spokeA(newA)); code != 200 {
+		t.Errorf("the re-joined cluster's new certificate: status %d %q, want 200", code, body)
+	}
+}

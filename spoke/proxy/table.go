@@ -33,6 +33,8 @@ type Table struct {
 	remotes map[string]*remoteCluster
 	// members: the clusters whose spokes may call this one's east-west listener; nil accepts any authenticated peer.
 	members map[string]bool
+	// revoked: serials (lowercase hex) of revoked member certificates, refused on the east-west listener.
+	revoked map[string]bool
 	// backendSP are the backend-level session persistence policies by backend ID (build time only).
 	backendSP map[string]*spokeconfig.SessionPersistence
 	// codec verifies and issues session tokens with the config's SessionKeys; built once per table so no request
@@ -218,6 +220,12 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 		t.members = make(map[string]bool, len(cfg.Members))
 		for _, m := range cfg.Members {
 			t.members[m] = true
+		}
+	}
+	if len(cfg.RevokedSerials) > 0 {
+		t.revoked = make(map[string]bool, len(cfg.RevokedSerials))
+		for _, sn := range cfg.RevokedSerials {
+			t.revoked[sn] = true
 		}
 	}
 	var errs []error

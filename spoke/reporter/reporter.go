@@ -79,7 +79,8 @@ func (r *Reporter) current() *source.Snapshot {
 	return r.latest
 }
 
-// Run reports until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends.
+// Run reports until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends, or when the hub
+// refuses the cluster's certificate (retry.Refused; logged as an error): no reconnect could succeed.
 func (r *Reporter) Run(ctx context.Context) error {
 	b := retry.Backoff{Base: r.opts.MinBackoff, Max: r.opts.MaxBackoff}
 	for {
@@ -88,11 +89,16 @@ func (r *Reporter) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if retry.Refused(err) {
+			r.log.Error("the hub refuses this cluster's certificate (the cluster was removed or re-joined at the hub); "+
+				"report stream not reconnecting: restart the spoke with new credentials", "err", err)
+			return nil
+		}
 		if time.Since(start) >= healthyAfter {
 			b.Reset()
 		}
 		delay := b.Next()
-		r.log.Warn("report stream ended, reconnecting", "error", err, "in", delay)
+		r.log.Warn("report stream ended, reconnecting", "err", err, "in", delay)
 		if !retry.Wait(ctx, delay) {
 			return nil
 		}

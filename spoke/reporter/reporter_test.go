@@ -3,8 +3,13 @@ package reporter
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/spoke/internal/fakehub"
@@ -147,5 +152,47 @@ func TestDiffOrdersUpsertsAndDeletes(t *testing.T) {
 	}
 	if d := Diff(to, to); len(d.Upserts)+len(d.Deletes) != 0 {
 		t.Fatalf("Diff of equal sets = %v, want empty", d)
+	}
+}
+
+// refusingSync answers every stream opening with err, counting the attempts.
+type refusingSync struct {
+	fedgatepb.SyncClient
+	err   error
+	opens atomic.Int64
+}
+
+func (c *refusingSync) Report(context.Context, ...grpc.CallOption) (fedgatepb.Sync_ReportClient, error) {
+	c.opens.Add(1)
+	return nil, c.err
+}
+
+// TestReporterStopsWhenTheHubRefusesItsCertificate: a removed or re-joined cluster's certificate is revoked, so the
+// hub answers Unauthenticated; the reporter stops at the first such answer instead of reconnecting forever, while an
+// unavailable hub is retried (issue 9).
+func TestReporterStopsWhenTheHubRefusesItsCertificate(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		wantStops bool
+	}{
+		{status.Error(codes.Unauthenticated, "certificate 1a has been revoked"), true},
+		{status.Error(codes.Unavailable, "connection refused"), false},
+	} {
+		c := &refusingSync{err: tc.err}
+		r, err := New(Options{Client: c, Hello: &fedgatepb.Hello{Cluster: "east"}, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Update(snap(obj("Service", "web", "1")))
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err = r.Run(ctx)
+		stoppedEarly := ctx.Err() == nil
+		cancel()
+		if err != nil || stoppedEarly != tc.wantStops {
+			t.Errorf("%v: Run returned %v after %d attempts, stopped before its context ended: %v, want %v", tc.err, err, c.opens.Load(), stoppedEarly, tc.wantStops)
+		}
+		if tc.wantStops && c.opens.Load() != 1 {
+			t.Errorf("%v: %d attempts, want 1", tc.err, c.opens.Load())
+		}
 	}
 }

@@ -108,7 +108,9 @@ func (s *Subscriber) setApplied(rev int64, hash string) {
 	s.mu.Unlock()
 }
 
-// Run subscribes until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends.
+// Run subscribes until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends, or when the hub
+// refuses the cluster's certificate (retry.Refused; logged as an error): no reconnect could succeed, and the proxy
+// keeps serving the last config.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if s.opts.Client == nil {
 		return errors.New("subscriber: Client must be set")
@@ -120,11 +122,16 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if retry.Refused(err) {
+			s.log.Error("the hub refuses this cluster's certificate (the cluster was removed or re-joined at the hub); "+
+				"subscribe stream not reconnecting, serving the last config: restart the spoke with new credentials", "err", err)
+			return nil
+		}
 		if progressed || time.Since(start) >= healthyAfter {
 			b.Reset()
 		}
 		delay := b.Next()
-		s.log.Warn("subscribe stream ended, reconnecting", "error", err, "in", delay)
+		s.log.Warn("subscribe stream ended, reconnecting", "err", err, "in", delay)
 		if !retry.Wait(ctx, delay) {
 			return nil
 		}

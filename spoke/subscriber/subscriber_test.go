@@ -7,8 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -233,5 +238,46 @@ func TestCacheWriteIsAtomicAndVerified(t *testing.T) {
 	}
 	if _, err := ReadCache(dir); err == nil || !strings.Contains(err.Error(), "hash") {
 		t.Fatalf("truncated cache: ReadCache err = %v, want a hash mismatch", err)
+	}
+}
+
+// refusingSync answers every stream opening with err, counting the attempts.
+type refusingSync struct {
+	fedgatepb.SyncClient
+	err   error
+	opens atomic.Int64
+}
+
+func (c *refusingSync) Subscribe(context.Context, ...grpc.CallOption) (fedgatepb.Sync_SubscribeClient, error) {
+	c.opens.Add(1)
+	return nil, c.err
+}
+
+// TestSubscriberStopsWhenTheHubRefusesItsCertificate: a removed or re-joined cluster's certificate is revoked, so the
+// hub answers Unauthenticated; the subscriber stops at the first such answer instead of reconnecting forever, while
+// an unavailable hub is retried (issue 9).
+func TestSubscriberStopsWhenTheHubRefusesItsCertificate(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		wantStops bool
+	}{
+		{status.Error(codes.Unauthenticated, `cluster "east" was re-joined; this certificate is revoked`), true},
+		{status.Error(codes.Unavailable, "connection refused"), false},
+	} {
+		c := &refusingSync{err: tc.err}
+		s, err := New(Options{Client: c, Hello: &fedgatepb.Hello{Cluster: "east"}, Applier: &recorder{}, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		err = s.Run(ctx)
+		stoppedEarly := ctx.Err() == nil
+		cancel()
+		if err != nil || stoppedEarly != tc.wantStops {
+			t.Errorf("%v: Run returned %v after %d attempts, stopped before its context ended: %v, want %v", tc.err, err, c.opens.Load(), stoppedEarly, tc.wantStops)
+		}
+		if tc.wantStops && c.opens.Load() != 1 {
+			t.Errorf("%v: %d attempts, want 1", tc.err, c.opens.Load())
+		}
 	}
 }

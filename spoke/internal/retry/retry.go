@@ -1,12 +1,21 @@
 // Package retry paces the spoke's reconnect loops to the hub: exponential backoff with jitter, so that a hub restart
-// does not get every spoke of a fleet reconnecting in the same instant.
+// does not get every spoke of a fleet reconnecting in the same instant; and it tells the one refusal no reconnect can
+// cure.
 package retry
 
 import (
 	"context"
 	"math/rand/v2"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
+
+// Refused reports whether the hub refused this spoke's certificate (gRPC Unauthenticated): it was revoked because
+// the cluster was removed or re-joined, or the hub does not accept it at all. Reconnecting with the same certificate
+// cannot succeed, so the stream loops stop and say so instead of retrying forever.
+func Refused(err error) bool { return status.Code(err) == codes.Unauthenticated }
 
 // Defaults used by the spoke's streams.
 const (
