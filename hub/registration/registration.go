@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -120,29 +121,82 @@ func New(ctx context.Context, etcd *clientv3.Client, ca *pki.Authority, o Option
 }
 
 func (s *Service) loadRevoked(ctx context.Context) error {
-	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	next, err := s.reloadRevoked(ctx)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	for _, kv := range resp.Kvs {
-		s.revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = true
-	}
-	s.mu.Unlock()
-	go s.watchRevoked(ctx, resp.Header.Revision+1)
+	go s.watchRevoked(ctx, next)
 	return nil
 }
 
-// watchRevoked keeps the in-memory list in step with revocations made by other hub replicas.
-func (s *Service) watchRevoked(ctx context.Context, rev int64) {
-	for wr := range s.etcd.Watch(clientv3.WithRequireLeader(ctx), RevokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
-		s.mu.Lock()
-		for _, ev := range wr.Events {
-			if ev.Type == clientv3.EventTypePut {
-				s.revoked[strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)] = true
+// reloadRevoked replaces the in-memory list with every revocation in etcd and returns the revision to watch from.
+func (s *Service) reloadRevoked(ctx context.Context) (next int64, err error) {
+	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, err
+	}
+	revoked := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = true
+	}
+	s.mu.Lock()
+	s.revoked = revoked
+	s.mu.Unlock()
+	return resp.Header.Revision + 1, nil
+}
+
+// Bounds of the wait before the revocation watch is re-established.
+const (
+	revokedWatchRetryMin = 100 * time.Millisecond
+	revokedWatchRetryMax = 5 * time.Second
+)
+
+// watchRevoked keeps the in-memory list in step with revocations made by other hub replicas until ctx ends. A watch
+// that ends for any other reason (an etcd leader change, a cancelled watch, a closed channel) is re-established from
+// the revision after the last event it delivered, so no revocation is missed; when etcd has compacted that revision
+// away, the whole list is read again and watched from there. Every failure is logged and retried with backoff.
+func (s *Service) watchRevoked(ctx context.Context, next int64) {
+	delay := revokedWatchRetryMin
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		var err error
+		for wr := range s.etcd.Watch(wctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithRev(next)) {
+			if err = wr.Err(); err != nil {
+				break
 			}
+			s.mu.Lock()
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypePut {
+					s.revoked[strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)] = true
+				}
+				next = ev.Kv.ModRevision + 1
+			}
+			s.mu.Unlock()
+			delay = revokedWatchRetryMin
 		}
-		s.mu.Unlock()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("watch channel closed")
+		}
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			reloaded, rerr := s.reloadRevoked(ctx)
+			if rerr == nil {
+				s.log.Warn("revocation watch fell behind a compaction; revocation list reloaded", "err", err, "revision", reloaded-1)
+				next = reloaded
+				continue
+			}
+			err = fmt.Errorf("%w; reloading the revocation list: %w", err, rerr)
+		}
+		s.log.Warn("revocation watch ended; resuming", "err", err, "fromRevision", next, "in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, revokedWatchRetryMax)
 	}
 }
 

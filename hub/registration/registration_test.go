@@ -8,8 +8,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"math/big"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +324,139 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	}
 	if !s2.Revoked(first[0].SerialNumber) || !s2.Revoked(renewed[0].SerialNumber) {
 		t.Fatal("re-join revocations not visible to a fresh service")
+	}
+}
+
+// faultyWatcher passes watches through to a real etcd, except that the test can end the open ones as etcd ends a
+// WithRequireLeader watch when its member loses the leader, and hold new ones back until it lets them through.
+type faultyWatcher struct {
+	clientv3.Watcher
+	mu      sync.Mutex
+	open    []chan struct{} // closing one ends that watch with a "no leader" cancellation
+	release chan struct{}   // nil: watches start at once; otherwise they wait for it to close
+	watches atomic.Int64
+}
+
+func (f *faultyWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	f.mu.Lock()
+	release := f.release
+	f.mu.Unlock()
+	if release != nil {
+		<-release
+	}
+	f.watches.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	in := f.Watcher.Watch(ctx, key, opts...)
+	fail := make(chan struct{})
+	f.mu.Lock()
+	f.open = append(f.open, fail)
+	f.mu.Unlock()
+	out := make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		defer cancel()
+		for {
+			select {
+			case wr, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- wr:
+				case <-ctx.Done():
+					return
+				}
+			case <-fail:
+				select {
+				case out <- clientv3.WatchResponse{Canceled: true, CancelReason: "etcdserver: no leader"}:
+				case <-ctx.Done():
+				}
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// loseLeader ends every open watch with a "no leader" cancellation and holds new watches back until the returned
+// function is called.
+func (f *faultyWatcher) loseLeader() (resume func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	release := make(chan struct{})
+	f.release = release
+	for _, c := range f.open {
+		close(c)
+	}
+	f.open = nil
+	return func() {
+		f.mu.Lock()
+		f.release = nil
+		f.mu.Unlock()
+		close(release)
+	}
+}
+
+// TestRevocationWatchResumes: the revocation watch other hub replicas rely on never ends silently. Ended by an etcd
+// leader loss, it resumes from its last revision, so a revocation written while it was down is seen; when etcd
+// compacted that revision away meanwhile, the whole list is reloaded (issue 9).
+func TestRevocationWatchResumes(t *testing.T) {
+	ctx := context.Background()
+	cli := startEtcd(t)
+	fw := &faultyWatcher{Watcher: cli.Watcher}
+	cli.Watcher = fw
+	ca, err := pki.New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	s, err := New(sctx, cli, ca, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := func(serial int64) {
+		t.Helper()
+		if _, err := cli.Put(ctx, RevokedPrefix+identity.SerialHex(big.NewInt(serial)), `{"cluster":"west"}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRevoked := func(what string, serial int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !s.Revoked(big.NewInt(serial)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: serial %x never seen revoked (%d watches opened)", what, serial, fw.watches.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	revoke(0xa1)
+	waitRevoked("live watch", 0xa1)
+
+	resume := fw.loseLeader()
+	revoke(0xb2) // while no watch is open
+	resume()
+	waitRevoked("after a leader loss", 0xb2)
+
+	resume = fw.loseLeader()
+	revoke(0xc3)
+	// Compact past the revocation: the revision the watch resumes from is gone.
+	later, err := cli.Put(ctx, "/fedgate/v1/test/later", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, later.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	resume()
+	waitRevoked("after a leader loss and a compaction", 0xc3)
+
+	// And the watch is live again after all that.
+	revoke(0xd4)
+	waitRevoked("after recovering", 0xd4)
+	if n := fw.watches.Load(); n < 4 {
+		t.Fatalf("%d watches opened, want at least 4 (the first, two resumptions, one after the reload)", n)
 	}
 }
