@@ -61,6 +61,7 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "bound on a connection's TLS handshake")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data directory (state survives restarts)")
 	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "comma-separated external etcd endpoints; empty runs an embedded etcd")
+	fs.IntVar(&cfg.EtcdMaxTxnOps, "etcd-max-txn-ops", cfg.EtcdMaxTxnOps, "operations the external etcd allows per transaction (its --max-txn-ops); larger non-atomic writes are chunked to it")
 	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", cfg.EtcdClientPort, "embedded etcd client port on 127.0.0.1 (0: a free port)")
 	fs.IntVar(&cfg.EtcdPeerPort, "etcd-peer-port", cfg.EtcdPeerPort, "embedded etcd peer port on 127.0.0.1 (0: a free port)")
 	fs.StringVar(&cfg.EtcdLogLevel, "etcd-log-level", cfg.EtcdLogLevel, "embedded etcd's own log level (debug, info, warn, error); empty silences it")

@@ -27,16 +27,19 @@ func TestFlagDefaultsAreConfigDefaults(t *testing.T) {
 
 func TestFlags(t *testing.T) {
 	cfg, _, err := parseFlags([]string{"--listen", "127.0.0.1:0", "--etcd-endpoints", "http://127.0.0.1:1, http://127.0.0.1:2",
-		"--compile-holdoff", "5ms", "--compile-max-delay", "1s", "--log-level", "debug"})
+		"--etcd-max-txn-ops", "64", "--compile-holdoff", "5ms", "--compile-max-delay", "1s", "--log-level", "debug"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != "127.0.0.1:0" || len(cfg.EtcdEndpoints) != 2 || cfg.EtcdEndpoints[1] != "http://127.0.0.1:2" ||
+	if cfg.Listen != "127.0.0.1:0" || len(cfg.EtcdEndpoints) != 2 || cfg.EtcdEndpoints[1] != "http://127.0.0.1:2" || cfg.EtcdMaxTxnOps != 64 ||
 		cfg.CompileHoldOff != 5*time.Millisecond || cfg.CompileMaxDelay != time.Second {
 		t.Fatalf("parsed %+v", cfg)
 	}
 	if _, _, err := parseFlags([]string{"--compile-holdoff", "1s", "--compile-max-delay", "1ms"}); err == nil ||
 		!strings.Contains(err.Error(), "compile-max-delay") {
 		t.Fatalf("inconsistent delays: %v", err)
+	}
+	if _, _, err := parseFlags([]string{"--etcd-max-txn-ops", "0"}); err == nil || !strings.Contains(err.Error(), "etcd-max-txn-ops") {
+		t.Fatalf("--etcd-max-txn-ops 0: %v", err)
 	}
 }

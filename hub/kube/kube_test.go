@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -251,4 +252,70 @@ func eventually(t *testing.T, ctx context.Context, what string, f func() (bool, 
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s: never happened (last error %v)", what, lastErr)
+}
+
+// TestHubClusterMirrorAboveTheTransactionLimit: an etcd that allows 128 operations per transaction (etcd's default,
+// --etcd-max-txn-ops) and 130 routes in the hub cluster: the mirror stores every one of them, and deletes them all
+// once they are gone from the hub cluster (issue 9: the mirror failed above 128 objects).
+func TestHubClusterMirrorAboveTheTransactionLimit(t *testing.T) {
+	const n = store.DefaultMaxTxnOps + 2
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	hubCluster := fgenvtest.Start(t, "hub")[0]
+	if _, err := crenvtest.InstallCRDs(hubCluster.Config, crenvtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(fgenvtest.RepoRoot(), "deploy", "hub-crds")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := store.StartEmbedded(ctx, store.EmbeddedConfig{DataDir: filepath.Join(t.TempDir(), "etcd"), MaxTxnOps: store.DefaultMaxTxnOps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cli, err := store.Connect(ctx, e.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	st := store.New(cli, store.Options{MaxTxnOps: store.DefaultMaxTxnOps, MaxRequestBytes: store.DefaultMaxRequestBytes})
+	routes := make([]*gatewayv1.HTTPRoute, n)
+	for i := range routes {
+		routes[i] = &gatewayv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("r%03d", i), Namespace: "default"},
+			Spec:       gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}}}},
+		}
+		if err := hubCluster.Client.Create(ctx, routes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Options{Config: hubCluster.Config, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() int {
+		t.Helper()
+		objs, _, err := st.ListObjects(ctx, nil, "", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(objs)
+	}
+	// The client's cache may not hold every route at the first pass; a pass never fails for their number.
+	eventually(t, ctx, fmt.Sprintf("%d routes mirrored", n), func() (bool, error) {
+		if err := s.Pass(ctx); err != nil {
+			t.Fatalf("mirror pass with %d routes: %v", n, err)
+		}
+		return stored() == n, nil
+	})
+	for _, r := range routes {
+		if err := hubCluster.Client.Delete(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, ctx, "every route's deletion mirrored", func() (bool, error) {
+		if err := s.Pass(ctx); err != nil {
+			t.Fatalf("mirror pass deleting %d routes: %v", n, err)
+		}
+		return stored() == 0, nil
+	})
 }

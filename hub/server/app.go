@@ -65,6 +65,11 @@ type Config struct {
 	// EtcdEndpoints, when set, use an external etcd cluster instead of the embedded one (several hubs may share it;
 	// one compiles at a time). Default: `` (embedded).
 	EtcdEndpoints []string
+	// EtcdMaxTxnOps is how many operations the external etcd allows in one transaction (its --max-txn-ops). Writes
+	// that need not be atomic (graphs, statuses, reports, the hub-cluster mirror) are chunked to fit it; an atomic one
+	// (hubctl apply or delete) that does not fit is refused. Unused with the embedded etcd, which allows
+	// store.EmbeddedMaxTxnOps. Default: `128`.
+	EtcdMaxTxnOps int
 	// EtcdClientPort and EtcdPeerPort of the embedded etcd on 127.0.0.1; 0 picks a free port. Default: `0`.
 	EtcdClientPort int
 	// EtcdPeerPort: see EtcdClientPort. Default: `0`.
@@ -100,6 +105,7 @@ func DefaultConfig() Config {
 		CertTTL:          24 * time.Hour,
 		AdminCertTTL:     365 * 24 * time.Hour,
 		HandshakeTimeout: 10 * time.Second,
+		EtcdMaxTxnOps:    store.DefaultMaxTxnOps,
 		CompileHoldOff:   controller.DefaultHoldOff,
 		CompileMaxDelay:  controller.DefaultMaxDelay,
 		ShutdownGrace:    5 * time.Second,
@@ -145,6 +151,9 @@ func (c Config) Validate() error {
 		if p.v < 0 || p.v > 65535 {
 			errs = append(errs, fmt.Errorf("%s %d: must be 0..65535", p.name, p.v))
 		}
+	}
+	if c.EtcdMaxTxnOps < 1 {
+		errs = append(errs, fmt.Errorf("etcd-max-txn-ops %d: must be positive", c.EtcdMaxTxnOps))
 	}
 	if c.EtcdClientPort != 0 && c.EtcdClientPort == c.EtcdPeerPort {
 		errs = append(errs, fmt.Errorf("etcd-client-port and etcd-peer-port are both %d", c.EtcdClientPort))
@@ -249,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	}
 
 	endpoints := cfg.EtcdEndpoints
-	opts := store.Options{Logger: log.With("component", "store")}
+	opts := store.Options{MaxTxnOps: cfg.EtcdMaxTxnOps, Logger: log.With("component", "store")}
 	if len(endpoints) == 0 {
 		h.etcd, err = store.StartEmbedded(ctx, store.EmbeddedConfig{
 			DataDir: cfg.DataDir, ClientPort: cfg.EtcdClientPort, PeerPort: cfg.EtcdPeerPort, LogLevel: cfg.EtcdLogLevel,

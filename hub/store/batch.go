@@ -33,33 +33,15 @@ func (s *Store) commit(ctx context.Context, guard []clientv3.Cmp, b *batch) (rev
 	if b.len() == 0 {
 		return 0, true, nil
 	}
-	// Leave headroom for the guard and the request envelope.
-	maxOps := s.maxOps
-	maxBytes := s.maxBytes - 64<<10
-	start, size := 0, 0
-	flush := func(end int) error {
-		tr, err := s.cli.Txn(ctx).If(guard...).Then(b.ops[start:end]...).Commit()
+	for _, sp := range s.chunks(b.len(), func(i int) int { return b.sizes[i] }) {
+		tr, err := s.cli.Txn(ctx).If(guard...).Then(b.ops[sp.start:sp.end]...).Commit()
 		if err != nil {
-			return fmt.Errorf("etcd txn of %d ops: %w", end-start, err)
+			return 0, false, fmt.Errorf("etcd txn of %d ops: %w", sp.end-sp.start, err)
 		}
-		rev = tr.Header.Revision
-		ok = tr.Succeeded
-		start, size = end, 0
-		return nil
-	}
-	for i := range b.ops {
-		if i > start && (i-start >= maxOps || size+b.sizes[i] > maxBytes) {
-			if err := flush(i); err != nil {
-				return 0, false, err
-			}
-			if !ok {
-				return rev, false, nil
-			}
+		rev, ok = tr.Header.Revision, tr.Succeeded
+		if !ok {
+			return rev, false, nil
 		}
-		size += b.sizes[i]
-	}
-	if err := flush(len(b.ops)); err != nil {
-		return 0, false, err
 	}
 	return rev, ok, nil
 }

@@ -36,8 +36,9 @@
 // Object values are the Kubernetes JSON itself, not a protobuf envelope: kind, namespace and name are in the key and
 // apiVersion is in the JSON, and `etcdctl get` shows an operator exactly what was applied.
 //
-// etcd limits: a transaction may hold at most MaxTxnOps operations (etcd's default is 128; the embedded server is
-// started with 10000) and a request at most MaxRequestBytes (1.5 MiB by default). Writes that need not be atomic
-// (graphs, statuses, report snapshots too big for one request) are chunked to fit; writes that must be atomic (Apply)
-// fail with a clear error when they cannot fit.
+// etcd limits: a transaction may hold at most MaxTxnOps operations (an external etcd's --max-txn-ops, given to the hub
+// as --etcd-max-txn-ops, 128 by default as in etcd; the embedded server is started with 10000) and a request at most
+// MaxRequestBytes (1.5 MiB by default). Writes that need not be atomic (graphs, statuses, report snapshots too big for
+// one request, the hub-cluster mirror's objects) are chunked to fit; writes that must be atomic (hubctl's apply and
+// delete) fail with a clear error when they cannot fit.
 package store

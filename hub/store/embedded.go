@@ -29,6 +29,8 @@ type EmbeddedConfig struct {
 	DataDir string
 	// ClientPort and PeerPort on 127.0.0.1; 0 picks a free port.
 	ClientPort, PeerPort int
+	// MaxTxnOps is the server's limit of operations per transaction; 0 means EmbeddedMaxTxnOps.
+	MaxTxnOps int
 	// LogLevel of etcd's own zap logger ("debug", "info", "warn", "error"); empty silences it, because etcd logs
 	// routine shutdown as errors and would drown the hub's own log.
 	LogLevel string
@@ -49,6 +51,9 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	cfg.Name = "fedgate-hub"
 	cfg.Dir = c.DataDir
 	cfg.MaxTxnOps = EmbeddedMaxTxnOps
+	if c.MaxTxnOps > 0 {
+		cfg.MaxTxnOps = uint(c.MaxTxnOps)
+	}
 	cfg.MaxRequestBytes = EmbeddedMaxRequestBytes
 	// Compact history older than an hour: the hub only watches from recent revisions and re-reads on ErrCompacted.
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic

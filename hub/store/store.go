@@ -75,11 +75,37 @@ func (s *Store) ApplyHub(ctx context.Context, objs []*fedgatepb.Object) ([]Apply
 }
 
 // ApplyMirrored stores objects mirrored from the hub cluster: their metadata (generation, creationTimestamp) is the
-// hub cluster API server's and is kept as it is, so statuses written back carry that server's generation.
+// hub cluster API server's and is kept as it is, so statuses written back carry that server's generation. The mirror
+// stores everything it sees on every pass, so its writes need not be atomic as a whole: they are committed in chunks
+// that fit etcd's limits (MaxTxnOps objects, MaxRequestBytes), each chunk atomic, and any number of objects fits.
 func (s *Store) ApplyMirrored(ctx context.Context, objs []*fedgatepb.Object) ([]ApplyResult, int64, error) {
 	return s.applyHub(ctx, objs, false)
 }
 
+// span is a range [start, end) of a slice.
+type span struct{ start, end int }
+
+// chunks splits n items into spans of at most s.maxOps items and, by size(i), of at most the request limit less
+// headroom for a guard and the request envelope (an item larger than that gets a span of its own, where the write
+// fails or reports it too large).
+func (s *Store) chunks(n int, size func(i int) int) []span {
+	var out []span
+	start, bytes := 0, 0
+	for i := 0; i < n; i++ {
+		if i > start && (i-start >= s.maxOps || bytes+size(i) > s.maxBytes-64<<10) {
+			out = append(out, span{start, i})
+			start, bytes = i, 0
+		}
+		bytes += size(i)
+	}
+	if n > start {
+		out = append(out, span{start, n})
+	}
+	return out
+}
+
+// applyHub validates every object, then writes them: hubctl's apply (stamp) in one transaction or not at all, the
+// mirror's in chunks.
 func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bool) ([]ApplyResult, int64, error) {
 	keys := make([]string, len(objs))
 	seen := make(map[string]int, len(objs))
@@ -93,9 +119,26 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 		}
 		seen[keys[i]] = i
 	}
-	if len(objs) > s.maxOps {
-		return nil, 0, fmt.Errorf("apply of %d objects: %w (etcd allows %d operations)", len(objs), ErrTooLarge, s.maxOps)
+	spans := []span{{0, len(objs)}}
+	if !stamp {
+		spans = s.chunks(len(objs), func(i int) int { return len(keys[i]) + len(objs[i].Json) })
+	} else if len(objs) > s.maxOps {
+		return nil, 0, fmt.Errorf("apply of %d objects: %w (etcd allows %d operations per transaction, --etcd-max-txn-ops)", len(objs), ErrTooLarge, s.maxOps)
 	}
+	results := make([]ApplyResult, 0, len(objs))
+	var rev int64
+	for _, sp := range spans {
+		r, rv, err := s.applyChunk(ctx, objs[sp.start:sp.end], keys[sp.start:sp.end], sp.start, stamp)
+		if err != nil {
+			return nil, 0, err
+		}
+		results, rev = append(results, r...), max(rev, rv)
+	}
+	return results, rev, nil
+}
+
+// applyChunk writes objs (objects[offset:] of the request) in one transaction, or nothing.
+func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys []string, offset int, stamp bool) ([]ApplyResult, int64, error) {
 	// Optimistic concurrency: read, decide, then write only if none of the keys moved in between. A concurrent apply
 	// of the same object makes us re-read instead of reporting a wrong action.
 	for attempt := 0; ; attempt++ {
@@ -115,7 +158,7 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 			kvs := rr.Responses[i].GetResponseRange().Kvs
 			ref := &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
 			if stamp && len(kvs) > 0 && Mirrored(kvs[0].Value) {
-				return nil, 0, mirroredError(i, "objects", o.Kind, o.Namespace, o.Name)
+				return nil, 0, mirroredError(offset+i, "objects", o.Kind, o.Namespace, o.Name)
 			}
 			value := o.Json
 			if stamp {
@@ -124,7 +167,7 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 					prev = kvs[0].Value
 				}
 				if value, err = stampMetadata(prev, o.Json, s.now()); err != nil {
-					return nil, 0, fmt.Errorf("objects[%d]: %s: %w", i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
+					return nil, 0, fmt.Errorf("objects[%d]: %s: %w", offset+i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
 				}
 			}
 			switch {
@@ -166,15 +209,14 @@ func (s *Store) DeleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef) (del
 	return s.deleteHub(ctx, refs, false)
 }
 
-// DeleteMirrored removes objects the hub-cluster mirror stored, once they are gone from the hub cluster.
+// DeleteMirrored removes objects the hub-cluster mirror stored, once they are gone from the hub cluster: in chunks
+// of at most MaxTxnOps, like ApplyMirrored.
 func (s *Store) DeleteMirrored(ctx context.Context, refs []*fedgatepb.ObjectRef) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
 	return s.deleteHub(ctx, refs, true)
 }
 
+// deleteHub checks every ref, then deletes: hubctl's delete in one transaction or not at all, the mirror's in chunks.
 func (s *Store) deleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef, mirror bool) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
-	if len(refs) > s.maxOps {
-		return nil, nil, 0, fmt.Errorf("delete of %d objects: %w (etcd allows %d operations)", len(refs), ErrTooLarge, s.maxOps)
-	}
 	keys := make([]string, len(refs))
 	for i, r := range refs {
 		if err := CheckRef(r.Kind, r.Namespace, r.Name); err != nil {
@@ -182,6 +224,24 @@ func (s *Store) deleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef, mirr
 		}
 		keys[i] = HubKey(r.Kind, r.Namespace, r.Name)
 	}
+	spans := []span{{0, len(refs)}}
+	if mirror {
+		spans = s.chunks(len(refs), func(i int) int { return len(keys[i]) })
+	} else if len(refs) > s.maxOps {
+		return nil, nil, 0, fmt.Errorf("delete of %d objects: %w (etcd allows %d operations per transaction, --etcd-max-txn-ops)", len(refs), ErrTooLarge, s.maxOps)
+	}
+	for _, sp := range spans {
+		d, nf, rv, err := s.deleteChunk(ctx, refs[sp.start:sp.end], keys[sp.start:sp.end], sp.start, mirror)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		deleted, notFound, rev = append(deleted, d...), append(notFound, nf...), max(rev, rv)
+	}
+	return deleted, notFound, rev, nil
+}
+
+// deleteChunk deletes refs (refs[offset:] of the request) in one transaction, or nothing.
+func (s *Store) deleteChunk(ctx context.Context, refs []*fedgatepb.ObjectRef, keys []string, offset int, mirror bool) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
 	// hubctl's deletes read first and delete only what they read, so a mirrored object stored in between (by the
 	// mirror) makes them read again and refuse, rather than delete it.
 	for attempt := 0; attempt < 10; attempt++ {
@@ -202,7 +262,7 @@ func (s *Store) deleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef, mirr
 					continue
 				}
 				if Mirrored(kvs[0].Value) {
-					return nil, nil, 0, mirroredError(i, "refs", r.Kind, r.Namespace, r.Name)
+					return nil, nil, 0, mirroredError(offset+i, "refs", r.Kind, r.Namespace, r.Name)
 				}
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
 			}

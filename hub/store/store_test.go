@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -19,11 +20,11 @@ import (
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // startStore runs an embedded etcd in dir and returns a Store on it; both are closed when the test ends unless the
-// returned stop is called first.
+// returned stop is called first. The server enforces opts.MaxTxnOps (when set) itself, as an external etcd would.
 func startStore(t *testing.T, dir string, opts Options) (*Store, func()) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := StartEmbedded(ctx, EmbeddedConfig{DataDir: dir})
+	e, err := StartEmbedded(ctx, EmbeddedConfig{DataDir: dir, MaxTxnOps: opts.MaxTxnOps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,5 +482,90 @@ func TestWriteGraphsFailsPerCluster(t *testing.T) {
 	}
 	if st := states(); st["aaa"].ProjectionError != "" || st["aaa"].ProjectionRevision != 0 || st["mmm"].ProjectionError != "" {
 		t.Fatalf("sync states after a clean compile: %+v", st)
+	}
+}
+
+// mirrored is an HTTPRoute as the hub-cluster mirror stores it (with the origin annotation).
+func mirrored(name, host string) *fedgatepb.Object {
+	js := fmt.Sprintf(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":%q,"namespace":"default",`+
+		`"annotations":{%q:"hub"}},"spec":{"hostnames":[%q]}}`, name, OriginAnnotation, host)
+	return &fedgatepb.Object{ApiVersion: "gateway.networking.k8s.io/v1", Kind: "HTTPRoute", Namespace: "default", Name: name, Json: []byte(js)}
+}
+
+// TestMirrorWritesAreChunked: against an etcd that allows 8 operations per transaction (an external etcd's
+// --max-txn-ops, the hub's --etcd-max-txn-ops), the hub-cluster mirror stores and deletes 30 objects in chunks, while
+// hubctl's apply of as many stays atomic and is refused whole (issue 9).
+func TestMirrorWritesAreChunked(t *testing.T) {
+	const maxOps, n = 8, 30
+	ctx := context.Background()
+	s, _ := startStore(t, t.TempDir(), Options{MaxTxnOps: maxOps, MaxRequestBytes: DefaultMaxRequestBytes})
+	// The server itself enforces the limit: a transaction of more operations fails.
+	ops := make([]clientv3.Op, maxOps+1)
+	for i := range ops {
+		ops[i] = clientv3.OpGet(fmt.Sprintf("/probe/%d", i))
+	}
+	if _, err := s.Client().Txn(ctx).Then(ops...).Commit(); err == nil {
+		t.Fatalf("etcd accepted a transaction of %d operations; the test's limit is not in force", len(ops))
+	}
+
+	var objs []*fedgatepb.Object
+	var refs []*fedgatepb.ObjectRef
+	for i := range n {
+		o := mirrored(fmt.Sprintf("r%02d", i), "h.example")
+		objs = append(objs, o)
+		refs = append(refs, &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name})
+	}
+	actions := func(res []ApplyResult) map[string]int {
+		m := map[string]int{}
+		for _, r := range res {
+			m[r.Action]++
+		}
+		return m
+	}
+	res, _, err := s.ApplyMirrored(ctx, objs)
+	if err != nil {
+		t.Fatalf("mirror of %d objects: %v", n, err)
+	}
+	if got := actions(res); got[ActionCreated] != n || len(res) != n {
+		t.Fatalf("mirror of %d objects: %v", n, got)
+	}
+	if got := listNames(t, s, false); len(got) != n {
+		t.Fatalf("stored %d objects, want %d", len(got), n)
+	}
+	objs[17] = mirrored("r17", "changed.example")
+	res, _, err = s.ApplyMirrored(ctx, objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := actions(res); got[ActionUnchanged] != n-1 || got[ActionConfigured] != 1 || res[17].Action != ActionConfigured {
+		t.Fatalf("second pass: %v (r17: %s)", got, res[17].Action)
+	}
+
+	// A bad object in a later chunk is named by its index in the whole request, and nothing is written.
+	bad := append([]*fedgatepb.Object(nil), objs...)
+	bad = append(bad, mirrored("new", "h.example"))
+	bad[25] = mirrored("x/y", "h.example")
+	if _, _, err := s.ApplyMirrored(ctx, bad); err == nil || !strings.Contains(err.Error(), "objects[25]") {
+		t.Fatalf("mirror with a malformed name in a later chunk: %v", err)
+	}
+	if got := listNames(t, s, false); len(got) != n {
+		t.Fatalf("a refused mirror write stored something: %d objects", len(got))
+	}
+
+	// hubctl's apply must stay one transaction: too many objects are refused whole.
+	var many []*fedgatepb.Object
+	for i := range maxOps + 1 {
+		many = append(many, route("other", fmt.Sprintf("r%d", i), "h.example"))
+	}
+	if _, _, err := s.ApplyHub(ctx, many); !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "--etcd-max-txn-ops") {
+		t.Fatalf("hubctl apply of %d objects: %v, want ErrTooLarge naming --etcd-max-txn-ops", len(many), err)
+	}
+
+	deleted, notFound, _, err := s.DeleteMirrored(ctx, refs)
+	if err != nil || len(deleted) != n || len(notFound) != 0 {
+		t.Fatalf("mirror delete of %d objects: deleted %d, not found %d, %v", n, len(deleted), len(notFound), err)
+	}
+	if got := listNames(t, s, false); len(got) != 0 {
+		t.Fatalf("left after the mirror's delete: %v", got)
 	}
 }
