@@ -38,6 +38,9 @@ const (
 	JoinPrefix    = "/fedgate/v1/joined/" // <cluster> → joinRecord
 )
 
+// maxPrunedPerRenewal bounds how many expired certificate records one renewal deletes.
+const maxPrunedPerRenewal = 64
+
 // Defaults.
 const (
 	DefaultTokenTTL = 24 * time.Hour
@@ -419,18 +422,33 @@ func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedg
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr: %v", err)
 	}
-	cb, _ := json.Marshal(certRecord{Serial: identity.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: s.now()})
+	now := s.now()
+	cb, _ := json.Marshal(certRecord{Serial: identity.SerialHex(cert.SerialNumber), NotAfter: cert.NotAfter, Issued: now})
+	ops := []clientv3.Op{clientv3.OpPut(CertPrefix+p.Name+"/"+identity.SerialHex(cert.SerialNumber), string(cb))}
+	// The records of the cluster's expired certificates go in the same transaction (at most maxPrunedPerRenewal,
+	// within etcd's default 128 operations): every TLS handshake refuses an expired certificate anyway, and keeping
+	// them would grow the removal and re-join transactions (one operation per record) and the revoked serials every
+	// projection carries, renewal after renewal.
+	held, err := s.etcd.Get(ctx, CertPrefix+p.Name+"/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	for _, kv := range held.Kvs {
+		var rec certRecord
+		if len(ops) <= maxPrunedPerRenewal && json.Unmarshal(kv.Value, &rec) == nil && !rec.NotAfter.IsZero() && rec.NotAfter.Before(now) {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+	}
 	// Only a certificate the cluster still holds may renew: a removal or re-join racing with a renewal must win.
-	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(CertPrefix+p.Name+"/"+current), ">", 0)).Then(
-		clientv3.OpPut(CertPrefix+p.Name+"/"+identity.SerialHex(cert.SerialNumber), string(cb)),
-	).Commit()
+	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(CertPrefix+p.Name+"/"+current), ">", 0)).Then(ops...).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not joined with certificate %s", p.Name, current)
 	}
-	s.log.Info("certificate renewed", "cluster", p.Name, "serial", identity.SerialHex(cert.SerialNumber), "expires", cert.NotAfter)
+	s.log.Info("certificate renewed", "cluster", p.Name, "serial", identity.SerialHex(cert.SerialNumber), "expires", cert.NotAfter,
+		"expiredRecordsPruned", len(ops)-1)
 	return &fedgatepb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
 }
 

@@ -8,8 +8,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -458,5 +461,43 @@ func TestRevocationWatchResumes(t *testing.T) {
 	waitRevoked("after recovering", 0xd4)
 	if n := fw.watches.Load(); n < 4 {
 		t.Fatalf("%d watches opened, want at least 4 (the first, two resumptions, one after the reload)", n)
+	}
+}
+
+// TestRenewalPrunesExpiredCertificateRecords: a renewal deletes the records of the cluster's expired certificates,
+// so a long-lived cluster's removal or re-join stays a transaction of a few operations (etcd allows 128 by default)
+// and revokes only certificates that could still be presented.
+func TestRenewalPrunesExpiredCertificateRecords(t *testing.T) {
+	ctx := context.Background()
+	s, cli, _ := newService(t)
+	tok, _, err := s.CreateToken(ctx, TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: "east", CsrPem: csr(t, "east")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, _ := identity.ParseCertificates(resp.CertificatePem)
+	for i := range 3 { // certificates of earlier renewals, expired since
+		rec := fmt.Sprintf(`{"serial":"dead0%d","notAfter":%q,"issued":%q}`, i, time.Now().Add(-time.Hour).Format(time.RFC3339), time.Now().Add(-25*time.Hour).Format(time.RFC3339))
+		if _, err := cli.Put(ctx, fmt.Sprintf("%seast/dead0%d", CertPrefix, i), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), identity.SerialHex(joined[0].SerialNumber))
+	rn, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed, _ := identity.ParseCertificates(rn.CertificatePem)
+	serials, err := s.RemoveCluster(ctx, "east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{identity.SerialHex(joined[0].SerialNumber), identity.SerialHex(renewed[0].SerialNumber)}
+	sort.Strings(want)
+	if !slices.Equal(serials, want) {
+		t.Fatalf("removal revoked %v, want the two unexpired certificates %v", serials, want)
 	}
 }
