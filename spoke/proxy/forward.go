@@ -254,9 +254,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, a *action, b *b
 	out.Body = r.Body
 	out.ContentLength = r.ContentLength
 	out.Host = r.Host
-	// An HTTP/2 request has no body only when its HEADERS ended the stream; one that declared content-length: 0 and
-	// still sends DATA must fail, not be forwarded bodyless with the DATA dropped.
-	bodyless := r.ContentLength == 0 && (r.ProtoMajor != 2 || r.Body == nil || r.Body == http.NoBody)
+	// An HTTP/2 request has no body only when its HEADERS ended the stream, which net/http reports as a zero
+	// ContentLength without a content-length field (an open stream without one is -1); one that declared
+	// content-length: 0 and still sends DATA must fail, not be forwarded bodyless with the DATA dropped.
+	bodyless := r.ContentLength == 0 && (r.ProtoMajor != 2 || r.Body == nil || r.Body == http.NoBody ||
+		r.Header["Content-Length"] == nil)
 	var cb *clientBody
 	if bodyless {
 		out.Body = http.NoBody
