@@ -191,10 +191,16 @@ func idempotent(m string) bool {
 // exchange writes req and reads the response head. wrote reports whether the request reached the socket.
 func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) (*http.Response, bool, error) {
 	// Cancellation and timeouts interrupt blocking I/O through the deadline; only contexts that can end pay for it.
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { uc.nc.SetDeadline(aLongTimeAgo) })
+	var es exchangeStop
+	if rc, ok := ctx.(*reqCtx); ok {
+		if !rc.watchConn(uc.nc) {
+			return nil, false, context.Canceled
+		}
+		es.rc = rc
+	} else if ctx.Done() != nil {
+		es.fn = context.AfterFunc(ctx, func() { uc.nc.SetDeadline(aLongTimeAgo) })
 	}
+	stop := es.stop
 	var timeout time.Duration
 	if _, ok := ctx.Deadline(); !ok {
 		timeout = c.headerTimeout
@@ -255,7 +261,7 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 		}
 		return resp, true, nil
 	}
-	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: stop, keep: keep}
+	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: es, keep: keep}
 	return resp, true, nil
 }
 
@@ -276,7 +282,7 @@ func (c *h1Client) earlyResponse(uc *upConn, req *http.Request) *http.Response {
 		}
 		resp.Close = true
 		if resp.Body != http.NoBody {
-			resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: func() bool { return true }}
+			resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc}
 		} else {
 			uc.nc.Close()
 		}
@@ -383,7 +389,7 @@ type upBody struct {
 	rc   h1.Body
 	c    *h1Client
 	uc   *upConn
-	stop func() bool
+	stop exchangeStop
 	keep bool
 	done bool
 }
@@ -419,7 +425,7 @@ func (b *upBody) release(complete bool) {
 		return
 	}
 	b.done = true
-	if b.stop() && complete && b.keep && b.rc.Complete() {
+	if b.stop.stop() && complete && b.keep && b.rc.Complete() {
 		b.c.put(b.uc)
 		return
 	}

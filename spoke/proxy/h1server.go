@@ -76,7 +76,7 @@ type h1Conn struct {
 
 	// The in-flight request's cancellation and the client watch (see watch).
 	wmu     sync.Mutex
-	cancel  context.CancelFunc // cancels the request in flight; nil between requests
+	req     *reqCtx // the request in flight (cancelled when its client leaves); nil between requests
 	body    h1.Body            // the request's body, nil without one
 	stopped bool               // the request finished: the watch must not start
 	running bool               // a watch is reading
@@ -179,8 +179,8 @@ func (ps *portServer) shutdown(timeout time.Duration) {
 		for c := range ps.conns {
 			c.nc.Close()
 			c.wmu.Lock()
-			if c.cancel != nil {
-				c.cancel()
+			if c.req != nil {
+				c.req.cancel()
 			}
 			c.wmu.Unlock()
 		}
@@ -272,10 +272,9 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
 		}
 		first = false
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx := &reqCtx{}
 		req, err := hr.ReadRequest(ctx, headLim, bodyOpts)
 		if err != nil {
-			cancel()
 			var he *h1.Error
 			if errors.As(err, &he) {
 				ps.s.stats.BadRequests.Add(1)
@@ -287,7 +286,6 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		req.RemoteAddr = remote
 		if e, ok := req.Header["Expect"]; ok {
 			if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
-				cancel()
 				ps.refuse(c.nc, bw, http.StatusExpectationFailed)
 				return
 			}
@@ -298,16 +296,15 @@ func (ps *portServer) serveConn(c *h1Conn) {
 				bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 				c.nc.SetWriteDeadline(time.Now().Add(lim.ResponseSendIdleTimeout))
 				if bw.Flush() != nil {
-					cancel()
 					return
 				}
 			}
 		}
-		c.startRequest(cancel, req.Body)
+		c.startRequest(ctx, req.Body)
 		w.reset(req)
 		ps.handler.ServeHTTP(w, req)
 		c.endRequest()
-		cancel()
+		ctx.cancel() // like net/http: a request's context ends with its handler
 		if w.finish() != nil {
 			return
 		}
@@ -346,10 +343,10 @@ func (ps *portServer) refuse(nc net.Conn, bw *bufio.Writer, status int) {
 }
 
 // startRequest arms the client watch for a request that is now being served.
-func (c *h1Conn) startRequest(cancel context.CancelFunc, body io.ReadCloser) {
+func (c *h1Conn) startRequest(req *reqCtx, body io.ReadCloser) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.cancel = cancel
+	c.req = req
 	c.body, _ = body.(h1.Body)
 	c.stopped = false
 	if c.watchT == nil {
@@ -363,7 +360,7 @@ func (c *h1Conn) startRequest(cancel context.CancelFunc, body io.ReadCloser) {
 func (c *h1Conn) endRequest() {
 	c.wmu.Lock()
 	c.stopped = true
-	c.cancel = nil
+	c.req = nil
 	c.body = nil
 	running, done := c.running, c.wdone
 	if c.watchT != nil {
@@ -396,12 +393,12 @@ func (c *h1Conn) watch() {
 	c.running = true
 	done := make(chan struct{})
 	c.wdone = done
-	cancel := c.cancel
+	req := c.req
 	c.wmu.Unlock()
 	// Peek neither consumes nor loses bytes: a pipelined next request stays buffered for the connection loop.
 	_, err := c.br.Peek(1)
 	if err != nil && !isTimeout(err) {
-		cancel()
+		req.cancel()
 	}
 	c.wmu.Lock()
 	c.running = false
