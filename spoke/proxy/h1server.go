@@ -76,11 +76,11 @@ type h1Conn struct {
 
 	// The in-flight request's cancellation and the client watch (see watch).
 	wmu     sync.Mutex
-	req     *reqCtx // the request in flight (cancelled when its client leaves); nil between requests
-	body    h1.Body            // the request's body, nil without one
-	stopped bool               // the request finished: the watch must not start
-	running bool               // a watch is reading
-	wdone   chan struct{}      // closed when the running watch returns
+	req     *reqCtx       // the request in flight (cancelled when its client leaves); nil between requests
+	body    h1.Body       // the request's body, nil without one
+	stopped bool          // the request finished: the watch must not start
+	running bool          // a watch is reading
+	wdone   chan struct{} // closed when the running watch returns
 	watchT  *time.Timer
 }
 
