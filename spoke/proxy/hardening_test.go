@@ -101,24 +101,14 @@ func hardenedProxy(t *testing.T, addr string, lim Limits) (*Server, string) {
 }
 
 // exchangeRaw writes raw to addr, half-closes, and returns everything the proxy answered within the deadline.
-func exchangeRaw(t *testing.T, addr, raw string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, raw)
-	c.(*net.TCPConn).CloseWrite()
-	b, _ := io.ReadAll(c)
-	return string(b)
-}
+func exchangeRaw(t *testing.T, addr, raw string) string { return exchange(t, addr, raw, true) }
 
 // exchangeOpen is exchangeRaw without the half-close, for requests that wait on a backend: like nginx, the proxy takes
 // a client's EOF while its request is in flight as the client leaving. It returns what arrived before the proxy
 // closed the connection (hardenedProxy's idle timeout is short) or the deadline passed.
-func exchangeOpen(t *testing.T, addr, raw string) string {
+func exchangeOpen(t *testing.T, addr, raw string) string { return exchange(t, addr, raw, false) }
+
+func exchange(t *testing.T, addr, raw string, halfClose bool) string {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -127,6 +117,9 @@ func exchangeOpen(t *testing.T, addr, raw string) string {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, raw)
+	if halfClose {
+		c.(*net.TCPConn).CloseWrite()
+	}
 	b, _ := io.ReadAll(c)
 	return string(b)
 }

@@ -59,6 +59,20 @@ func (b *body) fault(err error) error {
 	return b.err
 }
 
+// readable returns what a Read must return at once instead of reading: the body was closed, failed or ended. The
+// caller holds b.mu.
+func (b *body) readable() error {
+	switch {
+	case b.closed:
+		return errBodyClosed
+	case b.err != nil:
+		return b.err
+	case b.done:
+		return io.EOF
+	}
+	return nil
+}
+
 // Close stops further reads; it does not read the rest (the server decides whether to drain or close).
 func (b *body) Close() error {
 	b.mu.Lock()
@@ -93,14 +107,8 @@ func (r *Reader) newFixed(n int64, opts BodyOptions) *fixedBody {
 func (b *fixedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
-		return 0, errBodyClosed
-	case b.err != nil:
-		return 0, b.err
-	case b.remaining == 0:
-		b.done = true
-		return 0, io.EOF
+	if err := b.readable(); err != nil {
+		return 0, err
 	}
 	if int64(len(p)) > b.remaining {
 		p = p[:b.remaining]
@@ -127,13 +135,8 @@ type untilClose struct{ body }
 func (b *untilClose) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
-		return 0, errBodyClosed
-	case b.err != nil:
-		return 0, b.err
-	case b.done:
-		return 0, io.EOF
+	if err := b.readable(); err != nil {
+		return 0, err
 	}
 	b.fill()
 	n, err := b.br.Read(p)
@@ -167,13 +170,8 @@ func (r *Reader) newChunked(lim Limits, opts BodyOptions) *chunkedBody {
 func (b *chunkedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case b.closed:
-		return 0, errBodyClosed
-	case b.err != nil:
-		return 0, b.err
-	case b.done:
-		return 0, io.EOF
+	if err := b.readable(); err != nil {
+		return 0, err
 	}
 	for b.left == 0 {
 		if b.needCRLF {
