@@ -222,7 +222,7 @@ func runStatic(ctx context.Context, log *slog.Logger, path, eastWestListen strin
 		}
 		go func() {
 			if err := srv.ServeEastWest(l); err != nil && ctx.Err() == nil {
-				log.Error("east-west listener failed", "error", err)
+				log.Error("east-west listener failed", "err", err)
 			}
 		}()
 		log.Info("east-west listening", "listen", l.Addr().String())

@@ -166,7 +166,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		c.log.Warn("compile leadership ended; campaigning again", "error", err, "backoff", backoff)
+		c.log.Warn("compile leadership ended; campaigning again", "err", err, "backoff", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

@@ -509,7 +509,7 @@ func (s *Service) JoinedAll(ctx context.Context) (map[string]*JoinRecord, error)
 	for _, kv := range resp.Kvs {
 		var r JoinRecord
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			s.log.Warn("unreadable join record", "key", string(kv.Key), "error", err)
+			s.log.Warn("unreadable join record", "key", string(kv.Key), "err", err)
 			continue
 		}
 		out[r.Name] = &r

@@ -270,7 +270,7 @@ func (a *AdminService) RemoveCluster(ctx context.Context, req *fedgatepb.RemoveC
 	cut := a.sessions.Cut(name, status.Errorf(codes.Unauthenticated, "cluster %q was removed", name))
 	wctx, cancel := context.WithTimeout(ctx, sessionDrain)
 	if err := a.sessions.Wait(wctx, name); err != nil {
-		a.log.Warn("removed cluster's streams did not end in time; cleaning up anyway", "cluster", name, "error", err)
+		a.log.Warn("removed cluster's streams did not end in time; cleaning up anyway", "cluster", name, "err", err)
 	}
 	cancel()
 	cli := a.st.Client()

@@ -443,7 +443,7 @@ func (h *Hub) renewServing(ctx context.Context) {
 		case <-time.After(servingTTL * 2 / 3):
 		}
 		if err := h.issueServing(); err != nil {
-			h.log.Error("reissuing the hub serving certificate", "error", err)
+			h.log.Error("reissuing the hub serving certificate", "err", err)
 		}
 	}
 }

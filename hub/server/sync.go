@@ -99,10 +99,10 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := presence.Close(cctx); err != nil {
-			log.Warn("releasing presence", "error", err)
+			log.Warn("releasing presence", "err", err)
 		}
 		if err := s.st.TouchCluster(cctx, cluster); err != nil {
-			log.Warn("recording last seen", "error", err)
+			log.Warn("recording last seen", "err", err)
 		}
 		log.Info("cluster disconnected")
 	}()
@@ -152,14 +152,14 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 		case *fedgatepb.ReportMessage_Snapshot:
 			objs := m.Snapshot.GetObjects()
 			if err := checkReported(objs, "snapshot.objects"); err != nil {
-				log.Warn("refused report snapshot", "seq", msg.GetSeq(), "error", err)
+				log.Warn("refused report snapshot", "seq", msg.GetSeq(), "err", err)
 				return err
 			}
 			rev, err = s.st.ReplaceReport(ctx, cluster, objs)
 			log.Debug("report snapshot stored", "seq", msg.GetSeq(), "objects", len(objs), "revision", rev)
 		case *fedgatepb.ReportMessage_Delta:
 			if err := checkReported(m.Delta.GetUpserts(), "delta.upserts"); err != nil {
-				log.Warn("refused report delta", "seq", msg.GetSeq(), "error", err)
+				log.Warn("refused report delta", "seq", msg.GetSeq(), "err", err)
 				return err
 			}
 			for i, r := range m.Delta.GetDeletes() {
@@ -268,7 +268,7 @@ func (s *SyncService) Subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 			}
 			if err := wr.Err(); err != nil {
 				// Compacted past our revision: read the current graph and watch again from there.
-				log.Debug("graph watch restarted", "error", err)
+				log.Debug("graph watch restarted", "err", err)
 				if rec, rev, err = s.st.ReadGraph(ctx, cluster); err != nil {
 					return storeError(err)
 				}
@@ -287,7 +287,7 @@ func (s *SyncService) Subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 				}
 				r, err := store.DecodeGraph(ev.Kv.Value)
 				if err != nil {
-					log.Error("malformed stored graph", "error", err)
+					log.Error("malformed stored graph", "err", err)
 					continue
 				}
 				latest = r
@@ -319,7 +319,7 @@ func (s *SyncService) receiveAcks(ctx context.Context, stream fedgatepb.Sync_Sub
 			_, err = s.st.UpdateSyncState(ctx, cluster, func(st *store.SyncState) {
 				st.NackedRevision, st.LastNackError = m.Nack.GetRevision(), m.Nack.GetError()
 			})
-			log.Warn("spoke refused config", "revision", m.Nack.GetRevision(), "error", m.Nack.GetError())
+			log.Warn("spoke refused config", "revision", m.Nack.GetRevision(), "err", m.Nack.GetError())
 		case *fedgatepb.SubscribeMessage_Hello:
 			return status.Error(codes.InvalidArgument, "subscribe: hello may only be the first message")
 		default:

@@ -174,7 +174,7 @@ func (s *Store) UpdateSyncState(ctx context.Context, cluster string, fn func(*Sy
 		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		if len(resp.Kvs) > 0 {
 			if err := json.Unmarshal(resp.Kvs[0].Value, &st); err != nil {
-				s.log.Warn("replacing malformed sync state", "cluster", cluster, "error", err)
+				s.log.Warn("replacing malformed sync state", "cluster", cluster, "err", err)
 				st = SyncState{}
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
@@ -232,7 +232,7 @@ func (s *Store) Clusters(ctx context.Context) ([]ClusterStatus, error) {
 	for _, kv := range resp.Kvs {
 		var rec ClusterRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			s.log.Warn("skipping malformed cluster record", "key", string(kv.Key), "error", err)
+			s.log.Warn("skipping malformed cluster record", "key", string(kv.Key), "err", err)
 			continue
 		}
 		n, err := s.ReportCount(ctx, rec.Name, rev)

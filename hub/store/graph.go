@@ -290,13 +290,13 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 			err = in.Hub.AddObject(o)
 		}
 		if err != nil {
-			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "err", err)
 		}
 	}
 	for _, kv := range clusters.Kvs {
 		var rec ClusterRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil || rec.Name == "" {
-			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "err", err)
 			continue
 		}
 		in.Clusters[rec.Name] = &compiler.ClusterInputs{EastWestAddress: rec.EastWestAddress, GossipAddress: rec.GossipAddress}
@@ -313,7 +313,7 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 			err = ci.Resources.AddObject(o)
 		}
 		if err != nil {
-			s.log.Warn("compile input skipped", "key", string(kv.Key), "error", err)
+			s.log.Warn("compile input skipped", "key", string(kv.Key), "err", err)
 		}
 	}
 	// Revocations of clusters in the snapshot only: a cluster that is gone is no member, so spokes refuse it anyway.

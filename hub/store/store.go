@@ -323,7 +323,7 @@ func (s *Store) ListObjects(ctx context.Context, kinds []string, namespace strin
 	for _, kv := range resp.Kvs {
 		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
 		if err != nil {
-			s.log.Warn("skipping malformed stored object", "key", string(kv.Key), "error", err)
+			s.log.Warn("skipping malformed stored object", "key", string(kv.Key), "err", err)
 			continue
 		}
 		if want(o.Kind, o.Namespace) {
@@ -338,7 +338,7 @@ func (s *Store) ListObjects(ctx context.Context, kinds []string, namespace strin
 		for _, kv := range rresp.Kvs {
 			cluster, o, err := decodeReportKV(string(kv.Key), kv.Value)
 			if err != nil {
-				s.log.Warn("skipping malformed stored report", "key", string(kv.Key), "error", err)
+				s.log.Warn("skipping malformed stored report", "key", string(kv.Key), "err", err)
 				continue
 			}
 			if want(o.Kind, o.Namespace) {

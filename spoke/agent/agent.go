@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	log := a.log
 	// The cache goes live before anything touches the network: a spoke restarted while the hub is down serves at once.
 	if ok, err := a.sub.LoadCache(); err != nil {
-		log.Error("ignoring config cache; waiting for the hub", "error", err)
+		log.Error("ignoring config cache; waiting for the hub", "err", err)
 	} else if !ok && a.cfg.CacheDir != "" {
 		log.Info("no config cache yet", "dir", a.cfg.CacheDir)
 	}

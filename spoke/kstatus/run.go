@@ -70,7 +70,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			backoff = min(max(2*backoff, w.minBackoff), w.maxBackoff)
 			next = backoff
-			w.log.Warn("status write-back failed, retrying", "revision", current.Revision, "retryIn", next, "error", err)
+			w.log.Warn("status write-back failed, retrying", "revision", current.Revision, "retryIn", next, "err", err)
 		} else {
 			backoff = 0
 		}

@@ -106,7 +106,7 @@ func (d *Dir) Run(ctx context.Context, emit func(Snapshot)) error {
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
 	if err != nil {
-		log.Warn("file watching unavailable, polling only", "error", err, "interval", poll)
+		log.Warn("file watching unavailable, polling only", "err", err, "interval", poll)
 	} else {
 		defer w.Close()
 		events, watchErrs = w.Events, w.Errors
@@ -158,7 +158,7 @@ func (d *Dir) Run(ctx context.Context, emit func(Snapshot)) error {
 				continue
 			}
 			// Typically an event queue overflow: events were lost, so rescan everything.
-			log.Warn("file watch error, rescanning", "error", err)
+			log.Warn("file watch error, rescanning", "err", err)
 			rescan()
 		case <-quietC:
 			quiet, quietC = nil, nil
@@ -183,7 +183,7 @@ func (d *dirScanner) watchDirs(w *fsnotify.Watcher, log *slog.Logger) {
 			return filepath.SkipDir
 		}
 		if err := w.Add(p); err != nil {
-			log.Warn("cannot watch directory", "path", p, "error", err)
+			log.Warn("cannot watch directory", "path", p, "err", err)
 		}
 		return nil
 	})
@@ -214,7 +214,7 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 	if err != nil {
 		// The directory itself is unreadable (removed, permissions): keep reporting what we had rather than
 		// withdrawing every object because of a transient problem.
-		log.Error("cannot read directory, keeping last objects", "error", err)
+		log.Error("cannot read directory, keeping last objects", "err", err)
 		paths = make([]string, 0, len(d.files))
 		for p := range d.files {
 			paths = append(paths, p)
@@ -232,7 +232,7 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 				seen[p] = false
 				continue
 			}
-			log.Error("cannot read file, keeping its last good objects", "file", p, "error", err)
+			log.Error("cannot read file, keeping its last good objects", "file", p, "err", err)
 			continue
 		}
 		sum := sha256.Sum256(b)
@@ -247,7 +247,7 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 		f.sum = sum
 		objs, err := resources.DecodeYAML(bytes.NewReader(b), p, d.namespace)
 		if err != nil {
-			log.Error("cannot decode file, keeping its last good objects", "file", p, "error", err, "kept", len(f.objs))
+			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs))
 			continue
 		}
 		f.objs = objs
@@ -297,7 +297,7 @@ func synthesizeExports(objs []*fedgatepb.Object, log *slog.Logger) []*fedgatepb.
 		svc := &unstructured.Unstructured{}
 		if err := svc.UnmarshalJSON(o.Json); err != nil {
 			// DecodeYAML produced this JSON, so this is not expected; without the annotation, do not guess.
-			log.Error("cannot read Service to export it", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "error", err)
+			log.Error("cannot read Service to export it", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "err", err)
 			continue
 		}
 		if svc.GetAnnotations()[ExportAnnotation] == "false" {
@@ -311,7 +311,7 @@ func synthesizeExports(objs []*fedgatepb.Object, log *slog.Logger) []*fedgatepb.
 		se.SetCreationTimestamp(svc.GetCreationTimestamp())
 		eo, err := resources.FromUnstructured(se, o.Namespace)
 		if err != nil {
-			log.Error("cannot synthesize ServiceExport", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "error", err)
+			log.Error("cannot synthesize ServiceExport", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "err", err)
 			continue
 		}
 		out = append(out, eo)

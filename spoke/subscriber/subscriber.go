@@ -212,7 +212,7 @@ func (s *Subscriber) Handle(u *fedgatepb.SpokeConfigUpdate) *fedgatepb.Subscribe
 		// The config is live either way; a failed cache write only costs a cold start without the hub, so it is
 		// logged rather than NACKed.
 		if err := WriteCache(s.opts.CacheDir, CacheEntry{Cluster: cfg.Cluster, Revision: u.Revision, Hash: u.Hash, Config: u.ConfigJson}); err != nil {
-			log.Error("cannot write config cache", "error", err)
+			log.Error("cannot write config cache", "err", err)
 		}
 	}
 	return ack(u)
@@ -223,6 +223,6 @@ func ack(u *fedgatepb.SpokeConfigUpdate) *fedgatepb.SubscribeMessage {
 }
 
 func (s *Subscriber) nack(log *slog.Logger, u *fedgatepb.SpokeConfigUpdate, err error) *fedgatepb.SubscribeMessage {
-	log.Warn("rejected config, previous one keeps serving", "error", err)
+	log.Warn("rejected config, previous one keeps serving", "err", err)
 	return &fedgatepb.SubscribeMessage{Msg: &fedgatepb.SubscribeMessage_Nack{Nack: &fedgatepb.Nack{Revision: u.Revision, Hash: u.Hash, Error: err.Error()}}}
 }

@@ -363,7 +363,7 @@ func (st *state) upsert(k kind, obj any) {
 	o, err := Encode(u)
 	if err != nil {
 		// Cannot happen for objects the API server accepted; withdraw rather than report a stale version.
-		st.log.Error("cannot encode object, not reporting it", "object", resources.Describe(k.gvk.Kind, u.GetNamespace(), u.GetName()), "error", err)
+		st.log.Error("cannot encode object, not reporting it", "object", resources.Describe(k.gvk.Kind, u.GetNamespace(), u.GetName()), "err", err)
 		st.remove(id)
 		return
 	}
