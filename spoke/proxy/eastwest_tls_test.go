@@ -211,4 +211,28 @@ func TestEastWestRefusesRevokedCertificates(t *testing.T) {
 	if code, body := status(spokeA(newA)); code != 200 {
 		t.Errorf("the re-joined cluster's new certificate: status %d %q, want 200", code, body)
 	}
+
+	// The other way: a spoke does not send to a listener presenting a certificate its own config lists as revoked.
+	bConfig()
+	pa := freePort(t)
+	a := New(Options{Cluster: "a", Logger: slog.New(slog.DiscardHandler), DisableHealthChecks: true,
+		EastWestClientTLSFor: func(cluster string) *tls.Config { return pki.clientFor(newA, cluster) }})
+	t.Cleanup(func() { a.Close() })
+	aConfig := func(rev int64, revoked ...string) {
+		t.Helper()
+		if err := a.Apply(&spokeconfig.SpokeConfig{Cluster: "a", Revision: rev, RevokedSerials: revoked,
+			Ports:    []spokeconfig.Port{port(pa, forwardRoute("r", "/", spokeconfig.WeightedBackend{BackendID: "ns/svc:80", Weight: 1}))},
+			Backends: []spokeconfig.Backend{svc}, Clusters: []spokeconfig.Cluster{{Name: "b", EastWestAddress: ewB.Addr().String()}},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aConfig(1)
+	if code, body := status(pa); code != 200 {
+		t.Fatalf("before revoking b's certificate: status %d %q", code, body)
+	}
+	aConfig(2, serial(certB))
+	if code, _ := status(pa); code == 200 {
+		t.Error("a still sends to b's listener after b's certificate was revoked in a's config")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -274,8 +275,16 @@ func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 		}
 		opened = append(opened, ps)
 	}
-	s.table.Store(t)
+	prev := s.table.Swap(t)
 	s.retain(t)
+	if prev != nil && !maps.Equal(prev.revoked, t.revoked) {
+		// Connections to other spokes were verified against the previous revocations: open them again.
+		s.mu.Lock()
+		for _, rt := range s.remotes {
+			rt.t.CloseIdleConnections()
+		}
+		s.mu.Unlock()
+	}
 	if err := s.applyGossip(cfg); err != nil {
 		s.log.Error("gossip", "revision", cfg.Revision, "err", err)
 	}
@@ -337,6 +346,19 @@ func (s *Server) eastWestTransportLocked(rc *remoteCluster) http.RoundTripper {
 	rt := &remoteTransport{t: t, rt: t}
 	if tlsConf != nil {
 		t.TLSClientConfig = tlsConf.Clone()
+		// The callee's certificate must not be one the hub revoked, judged by the table current at the handshake.
+		verify := t.TLSClientConfig.VerifyConnection
+		t.TLSClientConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+			if verify != nil {
+				if err := verify(cs); err != nil {
+					return err
+				}
+			}
+			if tb := s.table.Load(); tb != nil && tb.revoked[peerSerial(&cs)] {
+				return fmt.Errorf("east-west peer %s presents revoked certificate %s", rc.name, peerSerial(&cs))
+			}
+			return nil
+		}
 		t.Protocols = &http.Protocols{}
 		t.Protocols.SetHTTP2(true)
 		// The URL scheme stays "http" in forward; a TLS transport needs https.
