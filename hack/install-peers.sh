@@ -2,6 +2,7 @@
 # Installs the reference peers the differential tests and benchmarks run side by side with fedgate, from Debian's
 # packages: nginx, haproxy, wrk and h2load (nghttp2-client). Does nothing when they are already there.
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin" # nginx and haproxy live in /usr/sbin
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v haproxy >/dev/null || missing+=(haproxy)

@@ -86,8 +86,14 @@ func startNginx(t testing.TB, ups []upstream) {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
+		// Debian installs it in /usr/sbin, which a non-login PATH may lack.
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr == nil {
+			bin, err = "/usr/sbin/nginx", nil
+		}
+	}
+	if err != nil {
 		t.Fatalf("nginx is not on PATH (%v): the differential tests compare fedgate with nginx; run hack/install-peers.sh "+
-			"(it apt-installs nginx, haproxy, wrk and h2load), and make sure /usr/sbin is on PATH", err)
+			"(it apt-installs nginx, haproxy, wrk and h2load)", err)
 	}
 	dir := t.TempDir()
 	var conf strings.Builder
