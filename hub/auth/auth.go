@@ -145,9 +145,15 @@ func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
 			return err
 		}
 		if p, ok := PrincipalFrom(ctx); ok && p.Kind == identity.KindCluster && a.Sessions != nil {
+			serial, _ := SerialFrom(ctx)
 			var done func()
-			ctx, done = a.Sessions.add(ctx, p.Name)
+			ctx, done = a.Sessions.add(ctx, p.Name, serial)
 			defer done()
+			// A revocation between the check in authenticate and the registration above found no stream to cut:
+			// check again now that the stream can be cut.
+			if cert := verifiedLeaf(ctx); a.Revoker != nil && cert != nil && a.Revoker.Revoked(cert.SerialNumber) {
+				return status.Errorf(codes.Unauthenticated, "certificate %s has been revoked", serial)
+			}
 		}
 		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 	}
@@ -164,14 +170,14 @@ func (w *wrappedStream) Context() context.Context { return w.ctx }
 type Sessions struct {
 	mu   sync.Mutex
 	next int
-	open map[string]map[int]context.CancelCauseFunc
+	open map[string]map[int]session
 	// ended is closed (and replaced) whenever a stream ends, so Wait needs no polling.
 	ended chan struct{}
 }
 
 // NewSessions returns an empty registry.
 func NewSessions() *Sessions {
-	return &Sessions{open: map[string]map[int]context.CancelCauseFunc{}, ended: make(chan struct{})}
+	return &Sessions{open: map[string]map[int]session{}, ended: make(chan struct{})}
 }
 
 // Wait blocks until cluster has no open stream (its handlers have returned) or ctx ends.
@@ -191,15 +197,21 @@ func (s *Sessions) Wait(ctx context.Context, cluster string) error {
 	}
 }
 
-func (s *Sessions) add(ctx context.Context, cluster string) (context.Context, func()) {
+// session is one open stream: its certificate's serial and how to end it.
+type session struct {
+	serial string
+	cancel context.CancelCauseFunc
+}
+
+func (s *Sessions) add(ctx context.Context, cluster, serial string) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	s.mu.Lock()
 	s.next++
 	id := s.next
 	if s.open[cluster] == nil {
-		s.open[cluster] = map[int]context.CancelCauseFunc{}
+		s.open[cluster] = map[int]session{}
 	}
-	s.open[cluster][id] = cancel
+	s.open[cluster][id] = session{serial: serial, cancel: cancel}
 	s.mu.Unlock()
 	return ctx, func() {
 		s.mu.Lock()
@@ -219,9 +231,26 @@ func (s *Sessions) Cut(cluster string, cause error) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
-	for _, cancel := range s.open[cluster] {
-		cancel(cause)
+	for _, ss := range s.open[cluster] {
+		ss.cancel(cause)
 		n++
+	}
+	return n
+}
+
+// CutSerial ends the open streams authenticated with the certificate of serial (lowercase hex), whichever hub
+// replica revoked it, and returns how many there were.
+func (s *Sessions) CutSerial(serial string, cause error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, byID := range s.open {
+		for _, ss := range byID {
+			if ss.serial == serial {
+				ss.cancel(cause)
+				n++
+			}
+		}
 	}
 	return n
 }

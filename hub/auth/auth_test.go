@@ -267,7 +267,7 @@ func TestSessionsCutCancelsClusterStreams(t *testing.T) {
 // Wait gives up when its context ends while streams are still open.
 func TestSessionsWaitHonoursContext(t *testing.T) {
 	s := NewSessions()
-	_, done := s.add(context.Background(), "east")
+	_, done := s.add(context.Background(), "east", "")
 	defer done()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -294,5 +294,40 @@ func TestStreamsOfAdminsAreNotRegistered(t *testing.T) {
 		})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// flipRevoker answers "not revoked" to its first check and "revoked" after: a revocation that lands between
+// authenticate's check and the stream's registration.
+type flipRevoker struct{ calls int }
+
+func (f *flipRevoker) Revoked(*big.Int) bool { f.calls++; return f.calls > 1 }
+
+// A stream whose certificate is revoked between the first check and its registration is refused, not left running.
+func TestStreamRevokedWhileRegisteringIsRefused(t *testing.T) {
+	a := &Authenticator{Policy: DefaultPolicy(), Revoker: &flipRevoker{}, Sessions: NewSessions()}
+	ran := false
+	err := a.Stream()(nil, &fakeStream{ctx: peerCtx(cert(7, identity.ClusterURI("east")))}, &grpc.StreamServerInfo{FullMethod: methodReport},
+		func(any, grpc.ServerStream) error { ran = true; return nil })
+	if status.Code(err) != codes.Unauthenticated || ran {
+		t.Fatalf("err = %v, handler ran = %v; want Unauthenticated and no handler", err, ran)
+	}
+	if n := a.Sessions.Count("east"); n != 0 {
+		t.Fatalf("%d streams left registered", n)
+	}
+}
+
+// CutSerial ends exactly the streams of one certificate, whatever their cluster.
+func TestSessionsCutSerial(t *testing.T) {
+	s := NewSessions()
+	oldCtx, doneOld := s.add(context.Background(), "east", "0a")
+	defer doneOld()
+	newCtx, doneNew := s.add(context.Background(), "east", "0b")
+	defer doneNew()
+	if n := s.CutSerial("0a", errors.New("revoked")); n != 1 {
+		t.Fatalf("CutSerial = %d, want 1", n)
+	}
+	if oldCtx.Err() == nil || newCtx.Err() != nil {
+		t.Fatalf("old stream ended: %v, new stream ended: %v; want only the old", oldCtx.Err(), newCtx.Err())
 	}
 }

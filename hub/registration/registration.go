@@ -167,14 +167,23 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 			if err = wr.Err(); err != nil {
 				break
 			}
+			var cut []string
 			s.mu.Lock()
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut {
-					s.revoked[strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)] = true
+					sn := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
+					s.revoked[sn] = true
+					cut = append(cut, sn)
 				}
 				next = ev.Kv.ModRevision + 1
 			}
 			s.mu.Unlock()
+			// Streams on this replica that run on a certificate another replica (or this one) revoked end now.
+			if s.sessions != nil {
+				for _, sn := range cut {
+					s.sessions.CutSerial(sn, status.Errorf(codes.Unauthenticated, "certificate %s has been revoked (its cluster was removed or re-joined)", sn))
+				}
+			}
 			delay = revokedWatchRetryMin
 		}
 		cancel()
