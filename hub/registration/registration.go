@@ -41,6 +41,9 @@ const (
 // maxPrunedPerRenewal bounds how many expired certificate records one renewal deletes.
 const maxPrunedPerRenewal = 64
 
+// maxLiveCertificates bounds the unexpired certificates one cluster may hold (Renew refuses beyond it).
+const maxLiveCertificates = 8
+
 // Defaults.
 const (
 	DefaultTokenTTL = 24 * time.Hour
@@ -442,11 +445,20 @@ func (s *Service) Renew(ctx context.Context, req *fedgatepb.RenewRequest) (*fedg
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
+	live := 0
 	for _, kv := range held.Kvs {
 		var rec certRecord
-		if len(ops) <= maxPrunedPerRenewal && json.Unmarshal(kv.Value, &rec) == nil && !rec.NotAfter.IsZero() && rec.NotAfter.Before(now) {
+		expired := json.Unmarshal(kv.Value, &rec) == nil && !rec.NotAfter.IsZero() && rec.NotAfter.Before(now)
+		if !expired {
+			live++
+		} else if len(ops) <= maxPrunedPerRenewal {
 			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
 		}
+	}
+	// A spoke renewing on schedule holds two live certificates at most; a cluster that renews in a loop must not grow
+	// the records its removal or re-join has to revoke in one transaction past what etcd allows.
+	if live >= maxLiveCertificates {
+		return nil, status.Errorf(codes.ResourceExhausted, "cluster %q already holds %d unexpired certificates; renew when one expires", p.Name, live)
 	}
 	// Only a certificate the cluster still holds may renew: a removal or re-join racing with a renewal must win.
 	txn, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(CertPrefix+p.Name+"/"+current), ">", 0)).Then(ops...).Commit()
@@ -467,27 +479,44 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 	if err := identity.ValidateClusterName(name); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	resp, err := s.etcd.Get(ctx, CertPrefix+name+"/", clientv3.WithPrefix())
-	if err != nil {
-		return nil, err
-	}
-	join, err := s.etcd.Get(ctx, JoinPrefix+name)
-	if err != nil {
-		return nil, err
-	}
-	if len(resp.Kvs) == 0 && len(join.Kvs) == 0 {
-		return nil, status.Errorf(codes.NotFound, "cluster %q is not joined", name)
-	}
-	rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now()})
-	ops := []clientv3.Op{clientv3.OpDelete(JoinPrefix + name), clientv3.OpDelete(CertPrefix+name+"/", clientv3.WithPrefix())}
 	var serials []string
-	for _, kv := range resp.Kvs {
-		serial := strings.TrimPrefix(string(kv.Key), CertPrefix+name+"/")
-		serials = append(serials, serial)
-		ops = append(ops, clientv3.OpPut(RevokedPrefix+serial, string(rb)))
-	}
-	if _, err := s.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		// The certificates and the join record are read at one revision, and the removal commits only if neither
+		// changed since: a renewal or join landing in between would otherwise leave a certificate deleted from the
+		// records but never revoked.
+		resp, err := s.etcd.Get(ctx, CertPrefix+name+"/", clientv3.WithPrefix())
+		if err != nil {
+			return nil, err
+		}
+		rev := resp.Header.Revision
+		join, err := s.etcd.Get(ctx, JoinPrefix+name, clientv3.WithRev(rev))
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Kvs) == 0 && len(join.Kvs) == 0 {
+			return nil, status.Errorf(codes.NotFound, "cluster %q is not joined", name)
+		}
+		rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now()})
+		ops := []clientv3.Op{clientv3.OpDelete(JoinPrefix + name), clientv3.OpDelete(CertPrefix+name+"/", clientv3.WithPrefix())}
+		serials = serials[:0]
+		for _, kv := range resp.Kvs {
+			serial := strings.TrimPrefix(string(kv.Key), CertPrefix+name+"/")
+			serials = append(serials, serial)
+			ops = append(ops, clientv3.OpPut(RevokedPrefix+serial, string(rb)))
+		}
+		txn, err := s.etcd.Txn(ctx).If(
+			clientv3.Compare(clientv3.ModRevision(CertPrefix+name+"/"), "<", rev+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(JoinPrefix+name), "<", rev+1),
+		).Then(ops...).Commit()
+		if err != nil {
+			return nil, err
+		}
+		if txn.Succeeded {
+			break
+		}
+		if attempt == 4 {
+			return nil, status.Errorf(codes.Aborted, "cluster %q changed during its removal five times; try again", name)
+		}
 	}
 	s.revoke(serials)
 	sort.Strings(serials)
