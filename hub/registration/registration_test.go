@@ -63,6 +63,31 @@ func csr(t *testing.T, cn string) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
 
+// joinWithToken joins cluster name with a fresh unbound token and returns its certificate and a context carrying the
+// cluster's identity and serial, as the interceptors would set them for a call made with that certificate.
+func joinWithToken(t *testing.T, s *Service, name string) (*x509.Certificate, context.Context) {
+	t.Helper()
+	ctx := context.Background()
+	tok, _, err := s.CreateToken(ctx, TokenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: name, CsrPem: csr(t, name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := identity.ParseCertificates(resp.CertificatePem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[0], clusterCtx(name, identity.SerialHex(certs[0].SerialNumber))
+}
+
+// clusterCtx is the context of a call by cluster name with the certificate of serial.
+func clusterCtx(name, serial string) context.Context {
+	return auth.WithSerial(auth.WithPrincipal(context.Background(), identity.Principal{Kind: identity.KindCluster, Name: name}), serial)
+}
+
 func newService(t *testing.T) (*Service, *clientv3.Client, *clock) {
 	t.Helper()
 	cli := startEtcd(t)
@@ -179,16 +204,7 @@ func TestJoinRefusalsStoreNothing(t *testing.T) {
 func TestRenewAndRemove(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := newService(t)
-	tok, _, err := s.CreateToken(ctx, TokenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: "east", CsrPem: csr(t, "east")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := identity.ParseCertificates(resp.CertificatePem)
-	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), identity.SerialHex(first[0].SerialNumber))
+	first, eastCtx := joinWithToken(t, s, "east")
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "west")}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("renewing with another cluster's name: %v", err)
 	}
@@ -204,7 +220,7 @@ func TestRenewAndRemove(t *testing.T) {
 	if len(serials) != 2 {
 		t.Fatalf("revoked %d serials, want 2", len(serials))
 	}
-	for _, c := range []*x509.Certificate{first[0], second[0]} {
+	for _, c := range []*x509.Certificate{first, second[0]} {
 		if !s.Revoked(c.SerialNumber) {
 			t.Errorf("certificate %s not revoked", identity.SerialHex(c.SerialNumber))
 		}
@@ -217,7 +233,7 @@ func TestRenewAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s2.Revoked(first[0].SerialNumber) {
+	if !s2.Revoked(first.SerialNumber) {
 		t.Fatal("revocation not visible to a fresh service")
 	}
 }
@@ -470,22 +486,13 @@ func TestRevocationWatchResumes(t *testing.T) {
 func TestRenewalPrunesExpiredCertificateRecords(t *testing.T) {
 	ctx := context.Background()
 	s, cli, _ := newService(t)
-	tok, _, err := s.CreateToken(ctx, TokenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: "east", CsrPem: csr(t, "east")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, _ := identity.ParseCertificates(resp.CertificatePem)
+	joined, eastCtx := joinWithToken(t, s, "east")
 	for i := range 3 { // certificates of earlier renewals, expired since
 		rec := fmt.Sprintf(`{"serial":"dead0%d","notAfter":%q,"issued":%q}`, i, time.Now().Add(-time.Hour).Format(time.RFC3339), time.Now().Add(-25*time.Hour).Format(time.RFC3339))
 		if _, err := cli.Put(ctx, fmt.Sprintf("%seast/dead0%d", CertPrefix, i), rec); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), identity.SerialHex(joined[0].SerialNumber))
 	rn, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")})
 	if err != nil {
 		t.Fatal(err)
@@ -495,7 +502,7 @@ func TestRenewalPrunesExpiredCertificateRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{identity.SerialHex(joined[0].SerialNumber), identity.SerialHex(renewed[0].SerialNumber)}
+	want := []string{identity.SerialHex(joined.SerialNumber), identity.SerialHex(renewed[0].SerialNumber)}
 	sort.Strings(want)
 	if !slices.Equal(serials, want) {
 		t.Fatalf("removal revoked %v, want the two unexpired certificates %v", serials, want)

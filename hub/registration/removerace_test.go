@@ -12,7 +12,6 @@ import (
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
-	"github.com/fedgate/fedgate/hub/auth"
 )
 
 // renewingKV runs hook before the first read of a join record: a renewal landing between RemoveCluster's reads.
@@ -35,16 +34,7 @@ func (k *renewingKV) Get(ctx context.Context, key string, opts ...clientv3.OpOpt
 func TestRemovalRacingARenewalRevokesEverything(t *testing.T) {
 	ctx := context.Background()
 	s, cli, _ := newService(t)
-	tok, _, err := s.CreateToken(ctx, TokenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := s.Join(ctx, &fedgatepb.JoinRequest{Token: tok.String(), ClusterName: "east", CsrPem: csr(t, "east")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, _ := identity.ParseCertificates(resp.CertificatePem)
-	eastCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), identity.SerialHex(first[0].SerialNumber))
+	first, eastCtx := joinWithToken(t, s, "east")
 
 	// Renewals are capped: the live certificates stay within what one removal revokes.
 	renewals := 0
@@ -60,7 +50,7 @@ func TestRemovalRacingARenewalRevokesEverything(t *testing.T) {
 		t.Fatalf("a cluster holds %d live certificates after renewing in a loop, want the cap %d", renewals+1, maxLiveCertificates)
 	}
 	// Make room for one more, then let it land between the removal's reads.
-	if _, err := cli.Delete(ctx, CertPrefix+"east/"+identity.SerialHex(first[0].SerialNumber)); err != nil {
+	if _, err := cli.Delete(ctx, CertPrefix+"east/"+identity.SerialHex(first.SerialNumber)); err != nil {
 		t.Fatal(err)
 	}
 	held, err := cli.Get(ctx, CertPrefix+"east/", clientv3.WithPrefix())
@@ -68,7 +58,7 @@ func TestRemovalRacingARenewalRevokesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	holder := strings.TrimPrefix(string(held.Kvs[0].Key), CertPrefix+"east/")
-	holderCtx := auth.WithSerial(auth.WithPrincipal(ctx, identity.Principal{Kind: identity.KindCluster, Name: "east"}), holder)
+	holderCtx := clusterCtx("east", holder)
 	var renewed string
 	orig := cli.KV
 	cli.KV = &renewingKV{KV: orig, hook: func() {
