@@ -48,9 +48,14 @@ func ServerTLS(trust Trust, serving func() *tls.Certificate) *tls.Config {
 // mapped to "" is open to callers without a certificate. Methods missing from the policy are refused.
 type Policy map[string]identity.Kind
 
-// Revoker tells whether a certificate serial has been revoked.
+// Revoker tells whether a certificate serial has been revoked, and why (said to the refused caller).
 type Revoker interface {
-	Revoked(serial *big.Int) bool
+	Revoked(serial *big.Int) (why string, revoked bool)
+}
+
+// RevokedError is the status a caller or stream on a revoked certificate (serial in lowercase hex) gets.
+func RevokedError(serial, why string) error {
+	return status.Errorf(codes.Unauthenticated, "certificate %s has been revoked: %s", serial, why)
 }
 
 type ctxKey struct{}
@@ -100,8 +105,10 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 		}
 		return nil, status.Error(codes.Unauthenticated, "a client certificate issued by the hub is required")
 	}
-	if a.Revoker != nil && a.Revoker.Revoked(cert.SerialNumber) {
-		return nil, status.Errorf(codes.Unauthenticated, "certificate %s has been revoked", identity.SerialHex(cert.SerialNumber))
+	if a.Revoker != nil {
+		if why, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
+			return nil, RevokedError(identity.SerialHex(cert.SerialNumber), why)
+		}
 	}
 	p, err := identity.FromCertificate(cert)
 	if err != nil {
@@ -151,8 +158,10 @@ func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
 			defer done()
 			// A revocation between the check in authenticate and the registration above found no stream to cut:
 			// check again now that the stream can be cut.
-			if cert := verifiedLeaf(ctx); a.Revoker != nil && cert != nil && a.Revoker.Revoked(cert.SerialNumber) {
-				return status.Errorf(codes.Unauthenticated, "certificate %s has been revoked", serial)
+			if cert := verifiedLeaf(ctx); a.Revoker != nil && cert != nil {
+				if why, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
+					return RevokedError(serial, why)
+				}
 			}
 		}
 		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})

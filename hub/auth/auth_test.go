@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/big"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,9 +44,12 @@ func peerCtx(leaf *x509.Certificate) context.Context {
 	return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: st}})
 }
 
-type revoked map[string]bool
+type revoked map[string]string
 
-func (r revoked) Revoked(serial *big.Int) bool { return r[serial.String()] }
+func (r revoked) Revoked(serial *big.Int) (string, bool) {
+	why, ok := r[serial.String()]
+	return why, ok
+}
 
 // callUnary runs the unary interceptor for method and reports the handler's context, or nil if it did not run.
 func callUnary(t *testing.T, a *Authenticator, ctx context.Context, method string) (context.Context, error) {
@@ -64,7 +68,7 @@ func callUnary(t *testing.T, a *Authenticator, ctx context.Context, method strin
 func TestAuthenticate(t *testing.T) {
 	east := cert(10, identity.ClusterURI("east"))
 	admin := cert(11, identity.AdminURI())
-	a := &Authenticator{Policy: DefaultPolicy(), Revoker: revoked{"12": true}}
+	a := &Authenticator{Policy: DefaultPolicy(), Revoker: revoked{"12": `cluster "east" was removed`}}
 	for _, tc := range []struct {
 		name   string
 		ctx    context.Context
@@ -301,7 +305,10 @@ func TestStreamsOfAdminsAreNotRegistered(t *testing.T) {
 // authenticate's check and the stream's registration.
 type flipRevoker struct{ calls int }
 
-func (f *flipRevoker) Revoked(*big.Int) bool { f.calls++; return f.calls > 1 }
+func (f *flipRevoker) Revoked(*big.Int) (string, bool) {
+	f.calls++
+	return `cluster "east" was removed`, f.calls > 1
+}
 
 // A stream whose certificate is revoked between the first check and its registration is refused, not left running.
 func TestStreamRevokedWhileRegisteringIsRefused(t *testing.T) {
@@ -309,8 +316,8 @@ func TestStreamRevokedWhileRegisteringIsRefused(t *testing.T) {
 	ran := false
 	err := a.Stream()(nil, &fakeStream{ctx: peerCtx(cert(7, identity.ClusterURI("east")))}, &grpc.StreamServerInfo{FullMethod: methodReport},
 		func(any, grpc.ServerStream) error { ran = true; return nil })
-	if status.Code(err) != codes.Unauthenticated || ran {
-		t.Fatalf("err = %v, handler ran = %v; want Unauthenticated and no handler", err, ran)
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), `cluster "east" was removed`) || ran {
+		t.Fatalf("err = %v, handler ran = %v; want Unauthenticated saying east was removed, and no handler", err, ran)
 	}
 	if n := a.Sessions.Count("east"); n != 0 {
 		t.Fatalf("%d streams left registered", n)

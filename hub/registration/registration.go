@@ -71,6 +71,29 @@ type certRecord struct {
 type revokedRecord struct {
 	Cluster string    `json:"cluster"`
 	Revoked time.Time `json:"revoked"`
+	// Reason is why the certificate was revoked ("removed" or "re-joined"); a stream or call refused for it is told.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Revocation reasons.
+const (
+	reasonRemoved  = "removed"
+	reasonRejoined = "re-joined"
+)
+
+// why is what a refused caller is told about the revocation: which cluster and what happened to it.
+func (r revokedRecord) why() string {
+	if r.Cluster == "" || r.Reason == "" {
+		return "its cluster was removed or re-joined"
+	}
+	return fmt.Sprintf("cluster %q was %s", r.Cluster, r.Reason)
+}
+
+// decodeRevoked reads a revocation record; a malformed one still revokes, without a reason.
+func decodeRevoked(b []byte) revokedRecord {
+	var r revokedRecord
+	_ = json.Unmarshal(b, &r)
+	return r
 }
 
 // JoinRecord is what the hub keeps about a joined cluster.
@@ -94,7 +117,7 @@ type Service struct {
 	sessions *auth.Sessions
 
 	mu      sync.RWMutex
-	revoked map[string]bool // serial hex
+	revoked map[string]string // serial hex → why it was revoked
 }
 
 // Options configure a Service.
@@ -119,7 +142,7 @@ func New(ctx context.Context, etcd *clientv3.Client, ca *pki.Authority, o Option
 		o.Logger = slog.Default()
 	}
 	s := &Service{etcd: etcd, ca: ca, certTTL: o.CertTTL, now: o.Now, log: o.Logger.With("component", "registration"),
-		sessions: o.Sessions, revoked: map[string]bool{}}
+		sessions: o.Sessions, revoked: map[string]string{}}
 	if err := s.loadRevoked(ctx); err != nil {
 		return nil, err
 	}
@@ -137,13 +160,13 @@ func (s *Service) loadRevoked(ctx context.Context) error {
 
 // reloadRevoked replaces the in-memory list with every revocation in etcd and returns the revision to watch from.
 func (s *Service) reloadRevoked(ctx context.Context) (next int64, err error) {
-	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
 	if err != nil {
 		return 0, err
 	}
-	revoked := make(map[string]bool, len(resp.Kvs))
+	revoked := make(map[string]string, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = true
+		revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = decodeRevoked(kv.Value).why()
 	}
 	s.mu.Lock()
 	s.revoked = revoked
@@ -170,21 +193,22 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 			if err = wr.Err(); err != nil {
 				break
 			}
-			var cut []string
+			cut := map[string]string{}
 			s.mu.Lock()
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut {
 					sn := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
-					s.revoked[sn] = true
-					cut = append(cut, sn)
+					why := decodeRevoked(ev.Kv.Value).why()
+					s.revoked[sn] = why
+					cut[sn] = why
 				}
 				next = ev.Kv.ModRevision + 1
 			}
 			s.mu.Unlock()
 			// Streams on this replica that run on a certificate another replica (or this one) revoked end now.
 			if s.sessions != nil {
-				for _, sn := range cut {
-					s.sessions.CutSerial(sn, status.Errorf(codes.Unauthenticated, "certificate %s has been revoked (its cluster was removed or re-joined)", sn))
+				for sn, why := range cut {
+					s.sessions.CutSerial(sn, auth.RevokedError(sn, why))
 				}
 			}
 			delay = revokedWatchRetryMin
@@ -216,10 +240,11 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 }
 
 // Revoked implements auth.Revoker.
-func (s *Service) Revoked(serial *big.Int) bool {
+func (s *Service) Revoked(serial *big.Int) (why string, revoked bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.revoked[identity.SerialHex(serial)]
+	why, revoked = s.revoked[identity.SerialHex(serial)]
+	return why, revoked
 }
 
 // TokenOptions describe a token to create.
@@ -385,7 +410,8 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		clientv3.OpPut(CertPrefix+name+"/"+serial, string(cb)),
 	}
 	// A re-join revokes every certificate the cluster held, in the same transaction that issues the new one.
-	rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: now})
+	rev := revokedRecord{Cluster: name, Revoked: now, Reason: reasonRejoined}
+	rb, _ := json.Marshal(rev)
 	var revoked []string
 	for _, ckv := range certKVs {
 		old := strings.TrimPrefix(string(ckv.Key), CertPrefix+name+"/")
@@ -400,11 +426,13 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		return nil, status.Errorf(codes.Aborted, "token %s or cluster %q changed concurrently, try again", tok.ID, name)
 	}
 	if rejoin {
-		s.revoke(revoked)
+		s.revoke(revoked, rev.why())
 		cut := 0
 		if s.sessions != nil {
 			// Only the old certificates can have streams open: the new one is not in the joiner's hands yet.
-			cut = s.sessions.Cut(name, status.Errorf(codes.Unauthenticated, "cluster %q was re-joined; this certificate is revoked", name))
+			for _, sn := range revoked {
+				cut += s.sessions.CutSerial(sn, auth.RevokedError(sn, rev.why()))
+			}
 		}
 		s.log.Warn("cluster re-joined; its previous certificates are revoked", "cluster", name, "token", tok.ID, "serial", serial,
 			"revokedCertificates", len(revoked), "streamsCut", cut, "expires", cert.NotAfter)
@@ -414,11 +442,11 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 	return &fedgatepb.JoinResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
 }
 
-func (s *Service) revoke(serials []string) {
+func (s *Service) revoke(serials []string, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sn := range serials {
-		s.revoked[sn] = true
+		s.revoked[sn] = why
 	}
 }
 
@@ -496,7 +524,7 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 		if len(resp.Kvs) == 0 && len(join.Kvs) == 0 {
 			return nil, status.Errorf(codes.NotFound, "cluster %q is not joined", name)
 		}
-		rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now()})
+		rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now(), Reason: reasonRemoved})
 		ops := []clientv3.Op{clientv3.OpDelete(JoinPrefix + name), clientv3.OpDelete(CertPrefix+name+"/", clientv3.WithPrefix())}
 		serials = serials[:0]
 		for _, kv := range resp.Kvs {
@@ -518,7 +546,7 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 			return nil, status.Errorf(codes.Aborted, "cluster %q changed during its removal five times; try again", name)
 		}
 	}
-	s.revoke(serials)
+	s.revoke(serials, revokedRecord{Cluster: name, Reason: reasonRemoved}.why())
 	sort.Strings(serials)
 	s.log.Info("cluster removed", "cluster", name, "revokedCertificates", len(serials))
 	return serials, nil

@@ -221,8 +221,8 @@ func TestRenewAndRemove(t *testing.T) {
 		t.Fatalf("revoked %d serials, want 2", len(serials))
 	}
 	for _, c := range []*x509.Certificate{first, second[0]} {
-		if !s.Revoked(c.SerialNumber) {
-			t.Errorf("certificate %s not revoked", identity.SerialHex(c.SerialNumber))
+		if why, ok := s.Revoked(c.SerialNumber); !ok || why != `cluster "east" was removed` {
+			t.Errorf("certificate %s: revoked %v (%q), want revoked because east was removed", identity.SerialHex(c.SerialNumber), ok, why)
 		}
 	}
 	if _, err := s.Renew(eastCtx, &fedgatepb.RenewRequest{CsrPem: csr(t, "east")}); status.Code(err) != codes.PermissionDenied {
@@ -233,8 +233,8 @@ func TestRenewAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s2.Revoked(first.SerialNumber) {
-		t.Fatal("revocation not visible to a fresh service")
+	if why, ok := s2.Revoked(first.SerialNumber); !ok || why != `cluster "east" was removed` {
+		t.Fatalf("revocation not visible to a fresh service with its reason: %v %q", ok, why)
 	}
 }
 
@@ -304,11 +304,11 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	}
 	fresh, _ := identity.ParseCertificates(resp.CertificatePem)
 	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
-		if !s.Revoked(c.SerialNumber) {
-			t.Errorf("certificate %s held before the re-join is not revoked", identity.SerialHex(c.SerialNumber))
+		if why, ok := s.Revoked(c.SerialNumber); !ok || why != `cluster "west" was re-joined` {
+			t.Errorf("certificate %s held before the re-join: revoked %v (%q), want revoked because west was re-joined", identity.SerialHex(c.SerialNumber), ok, why)
 		}
 	}
-	if s.Revoked(fresh[0].SerialNumber) {
+	if _, ok := s.Revoked(fresh[0].SerialNumber); ok {
 		t.Fatal("the re-joined certificate is revoked")
 	}
 	// One transaction: the new certificate's record and every revocation carry the same revision.
@@ -341,8 +341,10 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !s2.Revoked(first[0].SerialNumber) || !s2.Revoked(renewed[0].SerialNumber) {
-		t.Fatal("re-join revocations not visible to a fresh service")
+	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
+		if why, ok := s2.Revoked(c.SerialNumber); !ok || why != `cluster "west" was re-joined` {
+			t.Fatalf("re-join revocation of %s not visible to a fresh service with its reason: %v %q", identity.SerialHex(c.SerialNumber), ok, why)
+		}
 	}
 }
 
@@ -443,7 +445,7 @@ func TestRevocationWatchResumes(t *testing.T) {
 	waitRevoked := func(what string, serial int64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for !s.Revoked(big.NewInt(serial)) {
+		for _, ok := s.Revoked(big.NewInt(serial)); !ok; _, ok = s.Revoked(big.NewInt(serial)) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: serial %x never seen revoked (%d watches opened)", what, serial, fw.watches.Load())
 			}

@@ -132,10 +132,7 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 		var r received
 		select {
 		case <-ctx.Done():
-			if cause := context.Cause(ctx); status.Code(cause) != codes.Unknown {
-				return cause
-			}
-			return status.FromContextError(ctx.Err()).Err()
+			return endedBy(ctx)
 		case <-s.stopping:
 			return status.Error(codes.Unavailable, "hub shutting down")
 		case r = <-msgs:
@@ -262,7 +259,7 @@ func (s *SyncService) Subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 		case wr, ok := <-watch:
 			if !ok {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					return endedBy(ctx)
 				}
 				return status.Error(codes.Unavailable, "graph watch closed")
 			}
@@ -336,4 +333,13 @@ func shortHash(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// endedBy is the status a stream whose context ended returns: the cause hub/auth gave when it cut the stream (the
+// cluster was removed, its certificate revoked), else the context's own error.
+func endedBy(ctx context.Context) error {
+	if cause := context.Cause(ctx); status.Code(cause) != codes.Unknown {
+		return cause
+	}
+	return status.FromContextError(ctx.Err()).Err()
 }
