@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,6 +74,25 @@ type revokedRecord struct {
 	Revoked time.Time `json:"revoked"`
 	// Reason is why the certificate was revoked ("removed" or "re-joined"); a stream or call refused for it is told.
 	Reason string `json:"reason,omitempty"`
+	// NotAfter is the revoked certificate's own expiry: past it (and revokedPruneMargin), every verifier refuses the
+	// certificate anyway and PruneRevoked deletes the record. Zero (records written before it was kept): never pruned.
+	NotAfter time.Time `json:"notAfter,omitzero"`
+}
+
+// revokedPruneMargin is how long past its certificate's expiry a revocation record is kept, for verifiers whose
+// clocks lag.
+const revokedPruneMargin = time.Hour
+
+// revocations returns the revocation records (serial hex → record) of the certificates in certKVs (CertPrefix
+// records), all revoked at now for reason.
+func revocations(certKVs []*mvccpb.KeyValue, cluster, reason string, now time.Time) map[string]revokedRecord {
+	out := make(map[string]revokedRecord, len(certKVs))
+	for _, kv := range certKVs {
+		var cr certRecord
+		_ = json.Unmarshal(kv.Value, &cr) // a malformed record is still revoked, without an expiry
+		out[strings.TrimPrefix(string(kv.Key), CertPrefix+cluster+"/")] = revokedRecord{Cluster: cluster, Revoked: now, Reason: reason, NotAfter: cr.NotAfter}
+	}
+	return out
 }
 
 // Revocation reasons.
@@ -155,7 +175,67 @@ func (s *Service) loadRevoked(ctx context.Context) error {
 		return err
 	}
 	go s.watchRevoked(ctx, next)
+	go s.pruneRevokedEvery(ctx, revokedPruneInterval)
 	return nil
+}
+
+// revokedPruneInterval is how often each hub replica deletes the revocation records of expired certificates.
+const revokedPruneInterval = time.Hour
+
+// revokedPruneBatch bounds the deletions of one transaction (below etcd's default of 128 operations).
+const revokedPruneBatch = 64
+
+func (s *Service) pruneRevokedEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.PruneRevoked(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("pruning revocations of expired certificates", "err", err)
+		} else if n > 0 {
+			s.log.Info("pruned revocations of expired certificates", "records", n)
+		}
+	}
+}
+
+// PruneRevoked deletes the revocation records of certificates that expired more than revokedPruneMargin ago: every
+// verifier refuses them by their expiry, so the records would only grow the revocation list in memory and in every
+// spoke's config. It returns how many it deleted; every replica's watch drops them from its list.
+func (s *Service) PruneRevoked(ctx context.Context) (int, error) {
+	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	cutoff := s.now().Add(-revokedPruneMargin)
+	var ops []clientv3.Op
+	n := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		if _, err := s.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return err
+		}
+		n += len(ops)
+		ops = ops[:0]
+		return nil
+	}
+	for _, kv := range resp.Kvs {
+		if r := decodeRevoked(kv.Value); r.NotAfter.IsZero() || !r.NotAfter.Before(cutoff) {
+			continue
+		}
+		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		if len(ops) == revokedPruneBatch {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, flush()
 }
 
 // reloadRevoked replaces the in-memory list with every revocation in etcd and returns the revision to watch from.
@@ -196,11 +276,14 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 			cut := map[string]string{}
 			s.mu.Lock()
 			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut {
-					sn := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
+				sn := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
+				switch ev.Type {
+				case clientv3.EventTypePut:
 					why := decodeRevoked(ev.Kv.Value).why()
 					s.revoked[sn] = why
 					cut[sn] = why
+				case clientv3.EventTypeDelete: // pruned: the certificate has expired
+					delete(s.revoked, sn)
 				}
 				next = ev.Kv.ModRevision + 1
 			}
@@ -374,7 +457,7 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 	}
 	// The cluster's join record and certificates, read at one revision: the transaction below commits only if neither
 	// changed since, so a join never races another join, a renewal or a removal of the same name.
-	cur, err := s.etcd.Txn(ctx).Then(clientv3.OpGet(JoinPrefix+name), clientv3.OpGet(CertPrefix+name+"/", clientv3.WithPrefix(), clientv3.WithKeysOnly())).Commit()
+	cur, err := s.etcd.Txn(ctx).Then(clientv3.OpGet(JoinPrefix+name), clientv3.OpGet(CertPrefix+name+"/", clientv3.WithPrefix())).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
@@ -410,13 +493,12 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		clientv3.OpPut(CertPrefix+name+"/"+serial, string(cb)),
 	}
 	// A re-join revokes every certificate the cluster held, in the same transaction that issues the new one.
-	rev := revokedRecord{Cluster: name, Revoked: now, Reason: reasonRejoined}
-	rb, _ := json.Marshal(rev)
+	why := revokedRecord{Cluster: name, Reason: reasonRejoined}.why()
 	var revoked []string
-	for _, ckv := range certKVs {
-		old := strings.TrimPrefix(string(ckv.Key), CertPrefix+name+"/")
+	for old, rr := range revocations(certKVs, name, reasonRejoined, now) {
 		revoked = append(revoked, old)
-		ops = append(ops, clientv3.OpDelete(string(ckv.Key)), clientv3.OpPut(RevokedPrefix+old, string(rb)))
+		rb, _ := json.Marshal(rr)
+		ops = append(ops, clientv3.OpDelete(CertPrefix+name+"/"+old), clientv3.OpPut(RevokedPrefix+old, string(rb)))
 	}
 	txn, err := s.etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
@@ -426,12 +508,12 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		return nil, status.Errorf(codes.Aborted, "token %s or cluster %q changed concurrently, try again", tok.ID, name)
 	}
 	if rejoin {
-		s.revoke(revoked, rev.why())
+		s.revoke(revoked, why)
 		cut := 0
 		if s.sessions != nil {
 			// Only the old certificates can have streams open: the new one is not in the joiner's hands yet.
 			for _, sn := range revoked {
-				cut += s.sessions.CutSerial(sn, auth.RevokedError(sn, rev.why()))
+				cut += s.sessions.CutSerial(sn, auth.RevokedError(sn, why))
 			}
 		}
 		s.log.Warn("cluster re-joined; its previous certificates are revoked", "cluster", name, "token", tok.ID, "serial", serial,
@@ -524,12 +606,11 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 		if len(resp.Kvs) == 0 && len(join.Kvs) == 0 {
 			return nil, status.Errorf(codes.NotFound, "cluster %q is not joined", name)
 		}
-		rb, _ := json.Marshal(revokedRecord{Cluster: name, Revoked: s.now(), Reason: reasonRemoved})
 		ops := []clientv3.Op{clientv3.OpDelete(JoinPrefix + name), clientv3.OpDelete(CertPrefix+name+"/", clientv3.WithPrefix())}
 		serials = serials[:0]
-		for _, kv := range resp.Kvs {
-			serial := strings.TrimPrefix(string(kv.Key), CertPrefix+name+"/")
+		for serial, rr := range revocations(resp.Kvs, name, reasonRemoved, s.now()) {
 			serials = append(serials, serial)
+			rb, _ := json.Marshal(rr)
 			ops = append(ops, clientv3.OpPut(RevokedPrefix+serial, string(rb)))
 		}
 		txn, err := s.etcd.Txn(ctx).If(
