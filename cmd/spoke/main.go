@@ -72,6 +72,7 @@ func run(args []string) error {
 	fs.DurationVar(&lim.KeepaliveIdleTimeout, "keepalive-idle-timeout", lim.KeepaliveIdleTimeout, "a client connection idle this long between requests is closed")
 	fs.DurationVar(&lim.ResponseSendIdleTimeout, "response-send-idle-timeout", lim.ResponseSendIdleTimeout, "longest wait to write response bytes to a client that does not read (longer: connection closed)")
 	fs.DurationVar(&lim.UpstreamResponseHeaderTimeout, "upstream-response-header-timeout", lim.UpstreamResponseHeaderTimeout, "longest wait for a backend's response head when the route sets no timeout (longer: 504)")
+	fs.DurationVar(&lim.UpstreamResponseBodyIdleTimeout, "upstream-response-body-idle-timeout", lim.UpstreamResponseBodyIdleTimeout, "longest wait for the next response body bytes from a backend (longer: the response is cut off)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
 	if err := fs.Parse(args); err != nil {
 		return err

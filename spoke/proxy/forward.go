@@ -574,11 +574,27 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, a *action
 		// HTTP/1.1 responses bound their writes in h1Writer; an HTTP/2 stream's are bounded here.
 		sendDeadline = http.NewResponseController(w).SetWriteDeadline
 	}
+	// Each wait for body bytes is bounded: upBody bounds its own reads with the connection's deadline; a body from a
+	// net/http transport (east-west, h2c backends) is closed by a timer that every read re-arms, which ends a read
+	// blocked on it.
+	var idleT *time.Timer
+	var idleFired atomic.Bool
+	if _, own := resp.Body.(*upBody); !own && s.opts.Limits.UpstreamResponseBodyIdleTimeout > 0 {
+		body := resp.Body
+		idleT = time.AfterFunc(time.Hour, func() { idleFired.Store(true); body.Close() })
+		idleT.Stop() // armed only around reads: time spent writing to the client is not the backend's
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	for {
+		if idleT != nil {
+			idleT.Reset(s.opts.Limits.UpstreamResponseBodyIdleTimeout)
+		}
 		n, rerr := resp.Body.Read(buf)
+		if idleT != nil {
+			idleT.Stop()
+		}
 		if n > 0 {
 			if sendDeadline != nil {
 				sendDeadline(time.Now().Add(s.opts.Limits.ResponseSendIdleTimeout))
@@ -592,7 +608,7 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, a *action
 		}
 		if rerr != nil {
 			if rerr != io.EOF {
-				if errors.Is(rerr, context.DeadlineExceeded) {
+				if errors.Is(rerr, context.DeadlineExceeded) || isTimeout(rerr) || idleFired.Load() {
 					s.stats.Timeouts.Add(1)
 				}
 				s.log.Debug("upstream body", "endpoint", ep.addr, "cluster", ep.cluster, "err", rerr)

@@ -31,6 +31,8 @@ type h1Client struct {
 	// headerTimeout bounds the wait for the response head when the request's context has no deadline of its own (a
 	// route timeout overrides it).
 	headerTimeout time.Duration
+	// bodyIdle bounds each wait for response body bytes.
+	bodyIdle time.Duration
 
 	mu   sync.Mutex
 	idle map[string][]*upConn
@@ -59,6 +61,7 @@ func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn,
 		head:          h1.Limits{MaxLine: lim.MaxResponseHeaderBytes, MaxBytes: lim.MaxResponseHeaderBytes, MaxFields: lim.MaxResponseHeaders},
 		max1xx:        lim.MaxInformationalResponses,
 		headerTimeout: lim.UpstreamResponseHeaderTimeout,
+		bodyIdle:      lim.UpstreamResponseBodyIdleTimeout,
 		idle:          map[string][]*upConn{},
 	}
 }
@@ -269,7 +272,7 @@ func (c *h1Client) exchange(ctx context.Context, uc *upConn, req *http.Request) 
 		}
 		return resp, true, nil
 	}
-	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: es, keep: keep}
+	resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, stop: es, keep: keep, ctx: ctx}
 	return resp, true, nil
 }
 
@@ -290,7 +293,7 @@ func (c *h1Client) earlyResponse(uc *upConn, req *http.Request) *http.Response {
 		}
 		resp.Close = true
 		if resp.Body != http.NoBody {
-			resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc}
+			resp.Body = &upBody{rc: resp.Body.(h1.Body), c: c, uc: uc, ctx: context.Background()}
 		} else {
 			uc.nc.Close()
 		}
@@ -398,19 +401,29 @@ func writeRequest(uc *upConn, req *http.Request, timeout time.Duration) error {
 }
 
 // upBody returns the connection to the pool once the response body has been read to its end, and closes it
-// otherwise.
+// otherwise. Each read that must wait for the backend is bounded by the client's bodyIdle.
 type upBody struct {
-	rc   h1.Body
-	c    *h1Client
-	uc   *upConn
-	stop exchangeStop
-	keep bool
-	done bool
+	rc    h1.Body
+	c     *h1Client
+	uc    *upConn
+	stop  exchangeStop
+	ctx   context.Context // the exchange's: its cancellation also sets the connection's deadline
+	keep  bool
+	done  bool
+	armed bool // a read deadline is set on uc.nc
 }
 
 func (b *upBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
+	}
+	if b.c.bodyIdle > 0 && b.uc.br.Buffered() == 0 {
+		b.uc.nc.SetReadDeadline(time.Now().Add(b.c.bodyIdle))
+		b.armed = true
+		if b.ctx.Err() != nil {
+			// Cancelled before the line above, which undid the cancellation's deadline.
+			b.uc.nc.SetDeadline(aLongTimeAgo)
+		}
 	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
@@ -440,6 +453,9 @@ func (b *upBody) release(complete bool) {
 	}
 	b.done = true
 	if b.stop.stop() && complete && b.keep && b.rc.Complete() {
+		if b.armed {
+			b.uc.nc.SetReadDeadline(time.Time{})
+		}
 		b.c.put(b.uc)
 		return
 	}

@@ -46,6 +46,11 @@ type Limits struct {
 	// route's timeouts (HTTPRoute rules[].timeouts) override it. Expiry → 504.
 	// Default: 1m0s.
 	UpstreamResponseHeaderTimeout time.Duration
+	// UpstreamResponseBodyIdleTimeout bounds each wait for response body bytes from a backend (between two reads,
+	// like Envoy's stream idle timeout): a backend that stalls longer has the response cut off (the client sees it
+	// truncated, never completed). Long-lived streams (SSE, gRPC) need data or keepalives more often than this.
+	// Default: 5m0s.
+	UpstreamResponseBodyIdleTimeout time.Duration
 	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
 	// Default: 100.
 	H2CMaxConcurrentStreams int
@@ -54,18 +59,19 @@ type Limits struct {
 // DefaultLimits returns the documented defaults.
 func DefaultLimits() Limits {
 	return Limits{
-		MaxRequestLineBytes:           8 << 10,
-		MaxRequestHeaderBytes:         60 << 10,
-		MaxRequestHeaders:             100,
-		MaxResponseHeaderBytes:        60 << 10,
-		MaxResponseHeaders:            100,
-		MaxInformationalResponses:     10,
-		RequestHeaderTimeout:          15 * time.Second,
-		RequestBodyIdleTimeout:        60 * time.Second,
-		KeepaliveIdleTimeout:          75 * time.Second,
-		ResponseSendIdleTimeout:       60 * time.Second,
-		UpstreamResponseHeaderTimeout: 60 * time.Second,
-		H2CMaxConcurrentStreams:       100,
+		MaxRequestLineBytes:             8 << 10,
+		MaxRequestHeaderBytes:           60 << 10,
+		MaxRequestHeaders:               100,
+		MaxResponseHeaderBytes:          60 << 10,
+		MaxResponseHeaders:              100,
+		MaxInformationalResponses:       10,
+		RequestHeaderTimeout:            15 * time.Second,
+		RequestBodyIdleTimeout:          60 * time.Second,
+		KeepaliveIdleTimeout:            75 * time.Second,
+		ResponseSendIdleTimeout:         60 * time.Second,
+		UpstreamResponseHeaderTimeout:   60 * time.Second,
+		UpstreamResponseBodyIdleTimeout: 5 * time.Minute,
+		H2CMaxConcurrentStreams:         100,
 	}
 }
 
@@ -93,6 +99,7 @@ func (l Limits) withDefaults() Limits {
 	setD(&l.KeepaliveIdleTimeout, d.KeepaliveIdleTimeout)
 	setD(&l.ResponseSendIdleTimeout, d.ResponseSendIdleTimeout)
 	setD(&l.UpstreamResponseHeaderTimeout, d.UpstreamResponseHeaderTimeout)
+	setD(&l.UpstreamResponseBodyIdleTimeout, d.UpstreamResponseBodyIdleTimeout)
 	set(&l.H2CMaxConcurrentStreams, d.H2CMaxConcurrentStreams)
 	return l
 }
@@ -113,6 +120,7 @@ func (l Limits) Validate() error {
 		{"KeepaliveIdleTimeout", int64(l.KeepaliveIdleTimeout)},
 		{"ResponseSendIdleTimeout", int64(l.ResponseSendIdleTimeout)},
 		{"UpstreamResponseHeaderTimeout", int64(l.UpstreamResponseHeaderTimeout)},
+		{"UpstreamResponseBodyIdleTimeout", int64(l.UpstreamResponseBodyIdleTimeout)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))
