@@ -54,7 +54,7 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC listen address for hubctl and spokes (TLS only; spokes and admins use mTLS)")
 	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", cfg.AdvertiseAddress, "host:port spokes and hubctl dial, put in join commands and the serving certificate (default: --listen)")
 	fs.StringVar(&cfg.PKIDir, "pki-dir", cfg.PKIDir, "directory of the hub CA, created on first start (default: <data-dir>/pki)")
-	fs.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "load the CA certificate (bundle, active first) from this file instead of --pki-dir")
+	fs.StringVar(&cfg.CACert, "ca-cert", cfg.CACert, "load the CA certificate (bundle, active first) from this file instead of --pki-dir; replicas sharing an etcd must all use the same CA")
 	fs.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "the CA key for --ca-cert")
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", cfg.CertTTL, "lifetime of cluster certificates (spokes renew at two thirds)")
 	fs.StringVar(&cfg.AdminConfig, "admin-config", defaultAdminConfig(), "where the bootstrap writes the admin credential for hubctl, if absent (empty: none)")

@@ -58,17 +58,35 @@ func LoadOrCreate(dir string) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := encodeKey(a.key)
-	if err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(certPath, a.BundlePEM(), 0o644); err != nil {
+	if err := a.Save(certPath, keyPath); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// Save writes the active CA's key (mode 0600) and the bundle, in the files LoadFiles reads: how one replica's CA is
+// handed to the others (--ca-cert/--ca-key), or a rotated bundle written for every replica.
+func (a *Authority) Save(certPath, keyPath string) error {
+	a.mu.RLock()
+	key := a.key
+	var bundlePEM []byte
+	for _, c := range a.bundle { // read with the key, so a concurrent Rotate cannot pair one with the other's
+		bundlePEM = append(bundlePEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	a.mu.RUnlock()
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return err
+	}
+	for _, dir := range []string{filepath.Dir(keyPath), filepath.Dir(certPath)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.Write(certPath, bundlePEM, 0o644)
 }
 
 // LoadFiles loads a CA given by files (flags --ca-cert/--ca-key).

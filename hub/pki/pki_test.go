@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -153,5 +154,31 @@ func TestShortLivedCertificatesAreBarelyBackdated(t *testing.T) {
 	due := cert.NotBefore.Add(life * 2 / 3)
 	if until := time.Until(due); until < 4*time.Second {
 		t.Fatalf("a 9s certificate (NotBefore %v, NotAfter %v) is due for renewal in %v, want about 6s", cert.NotBefore, cert.NotAfter, until)
+	}
+}
+
+// Save writes what LoadFiles reads back: the same active CA and the whole bundle of a rotation, the key private.
+func TestSaveRoundTrip(t *testing.T) {
+	a, err := New(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "nested", "pki")
+	certPath, keyPath := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+	if err := a.Save(certPath, keyPath); err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadFiles(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ActiveHash() != a.ActiveHash() || !bytes.Equal(b.BundlePEM(), a.BundlePEM()) {
+		t.Fatal("loaded CA differs from the saved one")
+	}
+	if st, err := os.Stat(keyPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode: %v %v", st.Mode(), err)
 	}
 }

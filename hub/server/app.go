@@ -282,6 +282,10 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		return nil, fmt.Errorf("etcd %v unreachable: %w", endpoints, err)
 	}
 	h.store = store.New(h.cli, opts)
+	// Before anything is signed or served: every replica sharing this etcd must sign with one CA.
+	if err := agreeCA(ctx, h.store, h.ca, log); err != nil {
+		return nil, err
+	}
 	h.controller = controller.New(h.store, controller.Config{
 		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, KeyRotation: cfg.KeyRotation, Logger: log,
 	})

@@ -23,6 +23,8 @@
 //	/fedgate/v1/keys/gossip                              KeyRing JSON: spoke gossip encryption keys, same shape
 //	/fedgate/v1/revoked/<serial>                         a revoked certificate (written by hub/registration; JSON
 //	                                                     naming the cluster it was issued to, read by the compile)
+//	/fedgate/v1/ca                                       CARecord JSON: the public CA bundle every hub replica signs
+//	                                                     with (created by the first replica; see ClaimCA)
 //
 // Cluster-scoped kinds (GatewayClass) have an empty namespace segment: /fedgate/v1/hub/GatewayClass//<name>. Kubernetes
 // names and namespaces cannot contain "/" (or "@"), and the store refuses any that do, so every key parses back
