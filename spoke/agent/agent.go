@@ -17,6 +17,8 @@ import (
 	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -100,7 +102,8 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
 	var client fedgatepb.SyncClient
 	if cfg.HubAddress != "" {
-		if a.conn, err = grpc.NewClient(cfg.HubAddress, dialOptions(cfg)...); err != nil {
+		target, opts := hubTarget(cfg.hubAddresses())
+		if a.conn, err = grpc.NewClient(target, append(dialOptions(cfg), opts...)...); err != nil {
 			_ = l.Close()
 			return nil, fmt.Errorf("hub %s: %w", cfg.HubAddress, err)
 		}
@@ -277,6 +280,28 @@ func dialOptions(cfg Config) []grpc.DialOption {
 		}),
 		// A large fleet's projection can exceed grpc's 4 MiB default; the hub sends nothing larger than this.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(spokeconfig.MaxUpdateBytes)),
+	}
+}
+
+// hubTarget is the gRPC target of the hub and the options it needs. One address is dialled as it is; the replicas of
+// an HA hub are handed to gRPC as one endpoint each, with pick_first over a shuffled list: both streams and renewals
+// share one connection to one replica (spokes spread over the replicas), and when it breaks the next call connects to
+// the first replica that answers. Every replica serves every cluster (they share etcd), so which one is reached
+// does not matter.
+func hubTarget(addrs []string) (string, []grpc.DialOption) {
+	if len(addrs) == 1 {
+		return addrs[0], nil
+	}
+	r := manual.NewBuilderWithScheme("fedgate-hub")
+	eps := make([]resolver.Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = resolver.Endpoint{Addresses: []resolver.Address{{Addr: a}}}
+	}
+	r.InitialState(resolver.State{Endpoints: eps})
+	// The path becomes the connection's authority: the first replica, as a single address would be.
+	return r.Scheme() + ":///" + addrs[0], []grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{"shuffleAddressList":true}}]}`),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,5 +224,60 @@ func TestAgentWithoutHubServesCache(t *testing.T) {
 	runAgent(t, cfg)
 	if c := waitApplied(t, p); c.Revision != 4 {
 		t.Fatalf("applied revision %d, want 4", c.Revision)
+	}
+}
+
+// With the addresses of an HA hub's replicas the agent fails over (issue 9): it subscribes to one, and each time the
+// replica it uses dies it subscribes to another that is alive — naming the config it serves, so nothing is resent —
+// skipping an address where nothing listens.
+func TestAgentFailsOverAmongHubReplicas(t *testing.T) {
+	hubs := []*fakehub.Hub{fakehub.Start(t, ""), fakehub.Start(t, ""), fakehub.Start(t, "")}
+	dead := fakehub.Start(t, "")
+	dead.Stop() // nothing listens on its address
+	addrs := []string{hubs[0].Addr, dead.Addr, hubs[1].Addr, hubs[2].Addr}
+	p := newFakeProxy()
+	a, _ := runAgent(t, testConfig(t, strings.Join(addrs, ", "), p))
+
+	// hello waits for a subscribe hello on any live replica and returns that replica's index.
+	alive := map[int]bool{0: true, 1: true, 2: true}
+	hello := func() (int, *fedgatepb.Hello) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for {
+			for i := range alive {
+				select {
+				case m := <-hubs[i].Subscribes:
+					if h := m.Msg.GetHello(); h != nil {
+						return i, h
+					}
+				default:
+				}
+			}
+			select {
+			case <-deadline:
+				t.Fatal("no live replica received a subscribe hello within 10s")
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	first, _ := hello()
+	b, hash, err := spokeconfig.Encode(&spokeconfig.SpokeConfig{Cluster: "east", Revision: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubs[first].Push(t, &fedgatepb.SpokeConfigUpdate{Revision: 7, Hash: hash, ConfigJson: b})
+	waitApplied(t, p)
+	used := first
+	for range 2 {
+		hubs[used].Stop()
+		delete(alive, used)
+		next, h := hello()
+		if h.AppliedRevision != 7 || h.AppliedHash != hash {
+			t.Fatalf("hello to replica %d after replica %d died = %v, want applied revision 7", next, used, h)
+		}
+		used = next
+	}
+	if rev, _ := a.Applied(); rev != 7 {
+		t.Fatalf("Applied = %d, want 7", rev)
 	}
 }

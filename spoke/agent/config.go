@@ -34,8 +34,9 @@ type Config struct {
 	// Credentials is the cluster's hub-issued identity (`hubctl join`). Required with HubAddress: the hub connection
 	// and the east-west listener and client are mTLS with it, and it renews itself over the hub connection.
 	Credentials *credentials.Store
-	// HubAddress is host:port of the hub's gRPC endpoint. Empty runs without a hub: the agent serves its disk cache
-	// and east-west traffic only.
+	// HubAddress is host:port of the hub's gRPC endpoint, or a comma-separated list of the endpoints of one hub's
+	// replicas (host:port,host:port): the agent connects to one of them, picked at random, and fails over to another
+	// when it goes away. Empty runs without a hub: the agent serves its disk cache and east-west traffic only.
 	HubAddress string
 	// SourceDir is a directory of Kubernetes manifests describing this cluster's objects (see source.Dir).
 	SourceDir string
@@ -143,8 +144,10 @@ func (c Config) Validate() error {
 		if c.Credentials == nil && !c.plaintextHub {
 			errs = append(errs, errors.New("credentials: required with a hub address (join the cluster with `hubctl join` first)"))
 		}
-		if _, _, err := net.SplitHostPort(c.HubAddress); err != nil {
-			errs = append(errs, fmt.Errorf("hubAddress %q: %v", c.HubAddress, err))
+		for _, a := range c.hubAddresses() {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				errs = append(errs, fmt.Errorf("hubAddress %q: %v", a, err))
+			}
 		}
 	}
 	for _, a := range []struct{ name, v string }{{"gossipListen", c.GossipListen}, {"gossipAddress", c.GossipAddress}} {
@@ -188,4 +191,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// hubAddresses splits HubAddress into the addresses of the hub's replicas (an empty item is kept, so Validate names
+// it).
+func (c Config) hubAddresses() []string {
+	if c.HubAddress == "" {
+		return nil
+	}
+	out := strings.Split(c.HubAddress, ",")
+	for i := range out {
+		out[i] = strings.TrimSpace(out[i])
+	}
+	return out
 }

@@ -86,6 +86,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no cluster", func(c *Config) { c.Cluster = "" }, "cluster: required"},
 		{"cluster with slash", func(c *Config) { c.Cluster = "a/b" }, `cluster "a/b"`},
 		{"hub without port", func(c *Config) { c.HubAddress = "hub" }, `hubAddress "hub"`},
+		{"hub replica without port", func(c *Config) { c.HubAddress = "127.0.0.1:9443,hub" }, `hubAddress "hub"`},
+		{"empty hub replica", func(c *Config) { c.HubAddress = "127.0.0.1:9443,,127.0.0.1:9444" }, `hubAddress ""`},
 		{"east-west without port", func(c *Config) { c.EastWestListen = "127.0.0.1" }, `eastWestListen "127.0.0.1"`},
 		{"bad advertised address", func(c *Config) { c.EastWestAddress = "x" }, `eastWestAddress "x"`},
 		{"listen host not an IP", func(c *Config) { c.ListenHost = "localhost" }, `listenHost "localhost"`},
