@@ -41,7 +41,7 @@ func main() {
 func run(args []string) error {
 	defaults := agent.Config{}.Defaults()
 	fs := flag.NewFlagSet("spoke", flag.ContinueOnError)
-	hub := fs.String("hub", "", "hub gRPC address (host:port); empty serves the config cache only")
+	hub := fs.String("hub", "", "hub gRPC address (host:port), or the addresses of an HA hub's replicas, comma-separated (one is used, another when it goes away); empty serves the config cache only")
 	cluster := fs.String("cluster", "", "name of this spoke's cluster (default: the one in --credentials-dir; must match it)")
 	credsDir := fs.String("credentials-dir", "", "credentials written by `hubctl join` (tls.key, tls.crt, ca.crt); required with --hub")
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
@@ -73,6 +73,7 @@ func run(args []string) error {
 	fs.DurationVar(&lim.ResponseSendIdleTimeout, "response-send-idle-timeout", lim.ResponseSendIdleTimeout, "longest wait to write response bytes to a client that does not read (longer: connection closed)")
 	fs.DurationVar(&lim.UpstreamResponseHeaderTimeout, "upstream-response-header-timeout", lim.UpstreamResponseHeaderTimeout, "longest wait for a backend's response head when the route sets no timeout (longer: 504)")
 	fs.DurationVar(&lim.UpstreamResponseBodyIdleTimeout, "upstream-response-body-idle-timeout", lim.UpstreamResponseBodyIdleTimeout, "longest wait for the next response body bytes from a backend (longer: the response is cut off)")
+	fs.IntVar(&lim.MaxClientConnections, "max-client-connections", lim.MaxClientConnections, "most open client connections per gateway port (more are closed at accept)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -62,6 +62,10 @@ type portServer struct {
 	h2ln    *connListener
 	handler http.Handler
 
+	// open counts the port's client connections, h2c ones handed to the HTTP/2 server included, against
+	// Limits.MaxClientConnections.
+	open atomic.Int64
+
 	mu       sync.Mutex
 	shutting bool
 	conns    map[*h1Conn]struct{}
@@ -132,6 +136,16 @@ func (ps *portServer) serve() {
 			nc.Close()
 			return
 		}
+		if ps.open.Load() >= int64(ps.s.opts.Limits.MaxClientConnections) {
+			ps.mu.Unlock()
+			nc.Close()
+			if ps.s.stats.ConnectionsRefused.Add(1)%1000 == 1 {
+				ps.s.log.Warn("client connection limit reached; closing new connections", "addr", ps.key.addr,
+					"limit", ps.s.opts.Limits.MaxClientConnections, "refused", ps.s.stats.ConnectionsRefused.Load())
+			}
+			continue
+		}
+		ps.open.Add(1)
 		ps.conns[c] = struct{}{}
 		ps.wg.Add(1)
 		ps.mu.Unlock()
@@ -224,6 +238,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			cb.hr = h1.NewReader(cb.br)
 		} else {
 			c.nc.Close()
+			ps.open.Add(-1)
 			br.Reset(nil)
 		}
 		connPool.Put(cb)
@@ -242,10 +257,10 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns. The
 		// header timeout runs on until the client's first request headers (h2cConn clears it then); after that the
 		// HTTP/2 server's idle timeout applies.
-		hc := &h2cConn{Conn: c.nc, r: br, w: newBatchWriter(c.nc)}
+		hc := &h2cConn{Conn: c.nc, r: br, w: newBatchWriter(c.nc), closed: func() { ps.open.Add(-1) }}
+		handedOff = true
 		select {
 		case ps.h2ln.ch <- hc:
-			handedOff = true
 		case <-ps.h2ln.done:
 			hc.Close()
 		}
@@ -587,6 +602,9 @@ type h2cConn struct {
 	// headersDone: the frame being skipped ends the first header block.
 	headersDone bool
 	cleared     atomic.Bool
+	// closed runs once, at the first Close.
+	closed    func()
+	closeOnce sync.Once
 }
 
 // SetReadDeadline and SetDeadline keep the header timeout in force until the first request headers have arrived:
@@ -606,7 +624,10 @@ func (c *h2cConn) SetDeadline(t time.Time) error {
 }
 
 func (c *h2cConn) Write(p []byte) (int, error) { return c.w.Write(p) }
-func (c *h2cConn) Close() error                { return c.w.Close() }
+func (c *h2cConn) Close() error {
+	c.closeOnce.Do(c.closed)
+	return c.w.Close()
+}
 
 const h2PrefaceLen = 24 // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -51,6 +51,10 @@ type Limits struct {
 	// truncated, never completed). Long-lived streams (SSE, gRPC) need data or keepalives more often than this.
 	// Default: 5m0s.
 	UpstreamResponseBodyIdleTimeout time.Duration
+	// MaxClientConnections bounds the open client connections of one gateway port (HTTP/1.1 and h2c); a connection
+	// accepted beyond it is closed at once, as Envoy's listener connection limit does.
+	// Default: 16384.
+	MaxClientConnections int
 	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
 	// Default: 100.
 	H2CMaxConcurrentStreams int
@@ -71,6 +75,7 @@ func DefaultLimits() Limits {
 		ResponseSendIdleTimeout:         60 * time.Second,
 		UpstreamResponseHeaderTimeout:   60 * time.Second,
 		UpstreamResponseBodyIdleTimeout: 5 * time.Minute,
+		MaxClientConnections:            16384,
 		H2CMaxConcurrentStreams:         100,
 	}
 }
@@ -100,6 +105,7 @@ func (l Limits) withDefaults() Limits {
 	setD(&l.ResponseSendIdleTimeout, d.ResponseSendIdleTimeout)
 	setD(&l.UpstreamResponseHeaderTimeout, d.UpstreamResponseHeaderTimeout)
 	setD(&l.UpstreamResponseBodyIdleTimeout, d.UpstreamResponseBodyIdleTimeout)
+	set(&l.MaxClientConnections, d.MaxClientConnections)
 	set(&l.H2CMaxConcurrentStreams, d.H2CMaxConcurrentStreams)
 	return l
 }
@@ -116,6 +122,7 @@ func (l Limits) Validate() error {
 		{"MaxResponseHeaders", int64(l.MaxResponseHeaders)},
 		{"MaxInformationalResponses", int64(l.MaxInformationalResponses)},
 		{"H2CMaxConcurrentStreams", int64(l.H2CMaxConcurrentStreams)},
+		{"MaxClientConnections", int64(l.MaxClientConnections)},
 		{"RequestHeaderTimeout", int64(l.RequestHeaderTimeout)}, {"RequestBodyIdleTimeout", int64(l.RequestBodyIdleTimeout)},
 		{"KeepaliveIdleTimeout", int64(l.KeepaliveIdleTimeout)},
 		{"ResponseSendIdleTimeout", int64(l.ResponseSendIdleTimeout)},

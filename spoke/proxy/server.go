@@ -74,6 +74,8 @@ type Options struct {
 type GossipOptions struct {
 	// BindAddr is host:port for memberlist (UDP and TCP).
 	BindAddr string
+	// Replica and AdvertiseAddr: see gossip.Options.
+	Replica, AdvertiseAddr string
 	// EastWestAddress is advertised to peers in the member metadata.
 	EastWestAddress string
 	// Observer, if set, is also told of liveness transitions (after the registry is updated).
@@ -96,6 +98,8 @@ type Stats struct {
 	Retries         atomic.Uint64
 	// SessionHits: requests routed by a valid session token.
 	SessionHits atomic.Uint64
+	// ConnectionsRefused: client connections closed at accept because their port had Limits.MaxClientConnections.
+	ConnectionsRefused atomic.Uint64
 }
 
 // Server serves the gateway ports and the east-west listener from the current table.
@@ -528,7 +532,8 @@ func (s *Server) applyGossip(cfg *spokeconfig.SpokeConfig) error {
 		obs := s.opts.Gossip.Observer
 		var err error
 		g, err = gossip.Start(gossip.Options{
-			Cluster: cluster, BindAddr: s.opts.Gossip.BindAddr, EastWestAddress: s.opts.Gossip.EastWestAddress,
+			Cluster: cluster, Replica: s.opts.Gossip.Replica, BindAddr: s.opts.Gossip.BindAddr,
+			AdvertiseAddr: s.opts.Gossip.AdvertiseAddr, EastWestAddress: s.opts.Gossip.EastWestAddress,
 			Key: cfg.Gossip.Key, Logger: s.log,
 			Load: func() int64 { return s.inFlight.Load() },
 			Observer: func(c string, alive bool) {
