@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -397,13 +398,16 @@ spec: {controllerName: fedgate.io/gateway-controller}
 		f.statuses[key(kind, ns, name)] = js
 	}
 	gw := gatewayv1.ParentReference{Name: "gw"}
+	resolved := metav1.Condition{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs"}
+	notFound := metav1.Condition{Type: "ResolvedRefs", Status: metav1.ConditionFalse, Reason: "BackendNotFound"}
 	setStatus("HTTPRoute", "default", "color", compiler.ObjectStatus{Parents: []compiler.ParentStatus{
-		{Cluster: "west", ParentRef: gw, Conditions: refused},
-		{Cluster: "east", ParentRef: gw, Conditions: accepted},
+		{Cluster: "west", ParentRef: gw, Conditions: append(slices.Clone(refused), resolved)},
+		{Cluster: "east", ParentRef: gw, Conditions: append(slices.Clone(accepted), resolved)},
 	}})
+	// Accepted everywhere, but its backend Service exists only in east.
 	setStatus("HTTPRoute", "shop", "api", compiler.ObjectStatus{Parents: []compiler.ParentStatus{
-		{Cluster: "east", ParentRef: gw, Conditions: accepted},
-		{Cluster: "west", ParentRef: gw, Conditions: accepted},
+		{Cluster: "east", ParentRef: gw, Conditions: append(slices.Clone(accepted), resolved)},
+		{Cluster: "west", ParentRef: gw, Conditions: append(slices.Clone(accepted), notFound)},
 	}})
 	// A parent not instantiated in any cluster yet is reported under cluster "".
 	setStatus("HTTPRoute", "default", "pending", compiler.ObjectStatus{Parents: []compiler.ParentStatus{

@@ -369,7 +369,8 @@ func columnsFor(kind string) []column {
 		return []column{
 			{"HOSTNAMES", func(obj any, _ *compiler.ObjectStatus) string { return routeHostnames(obj) }},
 			{"PARENTS", func(obj any, _ *compiler.ObjectStatus) string { return routeParents(obj) }},
-			{"ACCEPTED", func(_ any, st *compiler.ObjectStatus) string { return routeAccepted(st) }},
+			{"ACCEPTED", func(_ any, st *compiler.ObjectStatus) string { return routeCondition(st, "Accepted") }},
+			{"RESOLVED", func(_ any, st *compiler.ObjectStatus) string { return routeCondition(st, "ResolvedRefs") }},
 		}
 	case resources.KindGateway:
 		return []column{
@@ -449,12 +450,12 @@ func parentRefString(p gatewayv1.ParentReference, routeNS string) string {
 	return b.String()
 }
 
-// routeAccepted sums a route's per-(parentRef, cluster) Accepted conditions up per cluster: "east=True" when its one
-// parent there accepted it, "west=False(NotAllowedByListeners)" with the reason when it did not, "east=1/2" when
+// routeCondition sums a route's per-(parentRef, cluster) conditions of condType up per cluster: "east=True" when it is
+// True for its one parent there, "west=False(NotAllowedByListeners)" with the reason when it is not, "east=1/2" when
 // several parents disagree.
-func routeAccepted(st *compiler.ObjectStatus) string {
+func routeCondition(st *compiler.ObjectStatus, condType string) string {
 	type tally struct {
-		total, accepted int
+		total, seen, ok int
 		reason          string
 	}
 	byCluster := map[string]*tally{}
@@ -467,10 +468,13 @@ func routeAccepted(st *compiler.ObjectStatus) string {
 			order = append(order, p.Cluster)
 		}
 		t.total++
-		c := meta.FindStatusCondition(p.Conditions, "Accepted")
+		c := meta.FindStatusCondition(p.Conditions, condType)
+		if c != nil {
+			t.seen++
+		}
 		switch {
 		case c != nil && c.Status == metav1.ConditionTrue:
-			t.accepted++
+			t.ok++
 		case c != nil && t.reason == "":
 			t.reason = c.Reason
 		}
@@ -481,14 +485,16 @@ func routeAccepted(st *compiler.ObjectStatus) string {
 		t := byCluster[cl]
 		var v string
 		switch {
-		case t.total == 1 && t.accepted == 1:
+		case t.seen == 0:
+			v = "Unknown"
+		case t.total == 1 && t.ok == 1:
 			v = "True"
-		case t.accepted == 0 && t.reason != "":
+		case t.ok == 0 && t.reason != "":
 			v = "False(" + t.reason + ")"
-		case t.accepted == 0:
+		case t.ok == 0:
 			v = "False"
 		default:
-			v = fmt.Sprintf("%d/%d", t.accepted, t.total)
+			v = fmt.Sprintf("%d/%d", t.ok, t.total)
 		}
 		out = append(out, perCluster(cl, v))
 	}
