@@ -23,6 +23,7 @@ import (
 	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/kstatus"
+	"github.com/fedgate/fedgate/spoke/leader"
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 	"github.com/fedgate/fedgate/spoke/source/kube"
@@ -48,7 +49,9 @@ func run(args []string) error {
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
 	gossipListen := fs.String("gossip-listen", "", "memberlist listen address (UDP+TCP) for cluster-health gossip among spokes (empty: no gossip)")
-	gossipAddress := fs.String("gossip-address", "", "address advertised to other spokes for --gossip-listen (default: the listen address)")
+	gossipAddress := fs.String("gossip-address", "", "address advertised to other spokes for --gossip-listen: host:port, or a host (or IP) alone with --gossip-listen's port (default: the listen address)")
+	hostname, _ := os.Hostname()
+	replicaName := fs.String("replica-name", hostname, "this replica's name among its cluster's spokes (in a pod: its name): gossip member <cluster>/<replica-name>, leader-election identity")
 	listenHost := fs.String("listen-host", "", "bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host)")
 	portOffset := fs.Int("port-offset", 0, "added to every gateway listener port")
 	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
@@ -56,6 +59,12 @@ func run(args []string) error {
 	kubernetes := fs.Bool("kubernetes", false, "read this cluster's objects from its Kubernetes API server and write status back (instead of --source-dir)")
 	gatewayAddresses := fs.String("gateway-address", "", "with --kubernetes: comma-separated IPs or hostnames the gateway is reachable at, reported in Gateway status.addresses")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
+	leaderElect := fs.Bool("leader-elect", true, "with --kubernetes: replicas elect one leader with a Lease, and only it reports to the hub and writes status (every replica serves traffic)")
+	leaderNamespace := fs.String("leader-elect-namespace", "", "namespace of the leader-election Lease (default: the pod's namespace, else "+defaultLeaseNamespace+")")
+	leaderLease := fs.String("leader-elect-lease", leader.DefaultLeaseName, "name of the leader-election Lease")
+	leaseDuration := fs.Duration("leader-elect-lease-duration", leader.DefaultLeaseDuration, "how long a leader that stopped renewing (crashed) keeps the other replicas waiting; whole seconds")
+	renewDeadline := fs.Duration("leader-elect-renew-deadline", leader.DefaultRenewDeadline, "how long a leader keeps leading while it fails to renew its Lease (less than the lease duration)")
+	retryPeriod := fs.Duration("leader-elect-retry-period", leader.DefaultRetryPeriod, "how often the leader renews and the others try to acquire (a released Lease is taken over at once)")
 	staticConfig := fs.String("static-config", "", "serve this SpokeConfig JSON file without a hub (other hub flags are ignored)")
 	debugListen := fs.String("debug-listen", "", "serve Go's /debug/pprof on this loopback address (empty: off)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -133,6 +142,7 @@ func run(args []string) error {
 	}
 	var src source.Source
 	var statusWriter agent.StatusWriter
+	var elector agent.Elector
 	if *kubernetes {
 		if *sourceDir != "" {
 			return errors.New("--kubernetes and --source-dir: give one source")
@@ -155,10 +165,22 @@ func run(args []string) error {
 			return fmt.Errorf("status writer: %w", err)
 		}
 		statusWriter = w
+		if *leaderElect {
+			ns := *leaderNamespace
+			if ns == "" {
+				ns = podNamespace()
+			}
+			if elector, err = leader.New(leader.Config{REST: rc, Namespace: ns, Name: *leaderLease, Identity: *replicaName,
+				LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline, RetryPeriod: *retryPeriod, Log: log}); err != nil {
+				return fmt.Errorf("--leader-elect: %w", err)
+			}
+		}
 	}
 	return agent.Run(ctx, agent.Config{
 		Source:          src,
 		StatusWriter:    statusWriter,
+		Elector:         elector,
+		ReplicaName:     *replicaName,
 		Cluster:         *cluster,
 		Credentials:     creds,
 		HubAddress:      *hub,
@@ -175,6 +197,19 @@ func run(args []string) error {
 		Labels:          lbls,
 		Log:             log,
 	})
+}
+
+// defaultLeaseNamespace holds the leader-election Lease when the spoke runs outside a pod and no namespace is given.
+const defaultLeaseNamespace = "fedgate-system"
+
+// podNamespace is the namespace of the pod the spoke runs in (its service account's), else defaultLeaseNamespace.
+func podNamespace() string {
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		if ns := strings.TrimSpace(string(b)); ns != "" {
+			return ns
+		}
+	}
+	return defaultLeaseNamespace
 }
 
 // parseLabels reads "k=v,k=v".

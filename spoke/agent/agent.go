@@ -1,7 +1,10 @@
 // Package agent wires a spoke together: source → reporter → hub, hub → subscriber → proxy (with the disk cache), and
 // the east-west listener other spokes forward to. It owns process-level concerns (listeners, the hub connection,
-// shutdown order) and no protocol logic of its own. Run is usable in-process, which is how end-to-end tests start
-// spokes.
+// shutdown order, which duties need leadership) and no protocol logic of its own. Run is usable in-process, which is
+// how end-to-end tests start spokes.
+//
+// A cluster may run several replicas. With an Elector, only the leader runs the cluster-wide duties (source, Report
+// stream, status writer); every replica subscribes, serves traffic and gossips under its own member name.
 package agent
 
 import (
@@ -60,8 +63,9 @@ type Agent struct {
 	advertise string
 	sub       *subscriber.Subscriber
 	conn      *grpc.ClientConn // nil without a hub
-	rep       *reporter.Reporter
+	repOpts   reporter.Options
 	streams   *countingSync // nil without a hub
+	leading   atomic.Bool   // the cluster-wide duties are running
 }
 
 // New validates cfg and binds the east-west listener, so callers learn the advertised address (and port conflicts)
@@ -95,9 +99,18 @@ func New(cfg Config) (*Agent, error) {
 			po.EastWestClientTLSFor = cfg.Credentials.EastWestClientTLS
 		}
 		if cfg.GossipListen != "" {
-			po.Gossip = &proxy.GossipOptions{BindAddr: cfg.GossipListen, EastWestAddress: advertise}
+			po.Gossip = &proxy.GossipOptions{BindAddr: cfg.GossipListen, Replica: cfg.ReplicaName, EastWestAddress: advertise}
+			if g := cfg.gossipAdvertised(); g != "" {
+				if h, _, _ := net.SplitHostPort(g); net.ParseIP(h) != nil {
+					po.Gossip.AdvertiseAddr = g // memberlist advertises IPs only; a DNS name is for the hub's peer lists
+				}
+			}
 		}
 		p = proxy.New(po)
+	}
+	if cfg.GossipListen != "" && cfg.gossipAdvertised() == "" {
+		log.Warn("gossip listener binds every address and no gossip address is set; spokes of other clusters cannot "+
+			"join this one until --gossip-address names a reachable host (in a pod: its IP)", "listen", cfg.GossipListen)
 	}
 	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
 	var client fedgatepb.SyncClient
@@ -109,9 +122,8 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.streams = &countingSync{SyncClient: fedgatepb.NewSyncClient(a.conn), log: log}
 		client = a.streams
-		if a.rep, err = reporter.New(reporter.Options{
-			Client: client, Hello: a.hello(), MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log,
-		}); err != nil {
+		a.repOpts = reporter.Options{Client: client, Hello: a.hello(), MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Log: log}
+		if _, err = reporter.New(a.repOpts); err != nil {
 			_ = a.conn.Close()
 			_ = l.Close()
 			return nil, err
@@ -150,14 +162,13 @@ func (a *Agent) StreamStarts() (report, subscribe int64) {
 // Applied returns the graph revision and config hash serving now.
 func (a *Agent) Applied() (revision int64, hash string) { return a.sub.Applied() }
 
+// Leading reports whether this replica runs the cluster-wide duties now (always, once started, without an Elector).
+func (a *Agent) Leading() bool { return a.leading.Load() }
+
 func (a *Agent) hello() *fedgatepb.Hello {
-	gossipAddr := a.cfg.GossipAddress
-	if gossipAddr == "" {
-		gossipAddr = a.cfg.GossipListen
-	}
 	return &fedgatepb.Hello{
 		Cluster: a.cfg.Cluster, AgentVersion: a.cfg.AgentVersion, EastWestAddress: a.advertise, Labels: a.cfg.Labels,
-		GossipAddress: gossipAddr,
+		GossipAddress: a.cfg.gossipAdvertised(),
 	}
 }
 
@@ -224,11 +235,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		if src == nil {
 			src = source.Static{}
 		}
-		goRun("source", func() error { return src.Run(ctx, a.rep.Update) })
-		if a.cfg.StatusWriter != nil {
-			goRun("status writer", func() error { return a.cfg.StatusWriter.Run(ctx) })
+		if a.cfg.Elector == nil {
+			goRun("duties", func() error { a.runDuties(ctx, src, fail); return nil })
+		} else {
+			goRun("leader election", func() error {
+				return a.cfg.Elector.Run(ctx, func(term context.Context) { a.runDuties(term, src, fail) })
+			})
 		}
-		goRun("reporter", func() error { return a.rep.Run(ctx) })
 		goRun("subscriber", func() error { return a.sub.Run(ctx) })
 		// Renewal rides on the same connection as the streams: the new certificate serves the next handshake, and the
 		// open streams never notice.
@@ -262,6 +275,36 @@ func (a *Agent) Run(ctx context.Context) error {
 	errMu.Lock()
 	defer errMu.Unlock()
 	return errors.Join(firstErr, perr)
+}
+
+// runDuties runs the cluster-wide duties — the source, the Report stream it feeds, the status writer — until ctx ends
+// (the agent stops, or this replica's leadership ends) and all three have returned. A duty that fails while ctx lasts
+// fails the agent. Each run gets a fresh reporter, so a new term reports the cluster as it is now, never the snapshot
+// an earlier term left behind.
+func (a *Agent) runDuties(ctx context.Context, src source.Source, fail func(string, error)) {
+	rep, err := reporter.New(a.repOpts)
+	if err != nil { // New checked these options
+		fail("reporter", err)
+		return
+	}
+	a.leading.Store(true)
+	defer a.leading.Store(false)
+	var wg sync.WaitGroup
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				fail(name, err)
+			}
+		}()
+	}
+	run("source", func() error { return src.Run(ctx, rep.Update) })
+	if a.cfg.StatusWriter != nil {
+		run("status writer", func() error { return a.cfg.StatusWriter.Run(ctx) })
+	}
+	run("reporter", func() error { return rep.Run(ctx) })
+	wg.Wait()
 }
 
 // dialOptions is the one place the hub connection is configured: mTLS with the cluster's current certificate (read

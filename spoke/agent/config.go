@@ -27,6 +27,13 @@ type StatusWriter interface {
 	Run(ctx context.Context) error
 }
 
+// Elector decides which of a cluster's spoke replicas runs the leader-only components (spoke/leader.Elector).
+type Elector interface {
+	// Run campaigns until ctx ends, calling lead each time this replica becomes leader, with a context that ends when
+	// leadership ends; it gives leadership up only after lead has returned.
+	Run(ctx context.Context, lead func(ctx context.Context)) error
+}
+
 type Config struct {
 	// Cluster is this spoke's cluster name, as the hub and other spokes know it. With Credentials it defaults to the
 	// certificate's cluster and must equal it; without, it is required.
@@ -51,8 +58,17 @@ type Config struct {
 	// GossipListen is host:port of this spoke's memberlist listener (UDP and TCP), through which spokes tell each
 	// other within a second that a cluster died, even while the hub is away. Empty disables gossip.
 	GossipListen string
-	// GossipAddress is host:port advertised to other spokes for GossipListen. Empty advertises GossipListen.
+	// GossipAddress is advertised to other spokes for GossipListen: host:port, or a host alone (the port is then
+	// GossipListen's, so a pod can pass its IP from the downward API, IPv4 or IPv6). Empty advertises GossipListen.
+	// An IP here is also what the memberlist member advertises to its peers.
 	GossipAddress string
+	// ReplicaName tells this replica apart from the other spokes of its cluster (the pod name): its gossip member is
+	// named "<Cluster>/<ReplicaName>". Empty names the member "<Cluster>", which only one replica per cluster may do.
+	ReplicaName string
+	// Elector, when set, runs the cluster-wide duties — reading the Source, the Report stream and the StatusWriter —
+	// only while this replica leads, so that one replica of the cluster reports and writes status at a time; every
+	// replica subscribes and serves traffic. Nil runs them always (one replica, or a directory source).
+	Elector Elector
 	// ListenHost overrides the bind address of every gateway port (e.g. 127.0.0.2 so several spokes share one host).
 	ListenHost string
 	// PortOffset is added to every gateway listener port.
@@ -150,16 +166,21 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	for _, a := range []struct{ name, v string }{{"gossipListen", c.GossipListen}, {"gossipAddress", c.GossipAddress}} {
-		if a.v == "" {
-			continue
+	if c.GossipListen != "" {
+		if _, _, err := net.SplitHostPort(c.GossipListen); err != nil {
+			errs = append(errs, fmt.Errorf("gossipListen %q: %v", c.GossipListen, err))
 		}
-		if _, _, err := net.SplitHostPort(a.v); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.v, err))
+	}
+	if c.GossipAddress != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddress); err != nil && !isHost(c.GossipAddress) {
+			errs = append(errs, fmt.Errorf("gossipAddress %q: want host:port or a host: %v", c.GossipAddress, err))
 		}
 	}
 	if c.GossipAddress != "" && c.GossipListen == "" {
 		errs = append(errs, errors.New("gossipAddress: set without gossipListen"))
+	}
+	if strings.ContainsAny(c.ReplicaName, "/ \t\n") {
+		errs = append(errs, fmt.Errorf("replicaName %q: must not contain '/' or whitespace", c.ReplicaName))
 	}
 	if _, _, err := net.SplitHostPort(c.EastWestListen); err != nil {
 		errs = append(errs, fmt.Errorf("eastWestListen %q: %v", c.EastWestListen, err))
@@ -204,4 +225,46 @@ func (c Config) hubAddresses() []string {
 		out[i] = strings.TrimSpace(out[i])
 	}
 	return out
+}
+
+// isHost reports whether s is an IP address or a DNS name, without a port.
+func isHost(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	if s == "" || len(s) > 253 || strings.ContainsAny(s, ":/[] ") {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// gossipAdvertised is the gossip address given to the hub (and so to other clusters' spokes) as host:port: the
+// GossipAddress, completed with GossipListen's port when it names a host alone; else GossipListen itself, or nothing
+// when that binds every address (no peer could use it).
+func (c Config) gossipAdvertised() string {
+	if c.GossipListen == "" {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(c.GossipListen)
+	if c.GossipAddress != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddress); err == nil {
+			return c.GossipAddress
+		}
+		return net.JoinHostPort(c.GossipAddress, port)
+	}
+	host, _, _ := net.SplitHostPort(c.GossipListen)
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return c.GossipListen
 }

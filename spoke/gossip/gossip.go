@@ -1,6 +1,7 @@
-// Package gossip runs cluster-health gossip among spokes with hashicorp/memberlist: every spoke is one member named
-// after its cluster, carrying its east-west address and current load as metadata. When a member is declared dead (or
-// leaves) the other spokes stop routing to that cluster; when it is alive again, they resume. Gossip is encrypted
+// Package gossip runs cluster-health gossip among spokes with hashicorp/memberlist: every spoke replica is one member,
+// named "<cluster>/<replica>" (or "<cluster>" alone when a cluster runs one replica), carrying its east-west address
+// and current load as metadata. A cluster is alive while any of its members is: when the last one is declared dead (or
+// leaves) the other spokes stop routing to that cluster; when one is alive again, they resume. Gossip is encrypted
 // with the key the hub distributes (AES-256-GCM via memberlist's keyring).
 //
 // memberlist's LAN defaults take 4–24 s to declare a member dead; a gateway wants to stop sending traffic to a dead
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,15 +27,23 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// Observer receives cluster liveness transitions. It is called from memberlist's goroutines and must not block.
+// Observer receives cluster liveness transitions: alive when a cluster's first member appears, dead when its last
+// member is gone. It is called from memberlist's goroutines, one call at a time, and must not block.
 type Observer func(cluster string, alive bool)
 
 // Options configure a Node.
 type Options struct {
-	// Cluster is this spoke's cluster name, used as the member name.
+	// Cluster is this spoke's cluster name. It must not contain '/'.
 	Cluster string
+	// Replica names this replica among its cluster's spokes; the member is then "<Cluster>/<Replica>". Empty names
+	// the member "<Cluster>", which only one replica per cluster may do (memberlist refuses a second member of a
+	// name that is alive).
+	Replica string
 	// BindAddr is host:port for gossip (UDP and TCP on the same port); port 0 picks a free one.
 	BindAddr string
+	// AdvertiseAddr, when set, is the IP:port peers reach this member at (a pod's IP when BindAddr binds every
+	// address). Empty advertises the bound address, or memberlist's guess of a private IP when that is unspecified.
+	AdvertiseAddr string
 	// EastWestAddress is advertised in the metadata so peers can cross-check where to send traffic.
 	EastWestAddress string
 	// Key encrypts gossip: 16, 24 or 32 bytes (the hub hands out 32, AES-256-GCM). Required: spokes never gossip in
@@ -61,6 +71,20 @@ type Member struct {
 	Name string
 	Addr string
 	Meta Meta
+}
+
+// MemberName is the member name of a cluster's replica: "<cluster>/<replica>", or the cluster alone without a replica.
+func MemberName(cluster, replica string) string {
+	if replica == "" {
+		return cluster
+	}
+	return cluster + "/" + replica
+}
+
+// ClusterOf is the cluster a member name belongs to.
+func ClusterOf(member string) string {
+	c, _, _ := strings.Cut(member, "/")
+	return c
 }
 
 // FastConfig tunes memberlist for a handful of spokes on a reliable network:
@@ -100,6 +124,9 @@ type Node struct {
 	keyMu   sync.Mutex
 	prevKey []byte // the key before the last rotation, still accepted until the next one
 
+	liveMu sync.Mutex
+	live   map[string]map[string]bool // other clusters' live members, by cluster then member name
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -107,8 +134,8 @@ type Node struct {
 
 // Start creates the member and binds its socket. It does not join anyone: call Join.
 func Start(opts Options) (*Node, error) {
-	if opts.Cluster == "" {
-		return nil, errors.New("gossip: cluster name is empty")
+	if opts.Cluster == "" || strings.Contains(opts.Cluster, "/") || strings.Contains(opts.Replica, "/") {
+		return nil, fmt.Errorf("gossip: cluster %q, replica %q: the cluster must be set and neither may contain '/'", opts.Cluster, opts.Replica)
 	}
 	switch len(opts.Key) {
 	case 16, 24, 32:
@@ -129,8 +156,9 @@ func Start(opts Options) (*Node, error) {
 	if opts.LoadInterval == 0 {
 		opts.LoadInterval = 2 * time.Second
 	}
-	n := &Node{opts: opts, log: opts.Logger.With("component", "gossip", "cluster", opts.Cluster),
-		stop: make(chan struct{}), done: make(chan struct{})}
+	name := MemberName(opts.Cluster, opts.Replica)
+	n := &Node{opts: opts, log: opts.Logger.With("component", "gossip", "member", name),
+		stop: make(chan struct{}), done: make(chan struct{}), live: map[string]map[string]bool{}}
 	n.setMeta(0)
 
 	ring, err := memberlist.NewKeyring(nil, append([]byte(nil), opts.Key...))
@@ -143,10 +171,20 @@ func Start(opts Options) (*Node, error) {
 	if opts.Config != nil {
 		opts.Config(c)
 	}
-	c.Name = opts.Cluster
+	c.Name = name
 	c.BindAddr = host
 	c.BindPort = port
 	c.AdvertisePort = port
+	if opts.AdvertiseAddr != "" {
+		ah, ap, err := net.SplitHostPort(opts.AdvertiseAddr)
+		if err != nil || net.ParseIP(ah) == nil {
+			return nil, fmt.Errorf("gossip: advertise address %q: want IP:port", opts.AdvertiseAddr)
+		}
+		if c.AdvertisePort, err = strconv.Atoi(ap); err != nil {
+			return nil, fmt.Errorf("gossip: advertise address %q: bad port", opts.AdvertiseAddr)
+		}
+		c.AdvertiseAddr = ah
+	}
 	c.Keyring = ring
 	c.GossipVerifyIncoming = true
 	c.GossipVerifyOutgoing = true
@@ -189,10 +227,13 @@ func (n *Node) Members() []Member {
 	return out
 }
 
-// Alive reports whether cluster is a live member.
+// Name is this member's name.
+func (n *Node) Name() string { return n.ml.LocalNode().Name }
+
+// Alive reports whether cluster has a live member.
 func (n *Node) Alive(cluster string) bool {
 	for _, m := range n.ml.Members() {
-		if m.Name == cluster {
+		if ClusterOf(m.Name) == cluster {
 			return true
 		}
 	}
@@ -225,7 +266,8 @@ func (n *Node) UpdateKey(key []byte) error {
 	return nil
 }
 
-// Leave announces departure (peers mark the cluster down at once instead of detecting a failure) and shuts down.
+// Leave announces departure (peers drop this member at once instead of detecting a failure, and mark the cluster down
+// if it was the cluster's last member) and shuts down.
 func (n *Node) Leave(timeout time.Duration) error {
 	select {
 	case <-n.stop:
@@ -292,19 +334,44 @@ func (n *Node) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (n *Node) LocalState(join bool) []byte                { return nil }
 func (n *Node) MergeRemoteState(buf []byte, join bool)     {}
 
-// events turns memberlist's join/leave/update into liveness transitions of other clusters.
+// events turns memberlist's member joins and leaves into liveness transitions of other clusters.
 type events struct{ n *Node }
 
-func (e *events) NotifyJoin(m *memberlist.Node)   { e.notify(m, true) }
-func (e *events) NotifyLeave(m *memberlist.Node)  { e.notify(m, false) }
+func (e *events) NotifyJoin(m *memberlist.Node)   { e.n.memberChanged(m, true) }
+func (e *events) NotifyLeave(m *memberlist.Node)  { e.n.memberChanged(m, false) }
 func (e *events) NotifyUpdate(m *memberlist.Node) {}
 
-func (e *events) notify(m *memberlist.Node, alive bool) {
-	if m.Name == e.n.opts.Cluster {
+// memberChanged records a member of another cluster joining or leaving, and tells the Observer when that makes the
+// cluster's first member appear or its last one go. The lock is held across the Observer call so that transitions
+// reach it in the order they were decided.
+func (n *Node) memberChanged(m *memberlist.Node, alive bool) {
+	cluster := ClusterOf(m.Name)
+	if cluster == n.opts.Cluster {
+		return // our own replicas: this cluster's liveness is not ours to judge
+	}
+	n.liveMu.Lock()
+	defer n.liveMu.Unlock()
+	members := n.live[cluster]
+	before := len(members) > 0
+	if alive {
+		if members == nil {
+			members = map[string]bool{}
+			n.live[cluster] = members
+		}
+		members[m.Name] = true
+	} else {
+		delete(members, m.Name)
+		if len(members) == 0 {
+			delete(n.live, cluster)
+		}
+	}
+	after := len(members) > 0
+	n.log.Info("peer member changed", "peer", m.Name, "addr", m.Address(), "alive", alive, "clusterMembers", len(members))
+	if before == after {
 		return
 	}
-	e.n.log.Info("cluster liveness changed", "peer", m.Name, "addr", m.Address(), "alive", alive)
-	if e.n.opts.Observer != nil {
-		e.n.opts.Observer(m.Name, alive)
+	n.log.Info("cluster liveness changed", "cluster", cluster, "alive", after)
+	if n.opts.Observer != nil {
+		n.opts.Observer(cluster, after)
 	}
 }

@@ -2,7 +2,10 @@ package gossip
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +56,13 @@ var testKey = bytes.Repeat([]byte{7}, 32)
 
 func start(t *testing.T, cluster, addr string, key []byte, rec *recorder) *Node {
 	t.Helper()
-	opts := Options{Cluster: cluster, BindAddr: addr, Key: key, EastWestAddress: "127.0.0.1:1", Logger: slog.New(slog.DiscardHandler)}
+	return startReplica(t, cluster, "", addr, key, rec)
+}
+
+func startReplica(t *testing.T, cluster, replica, addr string, key []byte, rec *recorder) *Node {
+	t.Helper()
+	opts := Options{Cluster: cluster, Replica: replica, BindAddr: addr, Key: key, EastWestAddress: "127.0.0.1:1",
+		Logger: slog.New(slog.DiscardHandler)}
 	if rec != nil {
 		opts.Observer = rec.observe
 	}
@@ -167,5 +176,134 @@ func TestKeyRotation(t *testing.T) {
 func TestStartRejectsBadKey(t *testing.T) {
 	if _, err := Start(Options{Cluster: "a", BindAddr: "127.0.0.1:0", Key: []byte("short")}); err == nil {
 		t.Fatal("5-byte key accepted")
+	}
+}
+
+// transitions records every liveness transition in order.
+type transitions struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (tr *transitions) observe(cluster string, alive bool) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.log = append(tr.log, fmt.Sprintf("%s=%v", cluster, alive))
+}
+
+func (tr *transitions) get() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.log)
+}
+
+// A cluster with two replicas is two members with distinct names; it stays alive while either runs (a replica that
+// leaves or crashes is not its cluster going down) and is declared dead only when the last one goes.
+func TestClusterAliveWhileAnyReplicaIs(t *testing.T) {
+	rec := newRecorder()
+	var tr transitions
+	a, err := Start(Options{Cluster: "a", BindAddr: "127.0.0.1:0", Key: testKey, Logger: slog.New(slog.DiscardHandler),
+		Observer: func(c string, alive bool) { rec.observe(c, alive); tr.observe(c, alive) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Shutdown() })
+	b1 := startReplica(t, "b", "b-1", "127.0.0.1:0", testKey, nil)
+	b2 := startReplica(t, "b", "b-2", "127.0.0.1:0", testKey, nil)
+	for _, n := range []*Node{b1, b2} {
+		if _, err := n.Join([]string{a.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.await(t, "b", true, 5*time.Second)
+	names := func(n *Node) []string {
+		var out []string
+		for _, m := range n.Members() {
+			out = append(out, m.Name)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"a", "b/b-1", "b/b-2"}
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(names(a), want) || !slices.Equal(names(b1), want) || !slices.Equal(names(b2), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("members: a %v, b-1 %v, b-2 %v; want %v everywhere", names(a), names(b1), names(b2), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if b1.Name() != "b/b-1" || !a.Alive("b") || a.Alive("c") {
+		t.Fatalf("b-1 named %q; a sees b alive %v, c alive %v", b1.Name(), a.Alive("b"), a.Alive("c"))
+	}
+
+	// b-1 leaves cleanly, b-2 is still there: b stays alive.
+	if err := b1.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); slices.Contains(names(a), "b/b-1"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a still lists b/b-1 after it left: %v", names(a))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := tr.get(); !slices.Equal(got, []string{"b=true"}) || !a.Alive("b") {
+		t.Fatalf("after one of b's two replicas left: transitions %v, alive %v; want b to stay alive", got, a.Alive("b"))
+	}
+
+	// A replica comes back under a new name (a new pod) and the other crashes silently: still alive throughout.
+	b3 := startReplica(t, "b", "b-3", "127.0.0.1:0", testKey, nil)
+	if _, err := b3.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(names(a), "b/b-3"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a never saw b/b-3: %v", names(a))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b2.Shutdown()
+	for deadline := time.Now().Add(10 * time.Second); slices.Contains(names(a), "b/b-2"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("a still lists b/b-2 after it crashed: %v", names(a))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := tr.get(); !slices.Equal(got, []string{"b=true"}) {
+		t.Fatalf("transitions %v while b always had a live replica, want only b=true", got)
+	}
+
+	// The last replica goes: b is dead, once.
+	b3.Shutdown()
+	rec.await(t, "b", false, 10*time.Second)
+	if got := tr.get(); !slices.Equal(got, []string{"b=true", "b=false"}) {
+		t.Fatalf("transitions %v, want b=true then b=false", got)
+	}
+}
+
+func TestAdvertiseAddr(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := l.Addr().String()
+	l.Close()
+	n, err := Start(Options{Cluster: "a", Replica: "r", BindAddr: bind, AdvertiseAddr: "127.0.0.9:7946", Key: testKey,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if n.Addr() != "127.0.0.9:7946" || n.Name() != "a/r" {
+		t.Fatalf("advertised %s as %s, want 127.0.0.9:7946 as a/r", n.Addr(), n.Name())
+	}
+	for _, bad := range []Options{
+		{Cluster: "a", BindAddr: "127.0.0.1:0", AdvertiseAddr: "host.example:7946", Key: testKey},
+		{Cluster: "a/b", BindAddr: "127.0.0.1:0", Key: testKey},
+		{Cluster: "a", Replica: "x/y", BindAddr: "127.0.0.1:0", Key: testKey},
+	} {
+		if n, err := Start(bad); err == nil {
+			n.Shutdown()
+			t.Errorf("Start(%+v) accepted", bad)
+		}
 	}
 }

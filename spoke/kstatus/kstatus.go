@@ -133,9 +133,9 @@ type Writer struct {
 	resync, minBackoff, maxBackoff time.Duration
 	onApplied                      func(int64, error)
 
-	mu      sync.Mutex
-	pending *spokeconfig.SpokeConfig // latest offered, not yet taken by Run
-	wake    chan struct{}            // capacity 1
+	mu     sync.Mutex
+	latest *spokeconfig.SpokeConfig // the newest offered config, kept for the next Run
+	wake   chan struct{}            // capacity 1: a config was offered since Run last looked
 }
 
 // New returns a Writer.

@@ -408,6 +408,53 @@ func TestRunAppliesLatestOfferAndRetries(t *testing.T) {
 	get(t, &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: missing, Name: "svc"}})
 }
 
+// A Run that follows another (a replica leading again) starts by writing the latest config offered, even though the
+// earlier Run already wrote it and nothing was offered since: what happened to the cluster between the two terms is
+// undone. Offers made while no Run goes are kept.
+func TestRunAgainWritesTheLatestOffer(t *testing.T) {
+	ns := cluster.Namespace(t)
+	events := make(chan applied, 100)
+	w, err := New(Config{REST: writerConfig, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnApplied: func(rev int64, err error) { events <- applied{rev, err} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp := &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "svc"}}
+	term := func(want int64) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		select {
+		case a := <-events:
+			if a.revision != want || a.err != nil {
+				t.Errorf("first apply of the term = %+v, want revision %d without error", a, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Run applied nothing")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	}
+	w.Offer(&spokeconfig.SpokeConfig{Revision: 1, ServiceImports: []spokeconfig.ServiceImport{{Namespace: ns, Name: "svc", Clusters: []string{"west"}}}})
+	term(1)
+	get(t, imp)
+	if err := cluster.Client.Delete(context.Background(), imp); err != nil {
+		t.Fatal(err)
+	}
+	term(1)
+	get(t, imp)
+
+	// Offered between terms: the next term writes it.
+	w.Offer(&spokeconfig.SpokeConfig{Revision: 2})
+	term(2)
+	if err := cluster.Client.Get(context.Background(), client.ObjectKeyFromObject(imp), imp); !apierrors.IsNotFound(err) {
+		t.Errorf("ServiceImport after revision 2 dropped it: err = %v, want NotFound", err)
+	}
+}
+
 // A Gateway whose hub status names no address gets the spoke's own (--gateway-address); one that does keeps the hub's.
 func TestGatewayAddressesFromSpoke(t *testing.T) {
 	ctx := context.Background()
