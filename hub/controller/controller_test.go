@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,12 +23,22 @@ func startStore(t *testing.T) *store.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	cli, err := store.Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	return store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: store.EmbeddedMaxRequestBytes, Logger: quiet()})
+	return store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: store.EmbeddedMaxRequestBytes, KeyEncryptionKeys: testKEK(t), Logger: quiet()})
+}
+
+// testKEK seals the test store's key rings (a fixed key of 32 zero bytes).
+func testKEK(t *testing.T) *store.KeyEncryptionKeys {
+	t.Helper()
+	k, err := store.ParseKeyEncryptionKeys([]byte(strings.Repeat("A", 43) + "="))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // run starts c and stops it when the test ends (or when the returned cancel is called).

@@ -24,13 +24,13 @@ func TestOversizedProjectionIsThatClustersAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	cli, err := store.Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
 	// The store believes etcd takes 256 KiB per request, so a projection of a few hundred KiB is too large.
-	st := store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: 256 << 10, Logger: quiet()})
+	st := store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: 256 << 10, KeyEncryptionKeys: testKEK(t), Logger: quiet()})
 	c := New(st, Config{Logger: quiet()})
 	run(t, c)
 

@@ -42,7 +42,7 @@ func startEtcd(t *testing.T) *clientv3.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Close)
-	cli, err := store.Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

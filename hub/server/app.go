@@ -65,6 +65,19 @@ type Config struct {
 	// EtcdEndpoints, when set, use an external etcd cluster instead of the embedded one (several hubs may share it;
 	// one compiles at a time). Default: `` (embedded).
 	EtcdEndpoints []string
+	// EtcdCA is the CA file that verifies an external etcd's serving certificate; https:// endpoints need it (the
+	// embedded etcd uses certificates of its own, made in DataDir). Default: ``.
+	EtcdCA string
+	// EtcdCert and EtcdKey are the hub's client certificate and key for an external etcd that checks client
+	// certificates (its --client-cert-auth); both or neither, with EtcdCA. Default: ``.
+	EtcdCert string
+	// EtcdKey: see EtcdCert. Default: ``.
+	EtcdKey string
+	// KeyEncryptionKeyFile holds the keys that seal the session and gossip key rings in etcd (one base64 32-byte key
+	// per line: the first seals, every one opens). Every hub sharing an etcd needs the same file, so with
+	// EtcdEndpoints it is required; with the embedded etcd, empty means <DataDir>/key-encryption-key, made on first
+	// start. Default: ``.
+	KeyEncryptionKeyFile string
 	// EtcdMaxTxnOps is how many operations the external etcd allows in one transaction (its --max-txn-ops). Writes
 	// that need not be atomic (graphs, statuses, reports, the hub-cluster mirror) are chunked to fit it; an atomic one
 	// (hubctl apply or delete) that does not fit is refused. Unused with the embedded etcd, which allows
@@ -151,6 +164,10 @@ func (c Config) Validate() error {
 		if p.v < 0 || p.v > 65535 {
 			errs = append(errs, fmt.Errorf("%s %d: must be 0..65535", p.name, p.v))
 		}
+	}
+	errs = append(errs, c.validateEtcdTLS()...)
+	if len(c.EtcdEndpoints) > 0 && c.KeyEncryptionKeyFile == "" {
+		errs = append(errs, errors.New("key-encryption-key-file: required with etcd-endpoints, so every hub sharing the etcd seals and opens the key rings with the same key (make one with `head -c 32 /dev/urandom | base64`)"))
 	}
 	if c.EtcdMaxTxnOps < 1 {
 		errs = append(errs, fmt.Errorf("etcd-max-txn-ops %d: must be positive", c.EtcdMaxTxnOps))
@@ -257,31 +274,9 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		return nil, fmt.Errorf("hub CA: %w", err)
 	}
 
-	endpoints := cfg.EtcdEndpoints
-	opts := store.Options{MaxTxnOps: cfg.EtcdMaxTxnOps, Logger: log.With("component", "store")}
-	if len(endpoints) == 0 {
-		h.etcd, err = store.StartEmbedded(ctx, store.EmbeddedConfig{
-			DataDir: cfg.DataDir, ClientPort: cfg.EtcdClientPort, PeerPort: cfg.EtcdPeerPort, LogLevel: cfg.EtcdLogLevel,
-		})
-		if err != nil {
-			return nil, err
-		}
-		endpoints = h.etcd.Endpoints()
-		opts.MaxTxnOps, opts.MaxRequestBytes = store.EmbeddedMaxTxnOps, store.EmbeddedMaxRequestBytes
-		log.Info("embedded etcd started", "dataDir", cfg.DataDir, "endpoints", endpoints)
-	}
-	h.cli, err = store.Connect(ctx, endpoints)
-	if err != nil {
+	if err := h.openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	// clientv3.New does not dial eagerly: fail start-up here, with the endpoints named, rather than on the first RPC.
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = h.cli.Get(pctx, store.Prefix, clientv3.WithCountOnly(), clientv3.WithPrefix())
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("etcd %v unreachable: %w", endpoints, err)
-	}
-	h.store = store.New(h.cli, opts)
 	// Before anything is signed or served: every replica sharing this etcd must sign with one CA.
 	if err := agreeCA(ctx, h.store, h.ca, log); err != nil {
 		return nil, err

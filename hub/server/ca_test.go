@@ -18,7 +18,7 @@ func startReplica(t *testing.T, first *testHub, mutate func(*Config)) (*Hub, err
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
-	cfg.EtcdEndpoints = first.etcd.Endpoints()
+	sharesEtcdOf(first)(&cfg)
 	cfg.ShutdownGrace = time.Second
 	if mutate != nil {
 		mutate(&cfg)

@@ -73,6 +73,11 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.CertTTL = time.Second }, "cert-ttl"},
 		{func(c *Config) { c.AdvertiseAddress = "nohost" }, "advertise-address"},
 		{func(c *Config) { c.DataDir, c.EtcdEndpoints = "", []string{"http://127.0.0.1:2379"} }, "pki-dir"},
+		{func(c *Config) { c.EtcdEndpoints = []string{"http://127.0.0.1:2379"} }, "key-encryption-key-file: required with etcd-endpoints"},
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://127.0.0.1:2379"} }, "https needs etcd-ca"},
+		{func(c *Config) { c.EtcdEndpoints = []string{"127.0.0.1:2379"} }, "want http://HOST:PORT or https://HOST:PORT"},
+		{func(c *Config) { c.EtcdCA, c.EtcdCert = "ca.crt", "tls.crt" }, "etcd-cert and etcd-key"},
+		{func(c *Config) { c.EtcdCA = "ca.crt" }, "only with etcd-endpoints"},
 	} {
 		c := DefaultConfig()
 		tc.mutate(&c)
@@ -82,6 +87,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	c := DefaultConfig()
 	c.DataDir, c.EtcdEndpoints, c.PKIDir = "", []string{"http://127.0.0.1:2379"}, "/etc/fedgate/pki"
+	c.KeyEncryptionKeyFile = "/etc/fedgate/kek/key-encryption-key"
 	if err := c.Validate(); err != nil {
 		t.Errorf("external etcd without a data dir: %v", err)
 	}

@@ -2,12 +2,15 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -25,7 +28,8 @@ const (
 
 // EmbeddedConfig configures an etcd server running inside the hub process.
 type EmbeddedConfig struct {
-	// DataDir holds etcd's WAL and snapshots; reusing it across restarts keeps every object, report and graph.
+	// DataDir holds etcd's WAL and snapshots and, in EmbeddedTLSDir, its certificates; reusing it across restarts
+	// keeps every object, report and graph.
 	DataDir string
 	// ClientPort and PeerPort on 127.0.0.1; 0 picks a free port.
 	ClientPort, PeerPort int
@@ -38,14 +42,34 @@ type EmbeddedConfig struct {
 
 // Embedded is a running single-member etcd server.
 type Embedded struct {
-	etcd *embed.Etcd
+	etcd      *embed.Etcd
+	client    TLSFiles
+	clientTLS *tls.Config
 }
 
 // StartEmbedded starts etcd on 127.0.0.1 and waits until it serves. Only loopback is used: the embedded server is a
-// private detail of one hub, never a cluster member others join.
+// private detail of one hub, never a cluster member others join. Its client and peer URLs serve TLS only and require
+// a client certificate of its own CA (see EmbeddedTLSDir), so a local user who can reach the port, but not read the
+// data dir, cannot read or write anything.
 func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	if c.DataDir == "" {
 		return nil, errors.New("embedded etcd: data dir must be set")
+	}
+	certs := embeddedTLS{dir: filepath.Join(c.DataDir, EmbeddedTLSDir)}
+	if err := certs.ensure(time.Now()); err != nil {
+		return nil, err
+	}
+	clientTLS, err := ClientTLS(certs.client())
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd client certificate: %w", err)
+	}
+	clientTLS.MinVersion = tls.VersionTLS13
+	server := transport.TLSInfo{
+		CertFile:       certs.path(embeddedServerCert),
+		KeyFile:        certs.path(embeddedServerKey),
+		TrustedCAFile:  certs.path(embeddedCAFile),
+		ClientCertAuth: true,
+		MinVersion:     tls.VersionTLS13,
 	}
 	cfg := embed.NewConfig()
 	cfg.Name = "fedgate-hub"
@@ -63,6 +87,9 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	} else {
 		cfg.LogLevel = c.LogLevel
 	}
+	// A single member has no peers to dial it, but etcd needs a peer URL: it gets the same TLS and client-certificate
+	// check as the client URL.
+	cfg.ClientTLSInfo, cfg.PeerTLSInfo = server, server
 	clientURL := loopbackURL(c.ClientPort)
 	peerURL := loopbackURL(c.PeerPort)
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
@@ -75,7 +102,7 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Embedded{etcd: e}, nil
+		return &Embedded{etcd: e, client: certs.client(), clientTLS: clientTLS}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -89,16 +116,24 @@ func StartEmbedded(ctx context.Context, c EmbeddedConfig) (*Embedded, error) {
 }
 
 func loopbackURL(port int) url.URL {
-	return url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(port)}
+	return url.URL{Scheme: "https", Host: "127.0.0.1:" + strconv.Itoa(port)}
 }
 
 // Endpoints are the client addresses actually bound (real ports, also when 0 was asked for).
 func (e *Embedded) Endpoints() []string {
 	var eps []string
 	for _, l := range e.etcd.Clients {
-		eps = append(eps, "http://"+l.Addr().String())
+		eps = append(eps, "https://"+l.Addr().String())
 	}
 	return eps
+}
+
+// ClientFiles are the CA, certificate and key a client of this server needs (etcdctl's --cacert, --cert, --key).
+func (e *Embedded) ClientFiles() TLSFiles { return e.client }
+
+// Connect opens a client to this server with the hub's client certificate.
+func (e *Embedded) Connect(ctx context.Context) (*clientv3.Client, error) {
+	return Connect(ctx, e.Endpoints(), e.clientTLS)
 }
 
 // Err reports a fatal server error (nil value when the server stops normally).
@@ -107,11 +142,12 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 // Close stops the server; it is safe to call once.
 func (e *Embedded) Close() { e.etcd.Close() }
 
-// Connect opens a client to endpoints. etcd's client logs through zap; it is silenced because every error it would log
-// also reaches the caller.
-func Connect(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+// Connect opens a client to endpoints, over TLS with tlsCfg when it is not nil (https:// endpoints). etcd's client logs
+// through zap; it is silenced because every error it would log also reaches the caller.
+func Connect(ctx context.Context, endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:          endpoints,
+		TLS:                tlsCfg,
 		DialTimeout:        10 * time.Second,
 		Logger:             zap.NewNop(),
 		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,

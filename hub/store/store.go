@@ -22,7 +22,10 @@ type Options struct {
 	MaxTxnOps int
 	// MaxRequestBytes is the server's --max-request-bytes.
 	MaxRequestBytes int
-	Logger          *slog.Logger
+	// KeyEncryptionKeys seal the session and gossip key rings in etcd; without them the rings can be neither read nor
+	// written.
+	KeyEncryptionKeys *KeyEncryptionKeys
+	Logger            *slog.Logger
 }
 
 // Store is typed access to the fedgate key space. It is safe for concurrent use.
@@ -30,6 +33,7 @@ type Store struct {
 	cli      *clientv3.Client
 	maxOps   int
 	maxBytes int
+	kek      *KeyEncryptionKeys
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -45,7 +49,7 @@ func New(cli *clientv3.Client, o Options) *Store {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Store{cli: cli, maxOps: o.MaxTxnOps, maxBytes: o.MaxRequestBytes, log: o.Logger, now: time.Now}
+	return &Store{cli: cli, maxOps: o.MaxTxnOps, maxBytes: o.MaxRequestBytes, kek: o.KeyEncryptionKeys, log: o.Logger, now: time.Now}
 }
 
 // Client is the underlying etcd client (watches, leases, elections).
