@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -100,48 +101,94 @@ func (s *Store) TouchCluster(ctx context.Context, cluster string) error {
 // Presence is a held presence key. Close releases it.
 type Presence struct {
 	cli    *clientv3.Client
-	lease  clientv3.LeaseID
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID // the lease holding the key now; a lost lease is replaced
 }
 
 // PresenceTTL is how long a cluster stays "connected" after its hub vanishes without revoking the lease.
 const PresenceTTL = 15 * time.Second
 
-// HoldPresence puts a presence key of its own under presence/<cluster>/ on a fresh lease and keeps the lease alive
-// until Close. Every stream has its own key, so closing one stream of a cluster never marks the cluster disconnected
-// while another of its streams is open.
+// HoldPresence puts a presence key of its own under presence/<cluster>/ on a fresh lease and keeps it until Close.
+// Every stream has its own key, so closing one stream of a cluster never marks the cluster disconnected while another
+// of its streams is open. A lease lost while the stream stays open — it expired while etcd was unreachable for longer
+// than PresenceTTL, or it was revoked — is replaced by a fresh one and key, retried until Close: the cluster is still
+// connected, and nothing else would ever say so again.
 func (s *Store) HoldPresence(ctx context.Context, cluster string) (*Presence, error) {
+	// The key is held until Close, not until ctx ends: kctx bounds the keepalives.
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	lease, ka, err := s.takePresence(ctx, kctx, cluster)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	p := &Presence{cli: s.cli, lease: lease, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			for range ka { // drain responses so the client does not log "channel full"
+			}
+			// The channel closes when Close cancels kctx, or when the lease is gone.
+			if kctx.Err() != nil {
+				return
+			}
+			s.log.Warn("presence lease lost while the stream is open; taking a new one", "cluster", cluster, "lease", fmt.Sprintf("%x", int64(p.current())))
+			for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+				l, k, err := s.takePresence(kctx, kctx, cluster)
+				if err == nil {
+					p.mu.Lock()
+					p.lease, ka = l, k
+					p.mu.Unlock()
+					break
+				}
+				if kctx.Err() != nil {
+					return
+				}
+				s.log.Warn("taking presence again", "cluster", cluster, "err", err, "retryIn", delay)
+				select {
+				case <-kctx.Done():
+					return
+				case <-time.After(delay):
+				}
+			}
+		}
+	}()
+	return p, nil
+}
+
+// takePresence grants a lease and puts a presence key on it (under ctx), and keeps the lease alive until keep ends or
+// the lease is lost, when the returned channel closes.
+func (s *Store) takePresence(ctx, keep context.Context, cluster string) (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveResponse, error) {
 	lease, err := s.cli.Grant(ctx, int64(PresenceTTL/time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("grant presence lease for %s: %w", cluster, err)
+		return 0, nil, fmt.Errorf("grant presence lease for %s: %w", cluster, err)
 	}
 	since := s.now().UTC().Format(time.RFC3339)
 	if _, err := s.cli.Put(ctx, PresenceKey(cluster, fmt.Sprintf("%x", int64(lease.ID))), since, clientv3.WithLease(lease.ID)); err != nil {
 		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
-		return nil, fmt.Errorf("put presence of %s: %w", cluster, err)
+		return 0, nil, fmt.Errorf("put presence of %s: %w", cluster, err)
 	}
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	ka, err := s.cli.KeepAlive(kctx, lease.ID)
+	ka, err := s.cli.KeepAlive(keep, lease.ID)
 	if err != nil {
-		cancel()
 		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
-		return nil, fmt.Errorf("keep presence lease of %s alive: %w", cluster, err)
+		return 0, nil, fmt.Errorf("keep presence lease of %s alive: %w", cluster, err)
 	}
-	p := &Presence{cli: s.cli, lease: lease.ID, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		for range ka { // drain responses so the client does not log "channel full"
-		}
-	}()
-	return p, nil
+	return lease.ID, ka, nil
+}
+
+func (p *Presence) current() clientv3.LeaseID {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lease
 }
 
 // Close revokes the lease, deleting this stream's presence key.
 func (p *Presence) Close(ctx context.Context) error {
 	p.cancel()
 	<-p.done
-	_, err := p.cli.Revoke(ctx, p.lease)
+	_, err := p.cli.Revoke(ctx, p.current())
 	return err
 }
 
