@@ -59,8 +59,9 @@ type Config struct {
 	// HandshakeTimeout bounds a connection's TLS handshake, so a client that connects and stays silent holds
 	// nothing for long. Default: `10s`.
 	HandshakeTimeout time.Duration
-	// DataDir is the embedded etcd's data directory; state survives restarts on the same directory. Unused with
-	// EtcdEndpoints. Default: `./fedgate-data`.
+	// DataDir is the embedded etcd's data directory, with its certificates (etcd-tls) and the key-encryption key;
+	// state survives restarts on the same directory. With EtcdEndpoints only the default PKIDir is in it. Default:
+	// `./fedgate-data`.
 	DataDir string
 	// EtcdEndpoints, when set, use an external etcd cluster instead of the embedded one (several hubs may share it;
 	// one compiles at a time). Default: `` (embedded).

@@ -18,9 +18,12 @@
 //	/fedgate/v1/status/<Kind>/<ns>/<name>@<cluster>      compiled status of an object reported by <cluster>
 //	/fedgate/v1/leader/<lease>                           compile leader election (concurrency.Election)
 //	/fedgate/v1/kube-leader/<lease>                      hub-cluster mirror leader election (hub --kubeconfig)
-//	/fedgate/v1/keys/session                             KeyRing JSON: session-token HMAC keys, newest (signing) first,
-//	                                                     then the previous one (still verifies); 32 random bytes each
-//	/fedgate/v1/keys/gossip                              KeyRing JSON: spoke gossip encryption keys, same shape
+//	/fedgate/v1/keys/session                             a KeyRing sealed with the key-encryption key (sealedRing JSON:
+//	                                                     its id, a nonce, the AES-256-GCM of the KeyRing JSON; hubs
+//	                                                     before sealing wrote the KeyRing JSON itself): session-token
+//	                                                     HMAC keys, newest (signing) first, then the previous one
+//	                                                     (still verifies); 32 random bytes each
+//	/fedgate/v1/keys/gossip                              the same, of spoke gossip encryption keys
 //	/fedgate/v1/revoked/<serial>                         a revoked certificate (written by hub/registration; JSON
 //	                                                     naming the cluster it was issued to, read by the compile)
 //	/fedgate/v1/ca                                       CARecord JSON: the public CA bundle every hub replica signs
@@ -32,7 +35,7 @@
 //
 // Who writes what: hub/ and status/ and graph/ are written only by the hub (graph/, status/ and keys/ only by the
 // compile leader, guarded by its election key; keys/ is rotated every --key-rotation period and its values are
-// secrets: never logged, never listed by hubctl); reports/<cluster>/ only on behalf of that cluster's Report stream;
+// secrets: sealed at rest, never logged, never listed by hubctl); reports/<cluster>/ only on behalf of that cluster's Report stream;
 // presence/ only through leases, so a hub that dies takes its clusters' presence with it after the lease TTL.
 //
 // Object values are the Kubernetes JSON itself, not a protobuf envelope: kind, namespace and name are in the key and

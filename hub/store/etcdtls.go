@@ -28,9 +28,6 @@ type TLSFiles struct {
 // ClientTLS loads files into a client TLS configuration. Its errors name the hub flag that gives each file
 // (--etcd-ca, --etcd-cert, --etcd-key) and the file.
 func ClientTLS(files TLSFiles) (*tls.Config, error) {
-	if files.CA == "" {
-		return nil, errors.New("etcd-ca: no file given")
-	}
 	if (files.Cert == "") != (files.Key == "") {
 		return nil, errors.New("etcd-cert and etcd-key: give both or neither")
 	}
@@ -74,8 +71,6 @@ const (
 
 	// embeddedCertLifetime of the whole set; a start that finds less than a third of it left makes a new set.
 	embeddedCertLifetime = 10 * 365 * 24 * time.Hour
-	// EmbeddedClientName is the common name of the hub's client certificate.
-	EmbeddedClientName = "fedgate-hub"
 )
 
 // embeddedTLS is the set in one directory.
@@ -177,7 +172,7 @@ func (t embeddedTLS) create(now time.Time) error {
 			DNSNames:    []string{"localhost"},
 		}},
 		{embeddedClientCert, embeddedClientKey, x509.Certificate{
-			Subject:     pkix.Name{CommonName: EmbeddedClientName},
+			Subject:     pkix.Name{CommonName: "fedgate-hub"},
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		}},
 	} {
