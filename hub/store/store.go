@@ -145,6 +145,11 @@ func (s *Store) applyHub(ctx context.Context, objs []*fedgatepb.Object, stamp bo
 func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys []string, offset int, stamp bool) ([]ApplyResult, int64, error) {
 	// Optimistic concurrency: read, decide, then write only if none of the keys moved in between. A concurrent apply
 	// of the same object makes us re-read instead of reporting a wrong action.
+	//
+	// While etcd fails over (a leader election, a member gone) both steps are retried. A write that failed that way
+	// may have committed: the next read tells, and when every key holds what it wrote, its results stand.
+	var f failover
+	var unsure *ambiguousPut
 	for attempt := 0; ; attempt++ {
 		reads := make([]clientv3.Op, len(keys))
 		for i, k := range keys {
@@ -152,8 +157,16 @@ func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys [
 		}
 		rr, err := s.cli.Txn(ctx).Then(reads...).Commit()
 		if err != nil {
+			if f.retry(ctx, err) {
+				attempt--
+				continue
+			}
 			return nil, 0, fmt.Errorf("read hub objects: %w", err)
 		}
+		if rev, ok := unsure.landed(rr); ok {
+			return unsure.results, rev, nil
+		}
+		unsure = nil
 		results := make([]ApplyResult, len(objs))
 		var cmps []clientv3.Cmp
 		var puts []clientv3.Op
@@ -196,6 +209,11 @@ func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys [
 		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
 		if err != nil {
+			if f.retry(ctx, err) {
+				unsure = newAmbiguousPut(results, puts)
+				attempt--
+				continue
+			}
 			return nil, 0, fmt.Errorf("store hub objects: %w", err)
 		}
 		if tr.Succeeded {
@@ -205,6 +223,42 @@ func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys [
 			return nil, 0, errors.New("store hub objects: too many concurrent changes to the same objects")
 		}
 	}
+}
+
+// ambiguousPut is an apply's write whose outcome etcd did not report (it failed over meanwhile).
+type ambiguousPut struct {
+	results []ApplyResult
+	values  map[string][]byte // what the write put, by key
+}
+
+func newAmbiguousPut(results []ApplyResult, puts []clientv3.Op) *ambiguousPut {
+	a := &ambiguousPut{results: results, values: make(map[string][]byte, len(puts))}
+	for _, op := range puts {
+		a.values[string(op.KeyBytes())] = op.ValueBytes()
+	}
+	return a
+}
+
+// landed reports whether a read (of every key of the apply) finds every value the write put, and at which revision
+// the last of them was written: then the write committed, and its results stand.
+func (a *ambiguousPut) landed(rr *clientv3.TxnResponse) (int64, bool) {
+	if a == nil {
+		return 0, false
+	}
+	found, rev := 0, int64(0)
+	for _, r := range rr.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			want, ok := a.values[string(kv.Key)]
+			if !ok {
+				continue
+			}
+			if !bytes.Equal(kv.Value, want) {
+				return 0, false
+			}
+			found, rev = found+1, max(rev, kv.ModRevision)
+		}
+	}
+	return rev, found == len(a.values)
 }
 
 // DeleteHub removes objects applied at the hub (hubctl), in one transaction. Refs that name nothing are returned in
@@ -247,9 +301,13 @@ func (s *Store) deleteHub(ctx context.Context, refs []*fedgatepb.ObjectRef, mirr
 // deleteChunk deletes refs (refs[offset:] of the request) in one transaction, or nothing.
 func (s *Store) deleteChunk(ctx context.Context, refs []*fedgatepb.ObjectRef, keys []string, offset int, mirror bool) (deleted, notFound []*fedgatepb.ObjectRef, rev int64, err error) {
 	// hubctl's deletes read first and delete only what they read, so a mirrored object stored in between (by the
-	// mirror) makes them read again and refuse, rather than delete it.
+	// mirror) makes them read again and refuse, rather than delete it. While etcd fails over both steps are retried,
+	// as in applyChunk: a delete whose outcome was not reported committed if none of what it read is there any more.
+	var f failover
+	var unsure []bool // for a delete whose outcome is unknown: which refs it found
 	for attempt := 0; attempt < 10; attempt++ {
 		var cmps []clientv3.Cmp
+		var existed []bool
 		if !mirror {
 			reads := make([]clientv3.Op, len(keys))
 			for i, k := range keys {
@@ -257,8 +315,30 @@ func (s *Store) deleteChunk(ctx context.Context, refs []*fedgatepb.ObjectRef, ke
 			}
 			rr, err := s.cli.Txn(ctx).Then(reads...).Commit()
 			if err != nil {
+				if f.retry(ctx, err) {
+					attempt--
+					continue
+				}
 				return nil, nil, 0, fmt.Errorf("read hub objects: %w", err)
 			}
+			if unsure != nil {
+				gone := true
+				for i := range refs {
+					gone = gone && (!unsure[i] || len(rr.Responses[i].GetResponseRange().Kvs) == 0)
+				}
+				if gone {
+					for i, r := range refs {
+						if unsure[i] {
+							deleted = append(deleted, r)
+						} else {
+							notFound = append(notFound, r)
+						}
+					}
+					return deleted, notFound, rr.Header.Revision, nil
+				}
+				unsure = nil
+			}
+			existed = make([]bool, len(refs))
 			for i, r := range refs {
 				kvs := rr.Responses[i].GetResponseRange().Kvs
 				if len(kvs) == 0 {
@@ -268,6 +348,7 @@ func (s *Store) deleteChunk(ctx context.Context, refs []*fedgatepb.ObjectRef, ke
 				if Mirrored(kvs[0].Value) {
 					return nil, nil, 0, mirroredError(offset+i, "refs", r.Kind, r.Namespace, r.Name)
 				}
+				existed[i] = true
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
 			}
 		}
@@ -277,6 +358,11 @@ func (s *Store) deleteChunk(ctx context.Context, refs []*fedgatepb.ObjectRef, ke
 		}
 		tr, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
+			if f.retry(ctx, err) {
+				unsure = existed // nil for the mirror, whose deletes are simply repeated
+				attempt--
+				continue
+			}
 			return nil, nil, 0, fmt.Errorf("delete hub objects: %w", err)
 		}
 		if !tr.Succeeded {
