@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/fedgate/fedgate/cmd/hub",
-		"github.com/fedgate/fedgate/cmd/spoke", "github.com/fedgate/fedgate/cmd/hubctl")
+		"github.com/fedgate/fedgate/cmd/spoke", "github.com/fedgate/fedgate/cmd/hubctl",
+		"github.com/fedgate/fedgate/test/cmd/traffic")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
@@ -61,6 +62,8 @@ type proc struct {
 	done chan struct{}
 }
 
+// startProc starts args[0] — one of the binaries TestMain built, or a program given by its absolute path — with
+// args[1:].
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -68,7 +71,11 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, args[0]), args[1:]...)
+	bin := args[0]
+	if !filepath.IsAbs(bin) {
+		bin = filepath.Join(binDir, bin)
+	}
+	cmd := exec.Command(bin, args[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -195,9 +202,10 @@ type spoke struct {
 	sourceDir string
 	cacheDir  string
 	hubAddr   string
-	credsDir  string // written by join
-	joinOut   string // what hubctl join printed
-	joinLine  string // the join command hubctl token create printed (it carries the token)
+	hubs      []string // when set, the spoke's --hub: the addresses of an HA hub's replicas (join still uses hubAddr)
+	credsDir  string   // written by join
+	joinOut   string   // what hubctl join printed
+	joinLine  string   // the join command hubctl token create printed (it carries the token)
 	p         *proc
 }
 
@@ -207,7 +215,11 @@ func (s *spoke) start(t testing.TB) {
 	if s.credsDir == "" {
 		s.join(t)
 	}
-	args := []string{"spoke", "--hub", s.hubAddr, "--credentials-dir", s.credsDir,
+	hubFlag := s.hubAddr
+	if len(s.hubs) > 0 {
+		hubFlag = strings.Join(s.hubs, ",")
+	}
+	args := []string{"spoke", "--hub", hubFlag, "--credentials-dir", s.credsDir,
 		"--source-dir", s.sourceDir, "--east-west-listen", s.eastWest, "--east-west-address", s.eastWest,
 		"--listen-host", s.host, "--cache-dir", s.cacheDir, "--log-level", "debug"}
 	if s.gossip != "" {
