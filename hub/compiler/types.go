@@ -96,6 +96,11 @@ type ParentStatus struct {
 	// ControllerName is always ControllerName: the RouteParentStatus field that says fedgate wrote this entry.
 	ControllerName gatewayv1.GatewayController `json:"controllerName"`
 	Conditions     []metav1.Condition          `json:"conditions,omitempty"`
+	// GraphRevision is the revision of Cluster's graph from which on the route stands there as this status says: set
+	// by the hub's compile loop when it stores the status (the compiler leaves it 0), kept while the status does not
+	// change. Cluster has the route programmed once it acknowledged a graph at least this new; 0 means its graph
+	// could not be stored (the cluster keeps an older one).
+	GraphRevision int64 `json:"graphRevision,omitempty"`
 }
 
 // ListenerStatus is one Gateway listener's status in one cluster.

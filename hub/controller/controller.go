@@ -10,6 +10,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/hub/compiler"
@@ -358,12 +361,16 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	if err != nil {
 		return 0, err
 	}
-	// Statuses first: once a spoke has a config, `hubctl get` already explains it.
-	nStatus, err := c.st.WriteStatuses(ctx, guard, out.Statuses)
+	// Graphs first: each route status is stamped with the revision of the graph it stands in per cluster, which
+	// tells whether the cluster has it programmed (its spoke acknowledged that revision or a newer one).
+	gw, err := c.st.WriteGraphs(ctx, guard, in.Revision, projections)
 	if err != nil {
 		return 0, err
 	}
-	changed, failed, err := c.st.WriteGraphs(ctx, guard, in.Revision, projections)
+	changed, failed := gw.Changed, gw.Failed
+	nStatus, err := c.st.WriteStatuses(ctx, guard, out.Statuses, func(prev []byte, next *compiler.ObjectStatus) {
+		stampStatus(prev, next, gw.Revisions, start)
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -384,6 +391,75 @@ func (c *Controller) compile(ctx context.Context, guard []clientv3.Cmp) (rev int
 	c.log.Debug("compiled", "revision", in.Revision, "clusters", len(projections), "graphsChanged", changed,
 		"projectionErrors", len(failed), "statusWrites", nStatus, "duration", time.Since(start))
 	return in.Revision, nil
+}
+
+// stampStatus fills in what the compiler leaves out of a status (next) from the stored one (prev, nil when none):
+// each condition's LastTransitionTime (kept while its status stays, now when it changes or is new) and, for each
+// per-cluster parent of a route, its GraphRevision (kept while that parent's status does not change, since the route
+// stands in the cluster's graph as it did; otherwise the cluster's graph revision after this compile, in revisions,
+// or 0 when that graph could not be stored).
+func stampStatus(prev []byte, next *compiler.ObjectStatus, revisions map[string]int64, now time.Time) {
+	var old compiler.ObjectStatus
+	if prev != nil {
+		_ = json.Unmarshal(prev, &old) // unreadable: everything is stamped anew
+	}
+	at := metav1.NewTime(now.UTC().Truncate(time.Second))
+	stampTransitions(old.Conditions, next.Conditions, at)
+	for i := range next.Clusters {
+		n := &next.Clusters[i]
+		var o []metav1.Condition
+		for _, oc := range old.Clusters {
+			if oc.Cluster == n.Cluster {
+				o = oc.Conditions
+			}
+		}
+		stampTransitions(o, n.Conditions, at)
+	}
+	for i := range next.Listeners {
+		n := &next.Listeners[i]
+		var o []metav1.Condition
+		for _, ol := range old.Listeners {
+			if ol.Cluster == n.Cluster && ol.Name == n.Name {
+				o = ol.Conditions
+			}
+		}
+		stampTransitions(o, n.Conditions, at)
+	}
+	for i := range next.Parents {
+		p := &next.Parents[i]
+		var o *compiler.ParentStatus
+		for j := range old.Parents {
+			if old.Parents[j].Cluster == p.Cluster && equality.Semantic.DeepEqual(old.Parents[j].ParentRef, p.ParentRef) {
+				o = &old.Parents[j]
+			}
+		}
+		var oc []metav1.Condition
+		if o != nil {
+			oc = o.Conditions
+		}
+		stampTransitions(oc, p.Conditions, at)
+		if p.Cluster == "" {
+			continue
+		}
+		p.GraphRevision = revisions[p.Cluster]
+		if o != nil && o.GraphRevision > 0 && old.Generation == next.Generation && equality.Semantic.DeepEqual(o.Conditions, p.Conditions) {
+			p.GraphRevision = o.GraphRevision
+		}
+	}
+}
+
+// stampTransitions sets each condition's LastTransitionTime in next: the one of the same type in old when its status
+// is the same, else at.
+func stampTransitions(old, next []metav1.Condition, at metav1.Time) {
+	for i := range next {
+		next[i].LastTransitionTime = at
+		for _, o := range old {
+			if o.Type == next[i].Type && o.Status == next[i].Status && !o.LastTransitionTime.IsZero() {
+				next[i].LastTransitionTime = o.LastTransitionTime
+				break
+			}
+		}
+	}
 }
 
 // compileAndProject runs the pure stages. A panic in them is a compiler bug: in Compile it becomes the compile's

@@ -282,8 +282,8 @@ func ClusterConditionType(cluster, what string) string {
 
 // statusFor renders the compiled status of one object as its Kubernetes status (as JSON-compatible maps). Routes get
 // one parent entry per parentRef: the aggregate conditions (Accepted, ResolvedRefs: True only when True in every
-// cluster) plus, per cluster, <cluster>.clusters.fedgate.io/Accepted and /Programmed; Programmed means that cluster's
-// spoke has ACKed a graph at least as new as the status.
+// cluster, naming each cluster where not) plus, per cluster, <cluster>.clusters.fedgate.io/Accepted and /Programmed
+// (see programmed).
 func statusFor(kind string, st *compiler.ObjectStatus, generation int64, acked map[string]int64) map[string]any {
 	switch kind {
 	case resources.KindHTTPRoute, resources.KindGRPCRoute:
@@ -311,13 +311,7 @@ func statusFor(kind string, st *compiler.ObjectStatus, generation int64, acked m
 					acc.Status, acc.Reason, acc.Message = accepted.Status, accepted.Reason, accepted.Message
 				}
 				agg = append(agg, acc)
-				prog := metav1.Condition{Type: ClusterConditionType(p.Cluster, "Programmed"), ObservedGeneration: generation}
-				if rev := acked[p.Cluster]; rev > 0 && accepted != nil && accepted.Status == metav1.ConditionTrue {
-					prog.Status, prog.Reason, prog.Message = metav1.ConditionTrue, "Programmed", fmt.Sprintf("graph revision %d acknowledged by cluster %s", rev, p.Cluster)
-				} else {
-					prog.Status, prog.Reason, prog.Message = metav1.ConditionFalse, "Pending", fmt.Sprintf("cluster %s has not acknowledged a graph with this route", p.Cluster)
-				}
-				agg = append(agg, prog)
+				agg = append(agg, programmed(p, accepted, acked, generation))
 			}
 			var ref map[string]any
 			_ = json.Unmarshal([]byte(k), &ref)
@@ -339,26 +333,58 @@ func statusFor(kind string, st *compiler.ObjectStatus, generation int64, acked m
 	return nil
 }
 
-// aggregate folds per-cluster conditions of one parentRef into one: True only when True everywhere.
+// programmed is the <cluster>.clusters.fedgate.io/Programmed condition of a route's parent in one cluster: True once
+// that cluster's spoke acknowledged a graph at least as new as the one the route stands in as its status says
+// (p.GraphRevision); False for good (reason from Accepted) when the cluster does not accept the route, and Pending
+// while the spoke has not acknowledged that graph or the graph could not be delivered.
+func programmed(p compiler.ParentStatus, accepted *metav1.Condition, acked map[string]int64, generation int64) metav1.Condition {
+	c := metav1.Condition{Type: ClusterConditionType(p.Cluster, "Programmed"), Status: metav1.ConditionFalse, ObservedGeneration: generation}
+	switch rev := acked[p.Cluster]; {
+	case accepted == nil:
+		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has not judged the route yet", p.Cluster)
+	case accepted.Status != metav1.ConditionTrue:
+		c.Reason, c.Message = accepted.Reason, fmt.Sprintf("cluster %s does not accept the route: %s", p.Cluster, accepted.Message)
+	case p.GraphRevision == 0:
+		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has no config with the route: its projection failed (hubctl get clusters says why)", p.Cluster)
+	case rev >= p.GraphRevision:
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Programmed", fmt.Sprintf("cluster %s acknowledged graph revision %d (the route is in it from revision %d)", p.Cluster, rev, p.GraphRevision)
+	default:
+		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has acknowledged graph revision %d; the route is in revision %d", p.Cluster, rev, p.GraphRevision)
+	}
+	return c
+}
+
+// aggregate folds per-cluster conditions of one parentRef into one: True only when True everywhere; otherwise the
+// first cluster's reason and every cluster's message where it is not True.
 func aggregate(ps []compiler.ParentStatus, generation int64) []metav1.Condition {
 	var out []metav1.Condition
 	for _, typ := range []string{"Accepted", "ResolvedRefs"} {
 		agg := metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: typ, ObservedGeneration: generation}
 		seen := false
+		var notTrue []string
 		for _, p := range ps {
 			c := meta.FindStatusCondition(p.Conditions, typ)
 			if c == nil {
 				continue
 			}
-			if !seen || c.Status != metav1.ConditionTrue {
-				if agg.Status == metav1.ConditionTrue || !seen {
-					agg.Status, agg.Reason, agg.Message = c.Status, c.Reason, c.Message
-					if p.Cluster != "" && c.Status != metav1.ConditionTrue {
-						agg.Message = fmt.Sprintf("cluster %s: %s", p.Cluster, c.Message)
-					}
-				}
+			if !seen {
+				agg.Message = c.Message
 			}
 			seen = true
+			if c.Status == metav1.ConditionTrue {
+				continue
+			}
+			if len(notTrue) == 0 {
+				agg.Status, agg.Reason = c.Status, c.Reason
+			}
+			if p.Cluster != "" {
+				notTrue = append(notTrue, fmt.Sprintf("cluster %s: %s", p.Cluster, c.Message))
+			} else {
+				notTrue = append(notTrue, c.Message)
+			}
+		}
+		if len(notTrue) > 0 {
+			agg.Message = strings.Join(notTrue, "; ")
 		}
 		if seen {
 			out = append(out, agg)

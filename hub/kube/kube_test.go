@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/hubv1alpha1"
 	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/hub/compiler"
 	"github.com/fedgate/fedgate/hub/controller"
 	"github.com/fedgate/fedgate/hub/store"
 	fgenvtest "github.com/fedgate/fedgate/test/envtest"
@@ -72,12 +74,12 @@ func TestHubClusterMirrorAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	cli, err := store.Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	st := store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: store.EmbeddedMaxRequestBytes})
+	st := store.New(cli, store.Options{MaxTxnOps: store.EmbeddedMaxTxnOps, MaxRequestBytes: store.EmbeddedMaxRequestBytes, KeyEncryptionKeys: testKEK(t)})
 	ctl := controller.New(st, controller.Config{})
 	go func() { _ = ctl.Run(ctx) }()
 
@@ -86,9 +88,6 @@ func TestHubClusterMirrorAndStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := st.ReplaceReport(ctx, c.name, clusterReport(t, c.name, c.svc)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.UpdateSyncState(ctx, c.name, func(s *store.SyncState) { s.SentRevision, s.AckedRevision = 1000000, 1000000 }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,17 +125,85 @@ spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: color, port: 80}]
 	}
 
 	var got gatewayv1.HTTPRoute
-	eventually(t, ctx, "route status with per-cluster conditions", func() (bool, error) {
+	// routeStatus passes and returns the route's conditions once it has its one parent entry.
+	routeStatus := func() ([]metav1.Condition, error) {
 		if err := s.Pass(ctx); err != nil {
-			return false, err
+			return nil, err
 		}
 		if err := hubCluster.Client.Get(ctx, types.NamespacedName{Namespace: "default", Name: "canary"}, &got); err != nil {
-			return false, err
+			return nil, err
 		}
 		if len(got.Status.Parents) != 1 {
-			return false, nil
+			return nil, nil
 		}
-		conds := got.Status.Parents[0].Conditions
+		return got.Status.Parents[0].Conditions, nil
+	}
+	// No spoke has acknowledged anything: accepted everywhere, programmed nowhere.
+	eventually(t, ctx, "route accepted in both clusters, programmed in neither", func() (bool, error) {
+		conds, err := routeStatus()
+		if err != nil || conds == nil {
+			return false, err
+		}
+		for _, typ := range []string{"Accepted", ClusterConditionType("east", "Accepted"), ClusterConditionType("west", "Accepted")} {
+			if !meta.IsStatusConditionTrue(conds, typ) {
+				return false, nil
+			}
+		}
+		for _, c := range []string{"east", "west"} {
+			if p := meta.FindStatusCondition(conds, ClusterConditionType(c, "Programmed")); p == nil || p.Status != metav1.ConditionFalse || p.Reason != "Pending" {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	// The graph revision each cluster has the route from, as the compile loop stamped it: the cluster's graph of that
+	// revision (or a newer one) carries the route.
+	routeRevision := map[string]int64{}
+	statuses, err := st.Statuses(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compiled compiler.ObjectStatus
+	if err := json.Unmarshal(statuses[store.StatusKey("", "HTTPRoute", "default", "canary")], &compiled); err != nil {
+		t.Fatal(err)
+	}
+	for _, ps := range compiled.Parents {
+		routeRevision[ps.Cluster] = ps.GraphRevision
+	}
+	for _, c := range []string{"east", "west"} {
+		g, _, err := st.ReadGraph(ctx, c)
+		if err != nil || g == nil {
+			t.Fatalf("graph of %s: %v", c, err)
+		}
+		if routeRevision[c] == 0 || g.Revision < routeRevision[c] || !strings.Contains(string(g.Config), "canary") {
+			t.Fatalf("%s: the route is stamped with graph revision %d; its graph is at %d and carries the route: %v",
+				c, routeRevision[c], g.Revision, strings.Contains(string(g.Config), "canary"))
+		}
+	}
+	// An acknowledgement of an older graph does not make the route programmed; one of its graph does.
+	ack := func(cluster string, rev int64) {
+		t.Helper()
+		if _, err := st.UpdateSyncState(ctx, cluster, func(s *store.SyncState) { s.SentRevision, s.AckedRevision = rev, rev }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack("east", routeRevision["east"]-1)
+	ack("west", routeRevision["west"])
+	eventually(t, ctx, "route programmed in west only", func() (bool, error) {
+		conds, err := routeStatus()
+		if err != nil || conds == nil {
+			return false, err
+		}
+		east := meta.FindStatusCondition(conds, ClusterConditionType("east", "Programmed"))
+		return meta.IsStatusConditionTrue(conds, ClusterConditionType("west", "Programmed")) &&
+			east != nil && east.Status == metav1.ConditionFalse && east.Reason == "Pending", nil
+	})
+	ack("east", routeRevision["east"])
+	eventually(t, ctx, "route status with per-cluster conditions", func() (bool, error) {
+		conds, err := routeStatus()
+		if err != nil || conds == nil {
+			return false, err
+		}
 		for _, typ := range []string{"Accepted", ClusterConditionType("east", "Accepted"), ClusterConditionType("west", "Accepted"),
 			ClusterConditionType("east", "Programmed"), ClusterConditionType("west", "Programmed")} {
 			if !meta.IsStatusConditionTrue(conds, typ) {
@@ -272,12 +339,12 @@ func TestHubClusterMirrorAboveTheTransactionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	cli, err := store.Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	st := store.New(cli, store.Options{MaxTxnOps: store.DefaultMaxTxnOps, MaxRequestBytes: store.DefaultMaxRequestBytes})
+	st := store.New(cli, store.Options{MaxTxnOps: store.DefaultMaxTxnOps, MaxRequestBytes: store.DefaultMaxRequestBytes, KeyEncryptionKeys: testKEK(t)})
 	routes := make([]*gatewayv1.HTTPRoute, n)
 	for i := range routes {
 		routes[i] = &gatewayv1.HTTPRoute{
@@ -318,4 +385,14 @@ func TestHubClusterMirrorAboveTheTransactionLimit(t *testing.T) {
 		}
 		return stored() == 0, nil
 	})
+}
+
+// testKEK is a key-encryption key for the test's store (the compile loop seals the key rings with it).
+func testKEK(t *testing.T) *store.KeyEncryptionKeys {
+	t.Helper()
+	k, err := store.LoadOrCreateKeyEncryptionKeys(filepath.Join(t.TempDir(), "kek"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

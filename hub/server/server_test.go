@@ -323,7 +323,7 @@ func writeGraph(t *testing.T, h *testHub, ew string) *store.GraphRecord {
 	t.Helper()
 	ctx := testCtx(t)
 	cfg := &spokeconfig.SpokeConfig{Cluster: "east", Clusters: []spokeconfig.Cluster{{Name: "west", EastWestAddress: ew}}}
-	if _, _, err := h.Store().WriteGraphs(ctx, nil, h.Controller().Compiled(), map[string]store.Projection{"east": {Config: cfg}}); err != nil {
+	if _, err := h.Store().WriteGraphs(ctx, nil, h.Controller().Compiled(), map[string]store.Projection{"east": {Config: cfg}}); err != nil {
 		t.Fatal(err)
 	}
 	g, _, err := h.Store().ReadGraph(ctx, "east")

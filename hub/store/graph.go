@@ -42,15 +42,29 @@ type Projection struct {
 // limit). It is the cluster's alone: the others get their graphs, and the cluster keeps serving its last config.
 var ErrProjectionTooLarge = errors.New("projection too large")
 
+// GraphWrite is what WriteGraphs did.
+type GraphWrite struct {
+	// Changed: the clusters whose graph was written.
+	Changed []string
+	// Failed: the clusters whose projection failed or was too large, with the reason; each keeps its stored graph.
+	Failed map[string]error
+	// Revisions: each cluster's graph revision after the write (rev when written, the stored one's when its content
+	// did not change); failed clusters are absent.
+	Revisions map[string]int64
+}
+
 // WriteGraphs stores each cluster's projection whose content changed since the stored one, stamped with revision
 // rev, and deletes the graphs of clusters absent from projections. A cluster whose projection failed (Err) or is too
-// large to send or store keeps its stored graph and is returned in failed, with the reason; no cluster's failure
+// large to send or store keeps its stored graph and is returned in Failed, with the reason; no cluster's failure
 // holds up another's graph. Every write is guarded by guard (the compile leader's election key), so a deposed leader
-// cannot overwrite a newer graph. It returns the clusters whose graph was written.
-func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64, projections map[string]Projection) (changed []string, failed map[string]error, err error) {
+// cannot overwrite a newer graph.
+func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64, projections map[string]Projection) (GraphWrite, error) {
+	var changed []string
+	var failed map[string]error
+	revisions := make(map[string]int64, len(projections))
 	cur, err := s.cli.Get(ctx, GraphPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, nil, fmt.Errorf("read graphs: %w", err)
+		return GraphWrite{}, fmt.Errorf("read graphs: %w", err)
 	}
 	stored := make(map[string]GraphRecord, len(cur.Kvs))
 	var b batch
@@ -73,7 +87,7 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 	failed = map[string]error{}
 	for _, name := range names {
 		if err := CheckSegment("cluster", name, false); err != nil {
-			return nil, nil, err
+			return GraphWrite{}, err
 		}
 		p := projections[name]
 		if p.Err != nil {
@@ -88,6 +102,7 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 			continue
 		}
 		if old, ok := stored[name]; ok && old.ContentHash == contentHash {
+			revisions[name] = old.Revision
 			continue
 		}
 		c.Revision = rev
@@ -103,7 +118,7 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 		}
 		v, err := json.Marshal(GraphRecord{Revision: rev, Hash: hash, ContentHash: contentHash, Config: js})
 		if err != nil {
-			return nil, nil, err
+			return GraphWrite{}, err
 		}
 		if n := len(GraphKey(name)) + len(v); n > s.maxBytes-64<<10 {
 			failed[name] = fmt.Errorf("%w: the graph record of %d bytes exceeds etcd's request limit of %d bytes", ErrProjectionTooLarge, n, s.maxBytes)
@@ -111,15 +126,16 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 		}
 		b.put(GraphKey(name), v)
 		changed = append(changed, name)
+		revisions[name] = rev
 	}
 	_, ok, err := s.commit(ctx, guard, &b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("write graphs: %w", err)
+		return GraphWrite{}, fmt.Errorf("write graphs: %w", err)
 	}
 	if !ok {
-		return nil, nil, ErrNotLeader
+		return GraphWrite{}, ErrNotLeader
 	}
-	return changed, failed, nil
+	return GraphWrite{Changed: changed, Failed: failed, Revisions: revisions}, nil
 }
 
 // RecordProjectionErrors makes every cluster's sync state name the error of its latest projection at rev (failed),
@@ -187,7 +203,17 @@ func DecodeGraph(v []byte) (*GraphRecord, error) {
 }
 
 // WriteStatuses makes the status/ prefix equal to statuses (writing only changed values), guarded like WriteGraphs.
-func (s *Store) WriteStatuses(ctx context.Context, guard []clientv3.Cmp, statuses []compiler.ObjectStatus) (int, error) {
+// When stamp is set, it is called with each status and the stored value of its key (nil when there is none) before
+// the status is encoded, and may fill in what depends on the stored one.
+func (s *Store) WriteStatuses(ctx context.Context, guard []clientv3.Cmp, statuses []compiler.ObjectStatus, stamp func(prev []byte, next *compiler.ObjectStatus)) (int, error) {
+	cur, err := s.cli.Get(ctx, StatusPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read statuses: %w", err)
+	}
+	have := make(map[string][]byte, len(cur.Kvs))
+	for _, kv := range cur.Kvs {
+		have[string(kv.Key)] = kv.Value
+	}
 	want := make(map[string][]byte, len(statuses))
 	for i := range statuses {
 		r := statuses[i].Ref
@@ -195,20 +221,18 @@ func (s *Store) WriteStatuses(ctx context.Context, guard []clientv3.Cmp, statuse
 			s.log.Warn("skipping status with malformed ref", "ref", r)
 			continue
 		}
+		key := StatusKey(r.Cluster, r.Kind, r.Namespace, r.Name)
+		if stamp != nil {
+			stamp(have[key], &statuses[i])
+		}
 		v, err := json.Marshal(&statuses[i])
 		if err != nil {
 			return 0, fmt.Errorf("encode status of %s: %w", r.Name, err)
 		}
-		want[StatusKey(r.Cluster, r.Kind, r.Namespace, r.Name)] = v
+		want[key] = v
 	}
-	cur, err := s.cli.Get(ctx, StatusPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("read statuses: %w", err)
-	}
-	have := make(map[string][]byte, len(cur.Kvs))
 	var b batch
 	for _, kv := range cur.Kvs {
-		have[string(kv.Key)] = kv.Value
 		if _, ok := want[string(kv.Key)]; !ok {
 			b.del(string(kv.Key))
 		}

@@ -28,10 +28,13 @@ func startStore(t *testing.T, dir string, opts Options) (*Store, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := Connect(ctx, e.Endpoints())
+	cli, err := e.Connect(ctx)
 	if err != nil {
 		e.Close()
 		t.Fatal(err)
+	}
+	if opts.KeyEncryptionKeys == nil {
+		opts.KeyEncryptionKeys = testKEK(t, 1)
 	}
 	if opts.MaxTxnOps == 0 {
 		opts.MaxTxnOps = EmbeddedMaxTxnOps
@@ -244,7 +247,7 @@ func TestStateSurvivesRestart(t *testing.T) {
 	if _, err := s.ReplaceReport(ctx, "east", []*fedgatepb.Object{service("apps", "web")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.WriteGraphs(ctx, nil, 7, map[string]Projection{"east": {Config: &spokeconfig.SpokeConfig{Cluster: "east"}}}); err != nil {
+	if _, err := s.WriteGraphs(ctx, nil, 7, map[string]Projection{"east": {Config: &spokeconfig.SpokeConfig{Cluster: "east"}}}); err != nil {
 		t.Fatal(err)
 	}
 	before := listNames(t, s, true)
@@ -273,14 +276,14 @@ func TestWriteGraphsOnlyWritesChanges(t *testing.T) {
 	cfg := func(name, ew string) Projection {
 		return Projection{Config: &spokeconfig.SpokeConfig{Cluster: name, Revision: 99, Clusters: []spokeconfig.Cluster{{Name: "x", EastWestAddress: ew}}}}
 	}
-	changed, _, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "a:1")})
-	if err != nil || !cmp.Equal(changed, []string{"east", "west"}) {
-		t.Fatalf("first write: %v %v", changed, err)
+	gw, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "a:1")})
+	if err != nil || !cmp.Equal(gw.Changed, []string{"east", "west"}) {
+		t.Fatalf("first write: %v %v", gw.Changed, err)
 	}
-	// Same content at a later revision: nothing written, the stored revision stays 10.
-	changed, _, err = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "b:2")})
-	if err != nil || !cmp.Equal(changed, []string{"west"}) {
-		t.Fatalf("second write: %v %v", changed, err)
+	// Same content at a later revision: nothing written, the stored revision stays 10 (and is what it returns).
+	gw, err = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"east": cfg("east", "a:1"), "west": cfg("west", "b:2")})
+	if err != nil || !cmp.Equal(gw.Changed, []string{"west"}) || !cmp.Equal(gw.Revisions, map[string]int64{"east": 10, "west": 20}) {
+		t.Fatalf("second write: changed %v, revisions %v, %v", gw.Changed, gw.Revisions, err)
 	}
 	east, _, _ := s.ReadGraph(ctx, "east")
 	west, _, _ := s.ReadGraph(ctx, "west")
@@ -295,7 +298,7 @@ func TestWriteGraphsOnlyWritesChanges(t *testing.T) {
 		t.Fatalf("decoded config: %+v %v", c, err)
 	}
 	// A vanished cluster loses its graph.
-	if _, _, err := s.WriteGraphs(ctx, nil, 30, map[string]Projection{"west": cfg("west", "b:2")}); err != nil {
+	if _, err := s.WriteGraphs(ctx, nil, 30, map[string]Projection{"west": cfg("west", "b:2")}); err != nil {
 		t.Fatal(err)
 	}
 	if g, _, _ := s.ReadGraph(ctx, "east"); g != nil {
@@ -411,10 +414,10 @@ func TestWriteGraphsFailsPerCluster(t *testing.T) {
 	for i := range 3000 {
 		big.Members = append(big.Members, fmt.Sprintf("member-%04d-%s", i, strings.Repeat("x", 100)))
 	}
-	if _, _, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"aaa": small("aaa", "a:1"), "mmm": small("mmm", "a:1"), "zzz": small("zzz", "a:1")}); err != nil {
+	if _, err := s.WriteGraphs(ctx, nil, 10, map[string]Projection{"aaa": small("aaa", "a:1"), "mmm": small("mmm", "a:1"), "zzz": small("zzz", "a:1")}); err != nil {
 		t.Fatal(err)
 	}
-	changed, failed, err := s.WriteGraphs(ctx, nil, 20, map[string]Projection{
+	gw, err := s.WriteGraphs(ctx, nil, 20, map[string]Projection{
 		"aaa": {Config: big},
 		"mmm": {Err: errors.New("projection panic")},
 		"zzz": small("zzz", "b:2"),
@@ -422,8 +425,12 @@ func TestWriteGraphsFailsPerCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cmp.Equal(changed, []string{"zzz"}) {
-		t.Fatalf("changed %v, want [zzz]: a failed cluster sorted first must not hold up the others", changed)
+	failed := gw.Failed
+	if !cmp.Equal(gw.Changed, []string{"zzz"}) {
+		t.Fatalf("changed %v, want [zzz]: a failed cluster sorted first must not hold up the others", gw.Changed)
+	}
+	if !cmp.Equal(gw.Revisions, map[string]int64{"zzz": 20}) {
+		t.Fatalf("revisions %v, want only zzz's: failed clusters have no graph of this compile", gw.Revisions)
 	}
 	if !errors.Is(failed["aaa"], ErrProjectionTooLarge) || !strings.Contains(failed["aaa"].Error(), "etcd's request limit") {
 		t.Fatalf("aaa: %v, want too large for etcd", failed["aaa"])
@@ -443,7 +450,8 @@ func TestWriteGraphsFailsPerCluster(t *testing.T) {
 	for i := range 17 {
 		huge.Members = append(huge.Members, fmt.Sprintf("%02d%s", i, strings.Repeat("y", 1<<20)))
 	}
-	_, failed, err = s2.WriteGraphs(ctx, nil, 30, map[string]Projection{"huge": {Config: huge}})
+	gw, err = s2.WriteGraphs(ctx, nil, 30, map[string]Projection{"huge": {Config: huge}})
+	failed = gw.Failed
 	if err != nil || !errors.Is(failed["huge"], ErrProjectionTooLarge) || !strings.Contains(failed["huge"].Error(), "limit of a config update") {
 		t.Fatalf("huge: %v %v, want too large for a config update", failed["huge"], err)
 	}
@@ -452,7 +460,8 @@ func TestWriteGraphsFailsPerCluster(t *testing.T) {
 	if err := s.RecordProjectionErrors(ctx, 20, []string{"aaa", "mmm", "zzz"}, failed); err != nil {
 		t.Fatal(err)
 	}
-	_, failed, _ = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"aaa": {Config: big}, "mmm": {Err: errors.New("projection panic")}, "zzz": small("zzz", "b:2")})
+	gw, _ = s.WriteGraphs(ctx, nil, 20, map[string]Projection{"aaa": {Config: big}, "mmm": {Err: errors.New("projection panic")}, "zzz": small("zzz", "b:2")})
+	failed = gw.Failed
 	if err := s.RecordProjectionErrors(ctx, 20, []string{"aaa", "mmm", "zzz"}, failed); err != nil {
 		t.Fatal(err)
 	}
