@@ -36,7 +36,9 @@ const (
 
 // Store is a spoke's current identity. Safe for concurrent use; Renew swaps the certificate in place.
 type Store struct {
-	dir     string
+	// save keeps a renewed identity where the next start loads it from (the directory, or the Secret); nil keeps
+	// nothing.
+	save    func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error
 	cluster string
 
 	mu   sync.RWMutex
@@ -60,7 +62,7 @@ func Load(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir}
+	s := &Store{save: func(_ context.Context, keyPEM, certPEM, caPEM []byte) error { return Write(dir, keyPEM, certPEM, caPEM) }}
 	if err := s.set(certPEM, keyPEM, caPEM); err != nil {
 		return nil, fmt.Errorf("credentials in %s: %w", dir, err)
 	}
@@ -255,8 +257,27 @@ func (s *Store) RenewDue() time.Time {
 	return leaf.NotBefore.Add(life * 2 / 3)
 }
 
-// Renew asks the hub for a fresh certificate over client (an existing mTLS connection), with a new key, then stores
-// and swaps it in. Open connections keep working; the next handshake uses the new certificate.
+// SaveError is a renewal whose new identity is in use but could not be kept for the next start: retry the saving
+// (Save), not the renewal, which would spend another of the cluster's certificates.
+type SaveError struct {
+	Err                    error
+	keyPEM, certPEM, caPEM []byte
+}
+
+func (e *SaveError) Error() string { return "store renewed certificate: " + e.Err.Error() }
+func (e *SaveError) Unwrap() error { return e.Err }
+
+// Save tries again to keep the identity of a renewal that failed with e.
+func (s *Store) Save(ctx context.Context, e *SaveError) error {
+	if err := s.save(ctx, e.keyPEM, e.certPEM, e.caPEM); err != nil {
+		return &SaveError{Err: err, keyPEM: e.keyPEM, certPEM: e.certPEM, caPEM: e.caPEM}
+	}
+	return nil
+}
+
+// Renew asks the hub for a fresh certificate over client (an existing mTLS connection), with a new key, then swaps it
+// in and saves it. Open connections keep working; the next handshake uses the new certificate. A failure to save
+// is a *SaveError.
 func (s *Store) Renew(ctx context.Context, client fedgatepb.RegistrationClient) error {
 	cluster := s.Cluster()
 	keyPEM, csrPEM, err := NewKeyAndCSR(cluster)
@@ -270,9 +291,9 @@ func (s *Store) Renew(ctx context.Context, client fedgatepb.RegistrationClient) 
 	if err := s.set(resp.CertificatePem, keyPEM, resp.CaBundlePem); err != nil {
 		return fmt.Errorf("renewed certificate: %w", err)
 	}
-	if s.dir != "" {
-		if err := Write(s.dir, keyPEM, resp.CertificatePem, resp.CaBundlePem); err != nil {
-			return fmt.Errorf("store renewed certificate: %w", err)
+	if s.save != nil {
+		if err := s.save(ctx, keyPEM, resp.CertificatePem, resp.CaBundlePem); err != nil {
+			return &SaveError{Err: err, keyPEM: keyPEM, certPEM: resp.CertificatePem, caPEM: resp.CaBundlePem}
 		}
 	}
 	return nil
@@ -291,7 +312,21 @@ func (s *Store) RunRenewal(ctx context.Context, client fedgatepb.RegistrationCli
 			return
 		case <-time.After(wait):
 		}
-		if err := s.Renew(ctx, client); err != nil {
+		err := s.Renew(ctx, client)
+		// The new certificate is in use but not kept: keep trying to save it (a restart would otherwise start from
+		// the previous one), without asking the hub for yet another.
+		var se *SaveError
+		for errors.As(err, &se) {
+			log.Error("renewed certificate in use, but not saved for the next start; retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Minute)
+			err = s.Save(ctx, se)
+		}
+		if err != nil {
 			log.Warn("certificate renewal failed; retrying", "err", err, "in", backoff)
 			select {
 			case <-ctx.Done():

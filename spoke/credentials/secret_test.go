@@ -1,0 +1,127 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/test/envtest"
+)
+
+// A spoke whose credentials live in a Secret keeps each renewal there: restarted (the Secret read again) it starts
+// with the renewed certificate, not the one join wrote. A renewal the API server refuses to store is saved again,
+// without asking the hub for another certificate.
+func TestRenewalKeptInSecret(t *testing.T) {
+	c := envtest.Start(t, "member")[0]
+	ctx := context.Background()
+	kc, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newCA(t, "hub-ca")
+	dir := ca.credentialsFor(t, identity.ClusterURI("east"), time.Now().Add(-time.Minute), time.Hour)
+	data := map[string][]byte{"FEDGATE_HUB": []byte("hub:8443")}
+	for _, f := range []string{KeyFile, CertFile, CAFile} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[f] = b
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fedgate-system"}}
+	if _, err := kc.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "fedgate-system", Name: "fedgate-spoke-credentials"}, Data: data}
+	if _, err := kc.CoreV1().Secrets("fedgate-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := LoadSecret(ctx, kc, "fedgate-system", "fedgate-spoke-credentials")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := s.Leaf()
+	if err := s.Renew(ctx, &fakeRegistration{t: t, ca: ca, uri: identity.ClusterURI("east")}); err != nil {
+		t.Fatalf("Renew: %v", err)
+	}
+	renewed := s.Leaf()
+	if renewed.SerialNumber.Cmp(joined.SerialNumber) == 0 {
+		t.Fatal("Renew did not swap the certificate")
+	}
+	restarted, err := LoadSecret(ctx, kc, "fedgate-system", "fedgate-spoke-credentials")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restarted.Leaf().SerialNumber.Cmp(renewed.SerialNumber) != 0 {
+		t.Fatalf("restarted with certificate %s, want the renewed %s", identity.SerialHex(restarted.Leaf().SerialNumber), identity.SerialHex(renewed.SerialNumber))
+	}
+	got, err := kc.CoreV1().Secrets("fedgate-system").Get(ctx, "fedgate-spoke-credentials", metav1.GetOptions{})
+	if err != nil || string(got.Data["FEDGATE_HUB"]) != "hub:8443" {
+		t.Fatalf("the Secret's other keys were not kept: %v %v", got.Data["FEDGATE_HUB"], err)
+	}
+
+	// The API server refuses the first two writes: the renewal reports a *SaveError and RunRenewal saves it again
+	// (the hub is asked once).
+	var refuse atomic.Int32
+	refuse.Store(2)
+	cfg := rest.CopyConfig(c.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodPut && refuse.Add(-1) >= 0 {
+				return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: http.NoBody, Header: http.Header{}, Request: r}, nil
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	flaky, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := LoadSecret(ctx, flaky, "fedgate-system", "fedgate-spoke-credentials")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := &countingRegistration{fakeRegistration: fakeRegistration{t: t, ca: ca, uri: identity.ClusterURI("east")}}
+	err = s2.Renew(ctx, reg)
+	var se *SaveError
+	if !errors.As(err, &se) {
+		t.Fatalf("Renew with the Secret unwritable: %v, want a *SaveError", err)
+	}
+	for errors.As(err, &se) {
+		err = s2.Save(ctx, se)
+	}
+	if err != nil || reg.calls.Load() != 1 {
+		t.Fatalf("saving again: %v after %d renewals, want saved after one", err, reg.calls.Load())
+	}
+	if again, err := LoadSecret(ctx, kc, "fedgate-system", "fedgate-spoke-credentials"); err != nil || again.Leaf().SerialNumber.Cmp(s2.Leaf().SerialNumber) != 0 {
+		t.Fatalf("the renewal saved on the retry is not the Secret's: %v", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type countingRegistration struct {
+	fakeRegistration
+	calls atomic.Int32
+}
+
+func (c *countingRegistration) Renew(ctx context.Context, in *fedgatepb.RenewRequest, opts ...grpc.CallOption) (*fedgatepb.RenewResponse, error) {
+	c.calls.Add(1)
+	return c.fakeRegistration.Renew(ctx, in, opts...)
+}
