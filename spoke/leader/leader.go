@@ -222,7 +222,9 @@ func (e *Elector) campaign(ctx context.Context, released <-chan struct{}, lead f
 		}
 		cancelElector()
 		<-runDone
-		e.release(lock)
+		if wasLeading || le.IsLeader() {
+			e.release(lock)
+		}
 	}
 	for {
 		select {
