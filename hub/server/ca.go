@@ -59,7 +59,8 @@ func agreeCA(ctx context.Context, st *store.Store, ca *pki.Authority, log *slog.
 		default:
 			return fmt.Errorf("%w: this replica's CA is %s, the replicas sharing this etcd sign with %s (recorded at %s %s); "+
 				"give every replica the same CA with --ca-cert and --ca-key (the first replica created its CA in its "+
-				"--pki-dir, by default <data-dir>/pki: ca.crt and ca.key)", ErrCAMismatch, mine.Active, stored.Active,
+				"--pki-dir, by default <data-dir>/pki: ca.crt and ca.key); to move to a new CA, give a bundle with the "+
+				"new CA first and the recorded one after it", ErrCAMismatch, mine.Active, stored.Active,
 				store.CAKey, stored.RecordedAt.Format("2006-01-02T15:04:05Z"))
 		}
 	}
