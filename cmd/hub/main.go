@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,18 +14,36 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/fedgate/fedgate/hub/server"
+	"github.com/fedgate/fedgate/internal/version"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "hub:", err)
-		os.Exit(1)
-	}
+	os.Exit(realMain(os.Args[1:]))
 }
+
+// realMain runs the hub and returns its exit code: 0 also for -h (the usage was asked for, and printed) and --version.
+func realMain(args []string) int {
+	err := run(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "hub:", err)
+	return 1
+}
+
+// errVersion is parseFlags' answer to --version, as flag.ErrHelp is to -h.
+var errVersion = errors.New("version requested")
 
 func run(args []string) error {
 	cfg, logLevel, err := parseFlags(args)
+	if errors.Is(err, errVersion) {
+		fmt.Fprintln(os.Stdout, version.String("hub"))
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -33,6 +52,10 @@ func run(args []string) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("app", "hub")
+	// controller-runtime (the hub-cluster mirror) logs through logr: into the hub's log, not a stack trace at exit
+	// saying its logger was never set.
+	ctrllog.SetLogger(logr.FromSlogHandler(cfg.Logger.Handler()))
+	cfg.Logger.Info("starting", "version", version.Version(), "revision", version.Revision())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -76,8 +99,12 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", cfg.Kubeconfig, "kubeconfig of a hub cluster whose Gateway API objects the hub mirrors (status and ManagedClusters are written back)")
 	fs.BoolVar(&cfg.InCluster, "in-cluster", cfg.InCluster, "use the pod's service account to reach the hub cluster")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", err
+	}
+	if *showVersion {
+		return cfg, "", errVersion
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", fmt.Errorf("unexpected arguments: %v", fs.Args())

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/fedgate/fedgate/hub/server"
+	"github.com/fedgate/fedgate/internal/version"
 )
 
 func TestFlagDefaultsAreConfigDefaults(t *testing.T) {
@@ -58,5 +64,97 @@ func TestFlags(t *testing.T) {
 	}
 	if _, _, err := parseFlags([]string{"--etcd-max-txn-ops", "0"}); err == nil || !strings.Contains(err.Error(), "etcd-max-txn-ops") {
 		t.Fatalf("--etcd-max-txn-ops 0: %v", err)
+	}
+}
+
+// capture runs f with os.Stdout and os.Stderr sent to files and returns what each received.
+func capture(t *testing.T, f func()) (stdout, stderr string) {
+	t.Helper()
+	dir := t.TempDir()
+	files := [2]*os.File{}
+	for i, n := range []string{"stdout", "stderr"} {
+		var err error
+		if files[i], err = os.Create(filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldOut, oldErr := os.Stdout, os.Stderr
+	os.Stdout, os.Stderr = files[0], files[1]
+	defer func() { os.Stdout, os.Stderr = oldOut, oldErr }()
+	f()
+	var out [2]string
+	for i, fl := range files {
+		_ = fl.Close()
+		b, err := os.ReadFile(fl.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = string(b)
+	}
+	return out[0], out[1]
+}
+
+// -h and --help ask for the usage: printed, exit 0. --version prints the build's version, exit 0.
+func TestHelpAndVersionExitZero(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var code int
+		_, stderr := capture(t, func() { code = realMain([]string{arg}) })
+		if code != 0 || !strings.Contains(stderr, "-advertise-address") || strings.Contains(stderr, "hub: flag: help requested") {
+			t.Errorf("hub %s: exit %d, stderr:\n%s", arg, code, stderr)
+		}
+	}
+	var code int
+	stdout, stderr := capture(t, func() { code = realMain([]string{"--version"}) })
+	if code != 0 || stdout != version.String("hub")+"\n" || stderr != "" {
+		t.Errorf("hub --version: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, version.String("hub"))
+	}
+	_, stderr = capture(t, func() { code = realMain([]string{"--no-such-flag"}) })
+	if code != 1 || !strings.Contains(stderr, "no-such-flag") {
+		t.Errorf("hub --no-such-flag: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// Every flag in -h shows its type as the value's placeholder (or a deliberate upper-case one): flag.PrintDefaults
+// takes a backquoted word of the usage string as the placeholder, which turned `hubctl join` into one.
+func TestUsagePlaceholders(t *testing.T) {
+	_, stderr := capture(t, func() { realMain([]string{"-h"}) })
+	checkPlaceholders(t, stderr)
+}
+
+func checkPlaceholders(t *testing.T, usage string) {
+	t.Helper()
+	line := regexp.MustCompile(`(?m)^  -(\S+)(?: (.*))?$`)
+	typeNames := map[string]bool{"": true, "string": true, "int": true, "uint": true, "int64": true, "uint64": true,
+		"float": true, "duration": true, "value": true}
+	upper := regexp.MustCompile(`^[A-Z][A-Z0-9_:.-]*$`)
+	flags := line.FindAllStringSubmatch(usage, -1)
+	if len(flags) < 5 {
+		t.Fatalf("usage lists %d flags:\n%s", len(flags), usage)
+	}
+	for _, m := range flags {
+		if !typeNames[m[2]] && !upper.MatchString(m[2]) {
+			t.Errorf("-%s shows the placeholder %q: a backquoted phrase in its usage string?", m[1], m[2])
+		}
+	}
+}
+
+// The hub routes controller-runtime's logs (the hub-cluster mirror) into its own log: without a logger set,
+// controller-runtime prints a stack trace saying it was never set, and drops every log line.
+func TestControllerRuntimeLogsIntoTheHubLog(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	var code int
+	_, stderr := capture(t, func() {
+		// Fails at the CA, after the logger is set up and before anything is started.
+		code = realMain([]string{"--ca-cert", missing + ".crt", "--ca-key", missing + ".key", "--data-dir", t.TempDir()})
+		ctrllog.Log.WithName("probe").Info("from controller-runtime")
+	})
+	if code != 1 || !strings.Contains(stderr, "hub CA") {
+		t.Fatalf("hub with a missing CA: exit %d, stderr:\n%s", code, stderr)
+	}
+	if !regexp.MustCompile(`level=INFO msg="from controller-runtime" app=hub logger=probe`).MatchString(stderr) {
+		t.Errorf("controller-runtime's log line is not in the hub's log:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "version="+version.Version()) {
+		t.Errorf("the hub's first log line does not say its version:\n%s", stderr)
 	}
 }
