@@ -107,7 +107,7 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 			if terr := tlsRefusal(endpoints[0], tlsCfg); terr != nil {
 				err = fmt.Errorf("%w; TLS with %s: %w", err, endpoints[0], terr)
 			}
-			if cfg.EtcdCA != "" && cfg.EtcdCert == "" {
+			if cfg.EtcdCert == "" {
 				err = fmt.Errorf("%w (no client certificate was given: an etcd that checks them needs etcd-cert and etcd-key)", err)
 			}
 		}

@@ -98,11 +98,8 @@ func (s *Store) openRing(key string, value []byte) (KeyRing, string, error) {
 	return ring, st.KeyID, nil
 }
 
-// sealRing is the value to store for ring under key.
+// sealRing is the value to store for ring under key (the caller checked that the store has key-encryption keys).
 func (s *Store) sealRing(key string, ring KeyRing) (string, error) {
-	if s.kek == nil {
-		return "", errNoKeyEncryptionKeys
-	}
 	plain, err := json.Marshal(ring)
 	if err != nil {
 		return "", err
