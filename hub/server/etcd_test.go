@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -46,10 +47,9 @@ func externalEtcd(t *testing.T) (*store.Embedded, store.TLSFiles) {
 func writeKEK(t *testing.T) string {
 	t.Helper()
 	key := make([]byte, store.KeyEncryptionKeySize)
-	for i := range key {
-		key[i] = byte(time.Now().UnixNano() >> (i % 8))
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
 	}
-	key[0]++
 	path := filepath.Join(t.TempDir(), "key-encryption-key")
 	if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
