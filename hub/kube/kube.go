@@ -100,6 +100,24 @@ func (s *Syncer) Run(ctx context.Context) error {
 	return nil
 }
 
+// watchTrigger calls poke on every change under prefix until ctx ends. The watch requires its etcd member to have a
+// leader, so it ends whenever the member loses one (an election, a partition) — and on any other watch error: it is
+// watched again, after a pass (poke), since changes made meanwhile went unseen. A pass reads everything, so the new
+// watch need not start where the old one stopped.
+func watchTrigger(ctx context.Context, cli *clientv3.Client, prefix string, poke func()) {
+	for {
+		for range cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()) {
+			poke()
+		}
+		poke()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // lead campaigns, then passes until ctx ends or the leadership's etcd session expires.
 func (s *Syncer) lead(ctx context.Context) error {
 	cli := s.o.Store.Client()
@@ -125,11 +143,7 @@ func (s *Syncer) lead(ctx context.Context) error {
 		}
 	}
 	for _, p := range []string{store.StatusPrefix, store.SyncStatePrefix, store.ClustersPrefix, store.PresencePrefix} {
-		go func(prefix string) {
-			for range cli.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()) {
-				poke()
-			}
-		}(p)
+		go watchTrigger(ctx, cli, p, poke)
 	}
 	tick := time.NewTicker(min(s.o.Resync, time.Second))
 	defer tick.Stop()
