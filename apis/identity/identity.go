@@ -213,3 +213,13 @@ func ParseCertificates(b []byte) ([]*x509.Certificate, error) {
 
 // SerialHex formats a certificate serial as lowercase hex: the form hub records, revocations and spoke configs use.
 func SerialHex(n *big.Int) string { return fmt.Sprintf("%x", n) }
+
+// Why the hub refuses a cluster's certificate: the Reason of the google.rpc.ErrorInfo (domain ErrorDomain, metadata
+// "cluster") in the Unauthenticated status it answers with, so a spoke can tell a removal (clean up and exit) from a
+// re-join (another agent holds the cluster's new identity).
+const (
+	ErrorDomain              = "fedgate.io"
+	ReasonClusterRemoved     = "CLUSTER_REMOVED"
+	ReasonClusterRejoined    = "CLUSTER_REJOINED"
+	ReasonCertificateRevoked = "CERTIFICATE_REVOKED" // revoked for a reason the hub did not record
+)

@@ -9,9 +9,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"sync"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -50,12 +52,53 @@ type Policy map[string]identity.Kind
 
 // Revoker tells whether a certificate serial has been revoked, and why (said to the refused caller).
 type Revoker interface {
-	Revoked(serial *big.Int) (why string, revoked bool)
+	Revoked(serial *big.Int) (Revocation, bool)
 }
 
-// RevokedError is the status a caller or stream on a revoked certificate (serial in lowercase hex) gets.
-func RevokedError(serial, why string) error {
-	return status.Errorf(codes.Unauthenticated, "certificate %s has been revoked: %s", serial, why)
+// Revocation is why a certificate was revoked.
+type Revocation struct {
+	Cluster string
+	// Reason: identity.ReasonClusterRemoved, identity.ReasonClusterRejoined or identity.ReasonCertificateRevoked.
+	Reason string
+}
+
+// String is what a refused caller reads.
+func (r Revocation) String() string {
+	switch r.Reason {
+	case identity.ReasonClusterRemoved:
+		return fmt.Sprintf("cluster %q was removed", r.Cluster)
+	case identity.ReasonClusterRejoined:
+		return fmt.Sprintf("cluster %q was re-joined", r.Cluster)
+	}
+	return "its cluster was removed or re-joined"
+}
+
+// RemovedError is the status the streams of a cluster removed at the hub end with.
+func RemovedError(cluster string) error {
+	r := Revocation{Cluster: cluster, Reason: identity.ReasonClusterRemoved}
+	st := status.New(codes.Unauthenticated, r.String())
+	if d, err := st.WithDetails(r.errorInfo()); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func (r Revocation) errorInfo() *errdetails.ErrorInfo {
+	reason := r.Reason
+	if reason == "" {
+		reason = identity.ReasonCertificateRevoked
+	}
+	return &errdetails.ErrorInfo{Reason: reason, Domain: identity.ErrorDomain, Metadata: map[string]string{"cluster": r.Cluster}}
+}
+
+// RevokedError is the status a caller or stream on a revoked certificate (serial in lowercase hex) gets: Unauthenticated,
+// with the reason as a google.rpc.ErrorInfo a spoke can act on.
+func RevokedError(serial string, r Revocation) error {
+	st := status.New(codes.Unauthenticated, fmt.Sprintf("certificate %s has been revoked: %s", serial, r))
+	if d, err := st.WithDetails(r.errorInfo()); err == nil {
+		st = d
+	}
+	return st.Err()
 }
 
 type ctxKey struct{}
@@ -106,8 +149,8 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 		return nil, status.Error(codes.Unauthenticated, "a client certificate issued by the hub is required")
 	}
 	if a.Revoker != nil {
-		if why, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
-			return nil, RevokedError(identity.SerialHex(cert.SerialNumber), why)
+		if r, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
+			return nil, RevokedError(identity.SerialHex(cert.SerialNumber), r)
 		}
 	}
 	p, err := identity.FromCertificate(cert)
@@ -159,8 +202,8 @@ func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
 			// A revocation between the check in authenticate and the registration above found no stream to cut:
 			// check again now that the stream can be cut.
 			if cert := verifiedLeaf(ctx); a.Revoker != nil && cert != nil {
-				if why, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
-					return RevokedError(serial, why)
+				if r, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
+					return RevokedError(serial, r)
 				}
 			}
 		}

@@ -44,9 +44,9 @@ func peerCtx(leaf *x509.Certificate) context.Context {
 	return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: credentials.TLSInfo{State: st}})
 }
 
-type revoked map[string]string
+type revoked map[string]Revocation
 
-func (r revoked) Revoked(serial *big.Int) (string, bool) {
+func (r revoked) Revoked(serial *big.Int) (Revocation, bool) {
 	why, ok := r[serial.String()]
 	return why, ok
 }
@@ -68,7 +68,7 @@ func callUnary(t *testing.T, a *Authenticator, ctx context.Context, method strin
 func TestAuthenticate(t *testing.T) {
 	east := cert(10, identity.ClusterURI("east"))
 	admin := cert(11, identity.AdminURI())
-	a := &Authenticator{Policy: DefaultPolicy(), Revoker: revoked{"12": `cluster "east" was removed`}}
+	a := &Authenticator{Policy: DefaultPolicy(), Revoker: revoked{"12": {Cluster: "east", Reason: identity.ReasonClusterRemoved}}}
 	for _, tc := range []struct {
 		name   string
 		ctx    context.Context
@@ -305,9 +305,9 @@ func TestStreamsOfAdminsAreNotRegistered(t *testing.T) {
 // authenticate's check and the stream's registration.
 type flipRevoker struct{ calls int }
 
-func (f *flipRevoker) Revoked(*big.Int) (string, bool) {
+func (f *flipRevoker) Revoked(*big.Int) (Revocation, bool) {
 	f.calls++
-	return `cluster "east" was removed`, f.calls > 1
+	return Revocation{Cluster: "east", Reason: identity.ReasonClusterRemoved}, f.calls > 1
 }
 
 // A stream whose certificate is revoked between the first check and its registration is refused, not left running.

@@ -95,18 +95,23 @@ func revocations(certKVs []*mvccpb.KeyValue, cluster, reason string, now time.Ti
 	return out
 }
 
-// Revocation reasons.
+// Revocation reasons as stored.
 const (
 	reasonRemoved  = "removed"
 	reasonRejoined = "re-joined"
 )
 
-// why is what a refused caller is told about the revocation: which cluster and what happened to it.
-func (r revokedRecord) why() string {
-	if r.Cluster == "" || r.Reason == "" {
-		return "its cluster was removed or re-joined"
+// revocation is what a refused caller is told about the revocation: which cluster and what happened to it.
+func (r revokedRecord) revocation() auth.Revocation {
+	switch {
+	case r.Cluster == "":
+		return auth.Revocation{Reason: identity.ReasonCertificateRevoked}
+	case r.Reason == reasonRemoved:
+		return auth.Revocation{Cluster: r.Cluster, Reason: identity.ReasonClusterRemoved}
+	case r.Reason == reasonRejoined:
+		return auth.Revocation{Cluster: r.Cluster, Reason: identity.ReasonClusterRejoined}
 	}
-	return fmt.Sprintf("cluster %q was %s", r.Cluster, r.Reason)
+	return auth.Revocation{Cluster: r.Cluster, Reason: identity.ReasonCertificateRevoked}
 }
 
 // decodeRevoked reads a revocation record; a malformed one still revokes, without a reason.
@@ -137,7 +142,7 @@ type Service struct {
 	sessions *auth.Sessions
 
 	mu      sync.RWMutex
-	revoked map[string]string // serial hex → why it was revoked
+	revoked map[string]auth.Revocation // serial hex → why it was revoked
 }
 
 // Options configure a Service.
@@ -162,7 +167,7 @@ func New(ctx context.Context, etcd *clientv3.Client, ca *pki.Authority, o Option
 		o.Logger = slog.Default()
 	}
 	s := &Service{etcd: etcd, ca: ca, certTTL: o.CertTTL, now: o.Now, log: o.Logger.With("component", "registration"),
-		sessions: o.Sessions, revoked: map[string]string{}}
+		sessions: o.Sessions, revoked: map[string]auth.Revocation{}}
 	if err := s.loadRevoked(ctx); err != nil {
 		return nil, err
 	}
@@ -244,9 +249,9 @@ func (s *Service) reloadRevoked(ctx context.Context) (next int64, err error) {
 	if err != nil {
 		return 0, err
 	}
-	revoked := make(map[string]string, len(resp.Kvs))
+	revoked := make(map[string]auth.Revocation, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = decodeRevoked(kv.Value).why()
+		revoked[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = decodeRevoked(kv.Value).revocation()
 	}
 	s.mu.Lock()
 	s.revoked = revoked
@@ -273,15 +278,15 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 			if err = wr.Err(); err != nil {
 				break
 			}
-			cut := map[string]string{}
+			cut := map[string]auth.Revocation{}
 			s.mu.Lock()
 			for _, ev := range wr.Events {
 				sn := strings.TrimPrefix(string(ev.Kv.Key), RevokedPrefix)
 				switch ev.Type {
 				case clientv3.EventTypePut:
-					why := decodeRevoked(ev.Kv.Value).why()
-					s.revoked[sn] = why
-					cut[sn] = why
+					r := decodeRevoked(ev.Kv.Value).revocation()
+					s.revoked[sn] = r
+					cut[sn] = r
 				case clientv3.EventTypeDelete: // pruned: the certificate has expired
 					delete(s.revoked, sn)
 				}
@@ -323,11 +328,11 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 }
 
 // Revoked implements auth.Revoker.
-func (s *Service) Revoked(serial *big.Int) (why string, revoked bool) {
+func (s *Service) Revoked(serial *big.Int) (auth.Revocation, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	why, revoked = s.revoked[identity.SerialHex(serial)]
-	return why, revoked
+	r, revoked := s.revoked[identity.SerialHex(serial)]
+	return r, revoked
 }
 
 // TokenOptions describe a token to create.
@@ -493,7 +498,7 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		clientv3.OpPut(CertPrefix+name+"/"+serial, string(cb)),
 	}
 	// A re-join revokes every certificate the cluster held, in the same transaction that issues the new one.
-	why := revokedRecord{Cluster: name, Reason: reasonRejoined}.why()
+	why := revokedRecord{Cluster: name, Reason: reasonRejoined}.revocation()
 	var revoked []string
 	for old, rr := range revocations(certKVs, name, reasonRejoined, now) {
 		revoked = append(revoked, old)
@@ -524,7 +529,7 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 	return &fedgatepb.JoinResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
 }
 
-func (s *Service) revoke(serials []string, why string) {
+func (s *Service) revoke(serials []string, why auth.Revocation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sn := range serials {
@@ -627,7 +632,7 @@ func (s *Service) RemoveCluster(ctx context.Context, name string) ([]string, err
 			return nil, status.Errorf(codes.Aborted, "cluster %q changed during its removal five times; try again", name)
 		}
 	}
-	s.revoke(serials, revokedRecord{Cluster: name, Reason: reasonRemoved}.why())
+	s.revoke(serials, revokedRecord{Cluster: name, Reason: reasonRemoved}.revocation())
 	sort.Strings(serials)
 	s.log.Info("cluster removed", "cluster", name, "revokedCertificates", len(serials))
 	return serials, nil

@@ -221,7 +221,7 @@ func TestRenewAndRemove(t *testing.T) {
 		t.Fatalf("revoked %d serials, want 2", len(serials))
 	}
 	for _, c := range []*x509.Certificate{first, second[0]} {
-		if why, ok := s.Revoked(c.SerialNumber); !ok || why != `cluster "east" was removed` {
+		if why, ok := s.Revoked(c.SerialNumber); !ok || why.String() != `cluster "east" was removed` {
 			t.Errorf("certificate %s: revoked %v (%q), want revoked because east was removed", identity.SerialHex(c.SerialNumber), ok, why)
 		}
 	}
@@ -233,7 +233,7 @@ func TestRenewAndRemove(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if why, ok := s2.Revoked(first.SerialNumber); !ok || why != `cluster "east" was removed` {
+	if why, ok := s2.Revoked(first.SerialNumber); !ok || why.String() != `cluster "east" was removed` {
 		t.Fatalf("revocation not visible to a fresh service with its reason: %v %q", ok, why)
 	}
 }
@@ -304,7 +304,7 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 	}
 	fresh, _ := identity.ParseCertificates(resp.CertificatePem)
 	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
-		if why, ok := s.Revoked(c.SerialNumber); !ok || why != `cluster "west" was re-joined` {
+		if why, ok := s.Revoked(c.SerialNumber); !ok || why.String() != `cluster "west" was re-joined` {
 			t.Errorf("certificate %s held before the re-join: revoked %v (%q), want revoked because west was re-joined", identity.SerialHex(c.SerialNumber), ok, why)
 		}
 	}
@@ -342,7 +342,7 @@ func TestJoinedNameNeedsARejoinToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []*x509.Certificate{first[0], renewed[0]} {
-		if why, ok := s2.Revoked(c.SerialNumber); !ok || why != `cluster "west" was re-joined` {
+		if why, ok := s2.Revoked(c.SerialNumber); !ok || why.String() != `cluster "west" was re-joined` {
 			t.Fatalf("re-join revocation of %s not visible to a fresh service with its reason: %v %q", identity.SerialHex(c.SerialNumber), ok, why)
 		}
 	}

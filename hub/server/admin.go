@@ -267,7 +267,7 @@ func (a *AdminService) RemoveCluster(ctx context.Context, req *fedgatepb.RemoveC
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	cut := a.sessions.Cut(name, status.Errorf(codes.Unauthenticated, "cluster %q was removed", name))
+	cut := a.sessions.Cut(name, auth.RemovedError(name))
 	wctx, cancel := context.WithTimeout(ctx, sessionDrain)
 	if err := a.sessions.Wait(wctx, name); err != nil {
 		a.log.Warn("removed cluster's streams did not end in time; cleaning up anyway", "cluster", name, "err", err)

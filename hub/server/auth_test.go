@@ -18,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -330,8 +331,8 @@ func TestRemoveCluster(t *testing.T) {
 	select {
 	case err := <-sub.done:
 		// Whichever cut lands first (the removal's own, or the revocation watch's by serial), the spoke is told why.
-		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), `cluster "east" was removed`) {
-			t.Fatalf("removed cluster's stream ended with %v, want Unauthenticated saying east was removed", err)
+		if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), `cluster "east" was removed`) || refusal(err) != identity.ReasonClusterRemoved+"/east" {
+			t.Fatalf("removed cluster's stream ended with %v (%s), want Unauthenticated saying east was removed", err, refusal(err))
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the removed cluster's stream was not cut")
@@ -347,7 +348,7 @@ func TestRemoveCluster(t *testing.T) {
 	east := h.clusters["east"]
 	conn := dial(t, h.Addr().String(), &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: h.hubRoots(t), Certificates: []tls.Certificate{east.cert}})
 	_, err = reportVia(ctx, fedgatepb.NewSyncClient(conn), snapshot(2, service("back")))
-	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), `revoked: cluster "east" was removed`) {
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), `revoked: cluster "east" was removed`) || refusal(err) != identity.ReasonClusterRemoved+"/east" {
 		t.Fatalf("reconnect of a removed cluster: %v, want Unauthenticated saying the certificate was revoked because east was removed", err)
 	}
 	if _, err := fedgatepb.NewRegistrationClient(conn).Renew(ctx, &fedgatepb.RenewRequest{}); status.Code(err) != codes.Unauthenticated {
@@ -459,4 +460,14 @@ func TestFloodsAreLimited(t *testing.T) {
 
 func clientv3WithPrefix() []clientv3.OpOption {
 	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+}
+
+// refusal is the ErrorInfo a refused spoke acts on, as "<reason>/<cluster>", or "" without one.
+func refusal(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == identity.ErrorDomain {
+			return ei.GetReason() + "/" + ei.GetMetadata()["cluster"]
+		}
+	}
+	return ""
 }

@@ -57,7 +57,7 @@ func TestRejoinCutsStreamsOfTheOldCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("re-join: %v", err)
 	}
-	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "re-joined") {
+	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "re-joined") || refusal(err) != identity.ReasonClusterRejoined+"/west" {
 		t.Fatalf("the old certificate's stream after the re-join: %v, want Unauthenticated saying the cluster was re-joined", err)
 	}
 	if _, err := reportVia(ctx, old); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
