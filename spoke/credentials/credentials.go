@@ -62,7 +62,9 @@ func Load(dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{save: func(_ context.Context, keyPEM, certPEM, caPEM []byte) error { return Write(dir, keyPEM, certPEM, caPEM) }}
+	s := &Store{save: func(_ context.Context, keyPEM, certPEM, caPEM []byte) error {
+		return Write(dir, keyPEM, certPEM, caPEM)
+	}}
 	if err := s.set(certPEM, keyPEM, caPEM); err != nil {
 		return nil, fmt.Errorf("credentials in %s: %w", dir, err)
 	}
