@@ -734,6 +734,22 @@ func TestSpokeReplicasOneLeaderBothServe(t *testing.T) {
 	if l := terms.leading(t); l != other || c.agent.Leading() {
 		t.Errorf("after east-c joined, %q leads (east-c leading: %v), want %s", l, c.agent.Leading(), other)
 	}
+
+	// A replica that does not lead goes away: the hub still sees east connected, through the leader's one stream.
+	c.stop(t)
+	time.Sleep(3 * replicaRetry)
+	cs, err := w.hub.Store().Clusters(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range cs {
+		if cl.Record.Name == "east" && !cl.Connected {
+			t.Error("the hub shows east disconnected after a replica that did not lead stopped")
+		}
+	}
+	if n := w.presence(t, "east"); n != 1 || terms.leading(t) != other {
+		t.Errorf("after east-c stopped: %d Report streams of east at the hub, %q leads; want 1 and %s", n, terms.leading(t), other)
+	}
 	if h := highest(); h != 1 {
 		t.Errorf("the hub held up to %d Report streams of east at once, want 1 at most", h)
 	}
