@@ -19,7 +19,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/kstatus"
@@ -30,13 +34,17 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "spoke:", err)
-		os.Exit(1)
+	os.Exit(realMain(os.Args[1:]))
+}
+
+// realMain runs the spoke and returns its exit code: 0 also for -h (the usage was asked for, and printed) and --version.
+func realMain(args []string) int {
+	err := run(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(os.Stderr, "spoke:", err)
+	return 1
 }
 
 func run(args []string) error {
@@ -44,7 +52,8 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("spoke", flag.ContinueOnError)
 	hub := fs.String("hub", "", "hub gRPC address (host:port), or the addresses of an HA hub's replicas, comma-separated (one is used, another when it goes away); empty serves the config cache only")
 	cluster := fs.String("cluster", "", "name of this spoke's cluster (default: the one in --credentials-dir; must match it)")
-	credsDir := fs.String("credentials-dir", "", "credentials written by `hubctl join` (tls.key, tls.crt, ca.crt); required with --hub")
+	// No backquotes in usage strings: flag.PrintDefaults would show the quoted words as the value's placeholder.
+	credsDir := fs.String("credentials-dir", "", "directory of the credentials hubctl join wrote (tls.key, tls.crt, ca.crt); required with --hub")
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
@@ -84,8 +93,13 @@ func run(args []string) error {
 	fs.DurationVar(&lim.UpstreamResponseBodyIdleTimeout, "upstream-response-body-idle-timeout", lim.UpstreamResponseBodyIdleTimeout, "longest wait for the next response body bytes from a backend (longer: the response is cut off)")
 	fs.IntVar(&lim.MaxClientConnections, "max-client-connections", lim.MaxClientConnections, "most open client connections per gateway port (more are closed at accept)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(os.Stdout, version.String("spoke"))
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
@@ -96,6 +110,10 @@ func run(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	// controller-runtime (the Kubernetes source and status writer) logs through logr: into this log, not a stack
+	// trace at shutdown saying its logger was never set.
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
+	log.Info("starting", "version", version.Version(), "revision", version.Revision())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -10,14 +10,15 @@ import (
 	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 )
 
-// Version is the agent version reported to the hub; set at build time with
-// -ldflags "-X github.com/fedgate/fedgate/spoke/agent.Version=...".
-var Version = "dev"
+// Version is the agent version reported to the hub by default: the build's (internal/version, which make build and
+// make images stamp from git describe).
+var Version = version.Version()
 
 // Config configures one spoke agent. Zero values take the documented defaults (see Defaults); a test checks that every
 // "Default:" below matches the code.
@@ -98,6 +99,9 @@ type Config struct {
 	// StatusWriter, when set, is offered every config the proxy accepted, to write the hub's statuses back to the
 	// cluster (spoke/kstatus). It must not block; a failed status write never NACKs a config.
 	StatusWriter StatusWriter
+	// Cleanup, when set, runs once when the hub says this cluster was removed, before Run returns that as its error:
+	// it takes back what fedgate wrote in the cluster (spoke/kstatus Clean, the credentials Secret).
+	Cleanup func(ctx context.Context) error
 	// DrainTimeout bounds how long the proxy waits for in-flight requests at shutdown.
 	// Default: 30s.
 	DrainTimeout time.Duration
