@@ -15,6 +15,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
+	"github.com/fedgate/fedgate/spoke/internal/retry"
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/reporter"
 	"github.com/fedgate/fedgate/spoke/source"
@@ -274,7 +276,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-ewDone
 	errMu.Lock()
 	defer errMu.Unlock()
+	if removed := (*retry.RemovedError)(nil); errors.As(firstErr, &removed) {
+		return a.removed(removed)
+	}
 	return errors.Join(firstErr, perr)
+}
+
+// cleanupTimeout bounds the cleanup of a removed cluster.
+const cleanupTimeout = time.Minute
+
+// removed runs Cleanup for a cluster the hub removed and returns the error the agent exits with.
+func (a *Agent) removed(removed *retry.RemovedError) error {
+	if a.cfg.Cleanup == nil {
+		return fmt.Errorf("cluster %q was removed at the hub; this agent stops (uninstall it, or join the cluster again): %w", removed.Cluster, removed.Err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	if err := a.cfg.Cleanup(ctx); err != nil {
+		a.log.Error("cleaning up after the cluster's removal", "err", err)
+		return fmt.Errorf("cluster %q was removed at the hub; cleaning up what fedgate wrote in this cluster failed (%v); "+
+			"this agent stops (uninstall it, or join the cluster again): %w", removed.Cluster, err, removed.Err)
+	}
+	a.log.Info("cluster removed at the hub: took back the ServiceImports, statuses and credentials fedgate wrote in this cluster", "cluster", removed.Cluster)
+	return fmt.Errorf("cluster %q was removed at the hub; what fedgate wrote in this cluster is cleaned up, "+
+		"and this agent stops (uninstall it, or join the cluster again): %w", removed.Cluster, removed.Err)
 }
 
 // runDuties runs the cluster-wide duties — the source, the Report stream it feeds, the status writer — until ctx ends

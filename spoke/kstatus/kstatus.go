@@ -82,13 +82,14 @@ func newScheme() *k8sruntime.Scheme {
 	return s
 }
 
-// RBACRules are the permissions a Writer needs in its cluster: reading the objects whose status it writes, updating
-// their status subresources, and full control of ServiceImports (which it creates and deletes).
+// RBACRules are the permissions a Writer needs in its cluster: reading (and, for Clean, listing) the objects whose
+// status it writes, updating their status subresources, and full control of ServiceImports (which it creates and
+// deletes).
 func RBACRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{gatewayv1.GroupName}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes"}, Verbs: []string{"get"}},
+		{APIGroups: []string{gatewayv1.GroupName}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes"}, Verbs: []string{"get", "list"}},
 		{APIGroups: []string{gatewayv1.GroupName}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
-		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports"}, Verbs: []string{"get"}},
+		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports"}, Verbs: []string{"get", "list"}},
 		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports/status", "serviceimports/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceimports"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
 	}

@@ -80,7 +80,8 @@ func (r *Reporter) current() *source.Snapshot {
 }
 
 // Run reports until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends, or when the hub
-// refuses the cluster's certificate (retry.Refused; logged as an error): no reconnect could succeed.
+// refuses the cluster's certificate (retry.Refused; logged as an error): no reconnect could succeed — a
+// *retry.RemovedError when the refusal says the cluster was removed.
 func (r *Reporter) Run(ctx context.Context) error {
 	b := retry.Backoff{Base: r.opts.MinBackoff, Max: r.opts.MaxBackoff}
 	for {
@@ -89,8 +90,12 @@ func (r *Reporter) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if removed := retry.Removed(err); removed != nil {
+			r.log.Error("this cluster was removed at the hub; report stream stopping", "err", err)
+			return removed
+		}
 		if retry.Refused(err) {
-			r.log.Error("the hub refuses this cluster's certificate (the cluster was removed or re-joined at the hub); "+
+			r.log.Error("the hub refuses this cluster's certificate (the cluster was re-joined at the hub); "+
 				"report stream not reconnecting: restart the spoke with new credentials", "err", err)
 			return nil
 		}

@@ -110,7 +110,8 @@ func (s *Subscriber) setApplied(rev int64, hash string) {
 
 // Run subscribes until ctx ends, reconnecting with exponential backoff. It returns nil when ctx ends, or when the hub
 // refuses the cluster's certificate (retry.Refused; logged as an error): no reconnect could succeed, and the proxy
-// keeps serving the last config.
+// keeps serving the last config — except when the refusal says the cluster was removed: then it returns a
+// *retry.RemovedError.
 func (s *Subscriber) Run(ctx context.Context) error {
 	if s.opts.Client == nil {
 		return errors.New("subscriber: Client must be set")
@@ -122,8 +123,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if removed := retry.Removed(err); removed != nil {
+			s.log.Error("this cluster was removed at the hub; subscribe stream stopping", "err", err)
+			return removed
+		}
 		if retry.Refused(err) {
-			s.log.Error("the hub refuses this cluster's certificate (the cluster was removed or re-joined at the hub); "+
+			s.log.Error("the hub refuses this cluster's certificate (the cluster was re-joined at the hub); "+
 				"subscribe stream not reconnecting, serving the last config: restart the spoke with new credentials", "err", err)
 			return nil
 		}

@@ -82,13 +82,16 @@ func TestJoinEastWestAndRemoval(t *testing.T) {
 		t.Fatalf("west's backend still in east's table after removal: %v", split(c, url, "", 20, 4))
 	}
 	t.Logf("removed cluster's backend left east's table after %v", took)
-	// West's spoke stops both streams at the cut and says why, instead of reconnecting forever.
-	if _, ok := eventually(30*time.Second, func() bool {
+	// West's spoke exits at the cut, saying why, instead of reconnecting forever or serving on as a removed cluster.
+	select {
+	case <-w.west.p.done:
+	case <-time.After(30 * time.Second):
 		b, _ := os.ReadFile(w.west.p.log)
-		return strings.Count(string(b), "not reconnecting") == 2 && strings.Contains(string(b), `cluster \"west\" was removed`)
-	}); !ok {
-		b, _ := os.ReadFile(w.west.p.log)
-		t.Fatalf("west's spoke did not stop both streams saying its cluster was removed:\n%s", lastLines(string(b), 30))
+		t.Fatalf("west's spoke still runs 30s after its cluster was removed:\n%s", lastLines(string(b), 30))
+	}
+	if b, _ := os.ReadFile(w.west.p.log); w.west.p.cmd.ProcessState.ExitCode() != 1 ||
+		!strings.Contains(string(b), `spoke: cluster "west" was removed at the hub`) {
+		t.Fatalf("west's spoke exited with %d, without saying its cluster was removed:\n%s", w.west.p.cmd.ProcessState.ExitCode(), lastLines(string(b), 30))
 	}
 	out = mustHubctl(t, w.hub.addr, "", "get", "clusters")
 	if containsLineWith(out, "west") {

@@ -5,17 +5,20 @@ package fakehub
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/apis/identity"
 )
 
 // Report is one message received on a Report stream.
@@ -47,6 +50,7 @@ type Hub struct {
 	mu      sync.Mutex
 	streams int
 	drop    chan struct{} // closed to end every open stream
+	refuse  error         // set by Remove: every stream ends, and every new one is refused, with it
 }
 
 // Start serves a fake hub on 127.0.0.1:0 (or addr, to come back on a previous address) until the test ends.
@@ -103,6 +107,29 @@ func (h *Hub) DropStreams() {
 	h.drop = make(chan struct{})
 }
 
+// Remove answers as the hub does once the cluster was removed: every open stream ends, and every new one is
+// refused, with Unauthenticated and an ErrorInfo of reason identity.ReasonClusterRemoved.
+func (h *Hub) Remove(cluster string) {
+	st := status.New(codes.Unauthenticated, fmt.Sprintf("cluster %q was removed", cluster))
+	st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: identity.ReasonClusterRemoved, Domain: identity.ErrorDomain,
+		Metadata: map[string]string{"cluster": cluster}})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.refuse = st.Err()
+	close(h.drop)
+	h.drop = make(chan struct{})
+}
+
+// dropped is the error a dropped stream ends with.
+func (h *Hub) dropped() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.refuse != nil {
+		return h.refuse
+	}
+	return status.Error(codes.Unavailable, "fake hub dropped the stream")
+}
+
 // Push sends an update on the (one) open Subscribe stream, blocking until a stream takes it.
 func (h *Hub) Push(t testing.TB, u *fedgatepb.SpokeConfigUpdate) {
 	t.Helper()
@@ -113,11 +140,14 @@ func (h *Hub) Push(t testing.TB, u *fedgatepb.SpokeConfigUpdate) {
 	}
 }
 
-func (h *Hub) open() (int, chan struct{}) {
+func (h *Hub) open() (int, chan struct{}, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.refuse != nil {
+		return 0, nil, h.refuse
+	}
 	h.streams++
-	return h.streams, h.drop
+	return h.streams, h.drop, nil
 }
 
 // pump receives a stream's messages on its own goroutine, so the handler can select on them beside drops and the
@@ -144,7 +174,10 @@ func pump[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan 
 
 // Report implements fedgatepb.SyncServer.
 func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, fedgatepb.ReportAck]) error {
-	id, drop := h.open()
+	id, drop, err := h.open()
+	if err != nil {
+		return err
+	}
 	msgs, errs := pump(stream.Context(), stream.Recv)
 	var seq int64
 	for {
@@ -155,7 +188,7 @@ func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, 
 		case <-errs:
 			return stream.SendAndClose(&fedgatepb.ReportAck{Seq: seq})
 		case <-drop:
-			return status.Error(codes.Unavailable, "fake hub dropped the stream")
+			return h.dropped()
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}
@@ -164,7 +197,10 @@ func (h *Hub) Report(stream grpc.ClientStreamingServer[fedgatepb.ReportMessage, 
 
 // Subscribe implements fedgatepb.SyncServer.
 func (h *Hub) Subscribe(stream grpc.BidiStreamingServer[fedgatepb.SubscribeMessage, fedgatepb.SpokeConfigUpdate]) error {
-	id, drop := h.open()
+	id, drop, err := h.open()
+	if err != nil {
+		return err
+	}
 	msgs, errs := pump(stream.Context(), stream.Recv)
 	for {
 		select {
@@ -177,7 +213,7 @@ func (h *Hub) Subscribe(stream grpc.BidiStreamingServer[fedgatepb.SubscribeMessa
 		case err := <-errs:
 			return err
 		case <-drop:
-			return status.Error(codes.Unavailable, "fake hub dropped the stream")
+			return h.dropped()
 		case <-stream.Context().Done():
 			return stream.Context().Err()
 		}

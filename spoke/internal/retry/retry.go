@@ -5,12 +5,39 @@ package retry
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fedgate/fedgate/apis/identity"
 )
+
+// RemovedError ends a stream loop when the hub says the cluster was removed (identity.ReasonClusterRemoved): the
+// agent cleans up what fedgate wrote in the cluster and exits.
+type RemovedError struct {
+	Cluster string
+	Err     error // the hub's refusal
+}
+
+func (e *RemovedError) Error() string {
+	return fmt.Sprintf("cluster %q was removed at the hub: %v", e.Cluster, e.Err)
+}
+
+func (e *RemovedError) Unwrap() error { return e.Err }
+
+// Removed returns a *RemovedError when err is the hub's refusal of a removed cluster's certificate, else nil.
+func Removed(err error) *RemovedError {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == identity.ErrorDomain && ei.GetReason() == identity.ReasonClusterRemoved {
+			return &RemovedError{Cluster: ei.GetMetadata()["cluster"], Err: err}
+		}
+	}
+	return nil
+}
 
 // Refused reports whether the hub refused this spoke's certificate (gRPC Unauthenticated): it was revoked because
 // the cluster was removed or re-joined, or the hub does not accept it at all. Reconnecting with the same certificate
