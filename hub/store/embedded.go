@@ -146,11 +146,17 @@ func (e *Embedded) Close() { e.etcd.Close() }
 // through zap; it is silenced because every error it would log also reaches the caller.
 func Connect(ctx context.Context, endpoints []string, tlsCfg *tls.Config) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:          endpoints,
-		TLS:                tlsCfg,
-		DialTimeout:        10 * time.Second,
-		Logger:             zap.NewNop(),
-		MaxCallSendMsgSize: EmbeddedMaxRequestBytes + 1<<20,
+		Endpoints:   endpoints,
+		TLS:         tlsCfg,
+		DialTimeout: 10 * time.Second,
+		// A member that stops answering without closing its connections (frozen, cut off) would otherwise hold every
+		// request, watch and lease keepalive sent over them until TCP gives up, minutes later: pings find it out
+		// (grpc-go pings at most every 10 s), and the client moves to another member, its watches resuming from their
+		// last revision.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(),
+		MaxCallSendMsgSize:   EmbeddedMaxRequestBytes + 1<<20,
 		// Reads of whole prefixes (ReadInputs) can be far larger than one request.
 		MaxCallRecvMsgSize: 1 << 30,
 	})
