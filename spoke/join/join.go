@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -89,7 +90,35 @@ func Run(ctx context.Context, o Options) (*fedgatepb.JoinResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(o.Hub, grpc.WithTransportCredentials(grpccreds.NewTLS(PinnedTLS(o.CAHash))))
+	resp, err := Register(ctx, o, csrPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := credentials.Write(o.OutDir, keyPEM, resp.CertificatePem, resp.CaBundlePem); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// Register sends the join request — token, CSR, labels, east-west address — to o.Hub over a connection pinned to
+// o.CAHash, once. A hub the pin refuses is reported as that refusal (errors.Is ErrCAMismatch when its CA differs):
+// gRPC turns a refused handshake into Unavailable, which reads like a hub that cannot be reached, and keeps only the
+// error's text.
+func Register(ctx context.Context, o Options, csrPEM []byte) (*fedgatepb.JoinResponse, error) {
+	tc := PinnedTLS(o.CAHash)
+	var mu sync.Mutex
+	var refused error
+	verify := tc.VerifyConnection
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			mu.Lock()
+			refused = err
+			mu.Unlock()
+		}
+		return err
+	}
+	conn, err := grpc.NewClient(o.Hub, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
 	if err != nil {
 		return nil, err
 	}
@@ -98,9 +127,11 @@ func Run(ctx context.Context, o Options) (*fedgatepb.JoinResponse, error) {
 		Token: o.Token, ClusterName: o.ClusterName, CsrPem: csrPEM, Labels: o.Labels, EastWestAddress: o.EastWestAddress,
 	}, grpc.WaitForReady(false))
 	if err != nil {
-		return nil, err
-	}
-	if err := credentials.Write(o.OutDir, keyPEM, resp.CertificatePem, resp.CaBundlePem); err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		if refused != nil {
+			return nil, refused
+		}
 		return nil, err
 	}
 	return resp, nil

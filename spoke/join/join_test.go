@@ -216,8 +216,8 @@ func TestRunWrongPinSendsNoToken(t *testing.T) {
 		Hub: addr, Token: token.String(), CAHash: identity.CAHash(otherCA.cert), ClusterName: "east",
 		EastWestAddress: "127.0.0.1:15443", OutDir: out, Timeout: 10 * time.Second,
 	})
-	if err == nil || !strings.Contains(err.Error(), ErrCAMismatch.Error()) {
-		t.Fatalf("Run = %v, want the CA mismatch", err)
+	if !errors.Is(err, ErrCAMismatch) {
+		t.Fatalf("Run = %v, want the CA mismatch (errors.Is ErrCAMismatch, not a gRPC Unavailable quoting it)", err)
 	}
 	r := <-seen
 	if len(r.received) != 0 {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/clientconfig"
 	"github.com/fedgate/fedgate/apis/fedgatepb"
+	"github.com/fedgate/fedgate/internal/version"
 )
 
 // Defaults and environment.
@@ -75,7 +76,9 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		// Errors are printed once, by Run, in kubectl's "error: ..." form; usage only on flag mistakes.
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		Version:       version.String("hubctl"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.hub, "hub", os.Getenv(EnvHub), "hub address host:port (env "+EnvHub+"; default: the admin config's)")
 	root.PersistentFlags().StringVar(&g.config, "config", defaultConfig, "admin credential written by the hub's bootstrap (env "+EnvConfig+")")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "give up on the hub after this long")

@@ -57,7 +57,7 @@ certificate the cluster held and cuts its open streams.`,
 			if rejoin {
 				fmt.Fprintf(g.stdout, "Joining %s with it revokes every certificate %s holds now.\n", clusterName, clusterName)
 			}
-			fmt.Fprintf(g.stdout, "Join a cluster with:\n\n  %s\n", resp.GetJoinCommand())
+			printJoinCommands(g.stdout, resp.GetJoinCommand(), clusterName)
 			return nil
 		},
 	}
@@ -104,6 +104,19 @@ certificate the cluster held and cuts its open streams.`,
 	}
 	cmd.AddCommand(create, list, del)
 	return cmd
+}
+
+// printJoinCommands shows the two ways to join with a token: credentials into a directory for a spoke started by hand,
+// or into a Secret of a Kubernetes cluster with the spoke installed there (deploy/spoke, embedded in hubctl). join is
+// the hub's command, which names the hub, token, CA hash and cluster.
+func printJoinCommands(w io.Writer, join, clusterName string) {
+	dir := "fedgate-" + clusterName
+	if clusterName == "" {
+		dir = "fedgate-NAME"
+	}
+	fmt.Fprintf(w, "Join a cluster with its credentials written to ./%s (or --out DIR), for spoke --credentials-dir:\n\n  %s\n", dir, join)
+	fmt.Fprintf(w, "\nor join a Kubernetes cluster and install the spoke in it (credentials in a Secret there; HOST:15443 is where\n"+
+		"other clusters reach its fedgate-east-west Service):\n\n  %s --kubeconfig KUBECONFIG --east-west-address HOST:15443 --install\n", join)
 }
 
 func printTokens(w io.Writer, toks []*fedgatepb.TokenInfo) error {

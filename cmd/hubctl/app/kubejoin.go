@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	grpccreds "google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +18,7 @@ import (
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
 	"github.com/fedgate/fedgate/deploy"
+	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/join"
 )
@@ -69,14 +68,7 @@ func kubeJoin(ctx context.Context, o join.Options, kubeconfig, namespace string)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(o.Hub, grpc.WithTransportCredentials(grpccreds.NewTLS(join.PinnedTLS(o.CAHash))))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	resp, err := fedgatepb.NewRegistrationClient(conn).Join(ctx, &fedgatepb.JoinRequest{
-		Token: o.Token, ClusterName: o.ClusterName, CsrPem: csrPEM, Labels: o.Labels, EastWestAddress: o.EastWestAddress,
-	}, grpc.WaitForReady(false))
+	resp, err := join.Register(ctx, o, csrPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -155,8 +147,9 @@ func writeCredentialsSecret(ctx context.Context, c client.Client, namespace stri
 
 var errOutAndKubeconfig = errors.New("--out and --kubeconfig: give one (credentials go to a directory or to a Secret)")
 
-// DefaultSpokeImage is the spoke image `hubctl join --install` deploys unless --image says otherwise.
-const DefaultSpokeImage = "fedgate/spoke:latest"
+// DefaultSpokeImage is the spoke image `hubctl join --install` deploys unless --image says otherwise: the one
+// `make images` built with this hubctl (fedgate/spoke:VERSION), or fedgate/spoke:dev for an unstamped hubctl.
+var DefaultSpokeImage = version.Image("spoke", version.ImageTag())
 
 // installSpoke applies the spoke base of deploy/ (embedded in hubctl) to the cluster with server-side apply, in
 // namespace, with image: the agent then starts from the credentials Secret kubeJoin wrote. Re-running it converges.
