@@ -30,9 +30,11 @@ import (
 // TestChaosHAHubs is issue 9's must-show: three hub replicas (separate processes) on a three-member etcd cluster
 // (real etcd processes), two spokes given every replica's address, routes changing continuously through hubctl against
 // whichever replica is alive, and traffic (test/cmd/traffic) through both spokes' gateways. The compile leader hub is
-// killed with SIGKILL, then the etcd leader. Every change must reach every spoke (the final configs hold the last
-// apply), each spoke's applied graph revisions must only go up, and not one request may fail. It prints the figures:
-// requests, failures, applies, and how long after each kill a change made after it reached every spoke.
+// killed with SIGKILL, then the etcd leader; once that member is back, an etcd follower is frozen (SIGSTOP), which
+// leaves its clients' connections open and silent. Every change must reach every spoke (the final configs hold the
+// last apply), each spoke's applied graph revisions must only go up, no apply to a live replica may fail, and not one
+// request may fail. It prints the figures: requests, failures, applies, and how long after each fault a change made
+// after it reached every spoke.
 func TestChaosHAHubs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("e2e: runs etcd, hub and spoke processes")
@@ -43,7 +45,7 @@ func TestChaosHAHubs(t *testing.T) {
 	for _, m := range members {
 		endpoints = append(endpoints, m.client)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	cli, err := store.Connect(context.Background(), endpoints, nil) // as the hubs connect
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +157,24 @@ func TestChaosHAHubs(t *testing.T) {
 	t.Logf("killed etcd leader %s (SIGKILL)", members[victim].name)
 	etcdStored, etcdConverge := ch.converge(t, killed, spokes)
 
+	members[victim].restart(t)
+	if _, ok := eventually(30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := cli.Status(ctx, members[victim].client)
+		return err == nil
+	}); !ok {
+		t.Fatalf("%s did not come back", members[victim].name)
+	}
+	t.Logf("restarted %s", members[victim].name)
+	time.Sleep(2 * time.Second)
+	frozen := (etcdLeader(t, cli, members) + 1) % len(members)
+	killed = time.Now()
+	_ = members[frozen].p.cmd.Process.Signal(syscall.SIGSTOP)
+	t.Logf("froze etcd follower %s (SIGSTOP)", members[frozen].name)
+	freezeStored, freezeConverge := ch.converge(t, killed, spokes)
+	_ = members[frozen].p.cmd.Process.Signal(syscall.SIGCONT)
+
 	time.Sleep(2 * time.Second)
 	close(stopChurn)
 	churnWG.Wait()
@@ -221,9 +241,10 @@ func TestChaosHAHubs(t *testing.T) {
 	t.Logf("chaos figures: %d requests, %d failed; %d applies stored by %d workers (a hubctl apply took %v on average; "+
 		"%d attempts failed, on the killed hub, and were retried); after the leader hub's kill the first change begun "+
 		"after it was stored at +%v and served by every spoke at +%v; after the etcd leader's kill, stored at +%v, "+
-		"served at +%v; the last applies reached every spoke %v after the churn stopped; whole test %v",
+		"served at +%v; after an etcd follower froze, stored at +%v, served at +%v; the last applies reached every "+
+		"spoke %v after the churn stopped; whole test %v",
 		reqs, fails, applies, churnWorkers, ms(took), retries, ms(hubStored), ms(hubConverge), ms(etcdStored),
-		ms(etcdConverge), ms(finalConverge), ms(time.Since(start)))
+		ms(etcdConverge), ms(freezeStored), ms(freezeConverge), ms(finalConverge), ms(time.Since(start)))
 	for _, f := range onLive {
 		t.Errorf("an apply to a live hub replica failed: %s", f)
 	}
@@ -250,7 +271,13 @@ func servesLast(got served, last [churnWorkers]int) bool {
 // etcdMember is one etcd process of the test's cluster.
 type etcdMember struct {
 	name, client string
+	args         []string // to start it again on its data directory
 	p            *proc
+}
+
+func (m *etcdMember) restart(t *testing.T) {
+	t.Helper()
+	m.p = startProc(t, m.name+"-restarted", m.args...)
 }
 
 // startEtcdCluster starts an n-member etcd cluster on loopback from the etcd binary hack/envtest-bins.sh builds
@@ -272,11 +299,12 @@ func startEtcdCluster(t *testing.T, n int) []*etcdMember {
 		initial = append(initial, members[i].name+"="+peers[i])
 	}
 	for i, m := range members {
-		m.p = startProc(t, m.name, bin, "--name", m.name, "--data-dir", filepath.Join(t.TempDir(), m.name),
+		m.args = []string{bin, "--name", m.name, "--data-dir", filepath.Join(t.TempDir(), m.name),
 			"--listen-client-urls", m.client, "--advertise-client-urls", m.client,
 			"--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
-			"--initial-cluster-token", "fedgate-chaos", "--log-level", "warn")
+			"--initial-cluster-token", "fedgate-chaos", "--log-level", "warn"}
+		m.p = startProc(t, m.name, m.args...)
 	}
 	for _, m := range members {
 		waitTCP(t, strings.TrimPrefix(m.client, "http://"), 30*time.Second)
@@ -480,7 +508,8 @@ func (c *churn) run(t *testing.T, w int, stop <-chan struct{}) {
 			c.next++
 			c.mu.Unlock()
 			h, sent := c.hubs[i], time.Now()
-			out, err := hubctl(t, h.addr, chaosObjects(w, seq), "apply", "-f", "-", "--timeout", "10s")
+			// Longer than the hub's etcd client takes to give up on a frozen member's silent connection (15 s).
+			out, err := hubctl(t, h.addr, chaosObjects(w, seq), "apply", "-f", "-", "--timeout", "30s")
 			if err == nil {
 				c.mu.Lock()
 				c.stored[w] = append(c.stored[w], storedApply{seq: seq, start: begun})
