@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	k8sclient "k8s.io/client-go/kubernetes"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -54,6 +55,7 @@ func run(args []string) error {
 	cluster := fs.String("cluster", "", "name of this spoke's cluster (default: the one in --credentials-dir; must match it)")
 	// No backquotes in usage strings: flag.PrintDefaults would show the quoted words as the value's placeholder.
 	credsDir := fs.String("credentials-dir", "", "directory of the credentials hubctl join wrote (tls.key, tls.crt, ca.crt); required with --hub")
+	credsSecret := fs.String("credentials-secret", "", "with --kubernetes: NAMESPACE/NAME of the Secret hubctl join --kubeconfig wrote; the credentials are read from it and renewals kept in it (instead of --credentials-dir)")
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
@@ -148,17 +150,20 @@ func run(args []string) error {
 		return fmt.Errorf("--labels: %w", err)
 	}
 	var creds *credentials.Store
-	if *credsDir != "" {
+	switch {
+	case *credsDir != "" && *credsSecret != "":
+		return errors.New("--credentials-dir and --credentials-secret: give one")
+	case *credsSecret != "" && !*kubernetes:
+		return errors.New("--credentials-secret needs --kubernetes (the Secret is read through the cluster's API server)")
+	case *credsDir != "":
 		if creds, err = credentials.Load(*credsDir); err != nil {
 			return fmt.Errorf("--credentials-dir: %w", err)
 		}
-	} else if *hub != "" {
-		return errors.New("--credentials-dir is required with --hub: join the cluster first (hubctl join ... --out DIR)")
-	}
-	if *cluster == "" && creds == nil {
-		return errors.New("--cluster is required")
+	case *credsSecret == "" && *hub != "":
+		return errors.New("--credentials-dir or --credentials-secret is required with --hub: join the cluster first (hubctl join ... --out DIR, or --kubeconfig)")
 	}
 	var src source.Source
+	var cleanup func(context.Context) error
 	var statusWriter agent.StatusWriter
 	var elector agent.Elector
 	if *kubernetes {
@@ -183,20 +188,48 @@ func run(args []string) error {
 			return fmt.Errorf("status writer: %w", err)
 		}
 		statusWriter = w
+		if *credsSecret != "" {
+			ns, name, ok := strings.Cut(*credsSecret, "/")
+			if !ok || ns == "" || name == "" {
+				return fmt.Errorf("--credentials-secret %q: want NAMESPACE/NAME", *credsSecret)
+			}
+			kc, err := k8sclient.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("--credentials-secret: %w", err)
+			}
+			if creds, err = credentials.LoadSecret(ctx, kc, ns, name); err != nil {
+				return fmt.Errorf("--credentials-secret: %w (was this cluster joined with hubctl join --kubeconfig, or removed at the hub?)", err)
+			}
+		}
+		var le *leader.Elector
 		if *leaderElect {
 			ns := *leaderNamespace
 			if ns == "" {
 				ns = podNamespace()
 			}
-			if elector, err = leader.New(leader.Config{REST: rc, Namespace: ns, Name: *leaderLease, Identity: *replicaName,
+			if le, err = leader.New(leader.Config{REST: rc, Namespace: ns, Name: *leaderLease, Identity: *replicaName,
 				LeaseDuration: *leaseDuration, RenewDeadline: *renewDeadline, RetryPeriod: *retryPeriod, Log: log}); err != nil {
 				return fmt.Errorf("--leader-elect: %w", err)
 			}
+			elector = le
 		}
+		// A cluster removed at the hub takes back what fedgate wrote here: statuses, ServiceImports, its revoked
+		// credentials and the leader-election Lease.
+		cleanup = func(ctx context.Context) error {
+			errs := []error{w.Clean(ctx), creds.Discard(ctx)}
+			if le != nil {
+				errs = append(errs, le.DeleteLease(ctx))
+			}
+			return errors.Join(errs...)
+		}
+	}
+	if *cluster == "" && creds == nil {
+		return errors.New("--cluster is required")
 	}
 	return agent.Run(ctx, agent.Config{
 		Source:          src,
 		StatusWriter:    statusWriter,
+		Cleanup:         cleanup,
 		Elector:         elector,
 		ReplicaName:     *replicaName,
 		Cluster:         *cluster,

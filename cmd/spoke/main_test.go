@@ -35,14 +35,16 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{[]string{"--hub", "127.0.0.1:1"}, "--credentials-dir is required with --hub"},
+		{[]string{"--hub", "127.0.0.1:1"}, "--credentials-dir or --credentials-secret is required with --hub"},
+		{[]string{"--hub", "127.0.0.1:1", "--credentials-dir", "d", "--credentials-secret", "ns/s"}, "give one"},
+		{[]string{"--hub", "127.0.0.1:1", "--credentials-secret", "ns/s"}, "--credentials-secret needs --kubernetes"},
 		{[]string{}, "--cluster is required"},
 		{[]string{"--hub", "127.0.0.1:1", "--credentials-dir", "/nonexistent/creds"}, "--credentials-dir"},
 		{[]string{"--cluster", "a", "--labels", "x"}, "--labels"},
 		{[]string{"--cluster", "a", "--log-level", "loud"}, "--log-level"},
 		{[]string{"--cluster", "a", "--port-offset", "-3"}, "--port-offset"},
 		{[]string{"--static-config", "/nonexistent/cfg.json"}, "--static-config"},
-		{[]string{"--cluster", "a", "--hub", "nohostport"}, "--credentials-dir is required"},
+		{[]string{"--cluster", "a", "--hub", "nohostport"}, "--credentials-dir or --credentials-secret is required"},
 	} {
 		err := run(tc.args)
 		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

@@ -38,7 +38,9 @@ const (
 type Store struct {
 	// save keeps a renewed identity where the next start loads it from (the directory, or the Secret); nil keeps
 	// nothing.
-	save    func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error
+	save func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error
+	// discard deletes where the identity is kept (Discard); nil keeps it.
+	discard func(ctx context.Context) error
 	cluster string
 
 	mu   sync.RWMutex
@@ -257,6 +259,15 @@ func (s *Store) RenewDue() time.Time {
 	leaf := s.Leaf()
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	return leaf.NotBefore.Add(life * 2 / 3)
+}
+
+// Discard deletes the kept identity (the Secret of LoadSecret; a credentials directory is left to its owner), once
+// the cluster was removed at the hub and its certificates are revoked.
+func (s *Store) Discard(ctx context.Context) error {
+	if s == nil || s.discard == nil {
+		return nil
+	}
+	return s.discard(ctx)
 }
 
 // SaveError is a renewal whose new identity is in use but could not be kept for the next start: retry the saving

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -23,9 +25,18 @@ func LoadSecret(ctx context.Context, client kubernetes.Interface, namespace, nam
 			return nil, fmt.Errorf("Secret %s/%s has no %s (write it with hubctl join --kubeconfig)", namespace, name, k)
 		}
 	}
-	s := &Store{save: func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error {
-		return writeSecret(ctx, client, namespace, name, keyPEM, certPEM, caPEM)
-	}}
+	s := &Store{
+		save: func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error {
+			return writeSecret(ctx, client, namespace, name, keyPEM, certPEM, caPEM)
+		},
+		discard: func(ctx context.Context) error {
+			err := client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		},
+	}
 	if err := s.set(sec.Data[CertFile], sec.Data[KeyFile], sec.Data[CAFile]); err != nil {
 		return nil, fmt.Errorf("credentials in Secret %s/%s: %w", namespace, name, err)
 	}
@@ -47,4 +58,11 @@ func writeSecret(ctx context.Context, client kubernetes.Interface, namespace, na
 		_, err = client.CoreV1().Secrets(namespace).Update(ctx, sec, metav1.UpdateOptions{})
 		return err
 	})
+}
+
+// SecretRBACRules are the permissions LoadSecret's Store needs on its Secret (in the Secret's namespace): read it,
+// keep renewals in it, and delete it (Discard) once the cluster was removed.
+func SecretRBACRules(name string) []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{name},
+		Verbs: []string{"get", "update", "delete"}}}
 }

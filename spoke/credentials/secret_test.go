@@ -12,6 +12,8 @@ import (
 
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -50,7 +52,27 @@ func TestRenewalKeptInSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := LoadSecret(ctx, kc, "fedgate-system", "fedgate-spoke-credentials")
+	// The spoke's own client may do no more than SecretRBACRules grant.
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "fedgate-system", Name: "spoke"}, Rules: SecretRBACRules("fedgate-spoke-credentials")}
+	if _, err := kc.RbacV1().Roles("fedgate-system").Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "fedgate-system", Name: "spoke"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "spoke"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "spoke"}}}
+	if _, err := kc.RbacV1().RoleBindings("fedgate-system").Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	spokeCfg, err := c.AddUser("spoke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spokeKC, err := kubernetes.NewForConfig(spokeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := LoadSecret(ctx, spokeKC, "fedgate-system", "fedgate-spoke-credentials")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +131,17 @@ func TestRenewalKeptInSecret(t *testing.T) {
 	}
 	if again, err := LoadSecret(ctx, kc, "fedgate-system", "fedgate-spoke-credentials"); err != nil || again.Leaf().SerialNumber.Cmp(s2.Leaf().SerialNumber) != 0 {
 		t.Fatalf("the renewal saved on the retry is not the Secret's: %v", err)
+	}
+
+	// The cluster was removed: its (revoked) credentials go, and a second Discard is no error.
+	if err := s.Discard(ctx); err != nil {
+		t.Fatalf("Discard: %v", err)
+	}
+	if _, err := kc.CoreV1().Secrets("fedgate-system").Get(ctx, "fedgate-spoke-credentials", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the credentials Secret after Discard: %v, want it gone", err)
+	}
+	if err := s.Discard(ctx); err != nil {
+		t.Fatalf("second Discard: %v", err)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -43,13 +44,24 @@ const (
 )
 
 // RBACRules are the permissions an Elector needs in the Lease's namespace (grant them with a Role there): create
-// (which RBAC cannot restrict by name), and get, update and watch of the one Lease. Nothing cluster-wide, no events.
+// (which RBAC cannot restrict by name), and get, update, watch and delete (DeleteLease) of the one Lease. Nothing
+// cluster-wide, no events.
 func RBACRules(leaseName string) []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{coordinationv1.GroupName}, Resources: []string{"leases"}, ResourceNames: []string{leaseName},
-			Verbs: []string{"get", "update", "watch"}},
+			Verbs: []string{"get", "update", "watch", "delete"}},
 	}
+}
+
+// DeleteLease deletes the Lease once this cluster was removed at the hub (after Run returned): nothing of fedgate's
+// stays in the cluster. Gone already is no error.
+func (e *Elector) DeleteLease(ctx context.Context) error {
+	err := e.client.Leases(e.cfg.Namespace).Delete(ctx, e.cfg.Name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // Config of an Elector.

@@ -322,6 +322,14 @@ func TestOneLeaderAndCleanHandover(t *testing.T) {
 		t.Errorf("lease still held by %s after every candidate stopped", *h)
 	}
 
+	// The cluster was removed at the hub: the Lease goes; gone already is no error.
+	if err := b.el.DeleteLease(context.Background()); err != nil {
+		t.Fatalf("DeleteLease: %v", err)
+	}
+	if err := b.el.DeleteLease(context.Background()); err != nil {
+		t.Fatalf("second DeleteLease: %v", err)
+	}
+
 	// The requests made are exactly what RBACRules grant: none missing (the restricted user led) and none unused.
 	var granted []request
 	for _, r := range RBACRules(DefaultLeaseName) {

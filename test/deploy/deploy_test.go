@@ -21,6 +21,7 @@ import (
 
 	"github.com/fedgate/fedgate/deploy"
 	hubkube "github.com/fedgate/fedgate/hub/kube"
+	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/kstatus"
 	"github.com/fedgate/fedgate/spoke/leader"
 	spokekube "github.com/fedgate/fedgate/spoke/source/kube"
@@ -233,7 +234,15 @@ func spokeNeeds(t *testing.T, dep *appsv1.Deployment) []perm {
 		lease = v
 	}
 	need := perms("", append(spokekube.RBACRules(), kstatus.RBACRules()...))
-	return append(need, perms(dep.Namespace, leader.RBACRules(lease))...)
+	need = append(need, perms(dep.Namespace, leader.RBACRules(lease))...)
+	if v, ok := flag(c.Args, "credentials-secret"); ok {
+		ns, name, _ := strings.Cut(v, "/")
+		if !fieldFrom(c, ns, "metadata.namespace") {
+			t.Errorf("deploy/spoke: --credentials-secret=%s, want the Secret in the pod's namespace from the downward API", v)
+		}
+		need = append(need, perms(dep.Namespace, credentials.SecretRBACRules(name))...)
+	}
+	return need
 }
 
 // RBAC in deploy/ against what the code declares (each package's RBACRules, proven against a real API server by that

@@ -159,8 +159,12 @@ func TestJoinIntoKubernetesSecret(t *testing.T) {
 	}
 	ct := dep.Spec.Template.Spec.Containers[0]
 	if ct.Image != "registry.example/fedgate/spoke:v1" || !slices.Contains(ct.Args, "--kubernetes") ||
-		dep.Spec.Template.Spec.Volumes[0].Secret.SecretName != CredentialsSecret {
-		t.Errorf("installed Deployment: image %q args %v volumes %+v", ct.Image, ct.Args, dep.Spec.Template.Spec.Volumes)
+		!slices.Contains(ct.Args, "--credentials-secret=$(POD_NAMESPACE)/"+CredentialsSecret) {
+		t.Errorf("installed Deployment: image %q args %v, want the credentials read from %s in the pod's namespace", ct.Image, ct.Args, CredentialsSecret)
+	}
+	var rb rbacv1.RoleBinding
+	if err := member.Client.Get(ctx, client.ObjectKey{Namespace: "edge", Name: "fedgate-spoke-credentials"}, &rb); err != nil || rb.Subjects[0].Namespace != "edge" {
+		t.Errorf("the credentials RoleBinding in edge: %+v %v", rb.Subjects, err)
 	}
 	var crb rbacv1.ClusterRoleBinding
 	if err := member.Client.Get(ctx, client.ObjectKey{Name: "fedgate-spoke"}, &crb); err != nil {
