@@ -4,13 +4,22 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
+# Stamped into every binary and image (internal/version): `git describe --tags --always --dirty`, or "dev".
+VERSION ?= $(shell hack/version.sh)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/fedgate/fedgate/internal/version.version=$(VERSION) -X github.com/fedgate/fedgate/internal/version.revision=$(REVISION)
+# Platforms of make images: the first is written as a docker-loadable tarball; with several, an OCI layout holds all.
+PLATFORMS ?= linux/amd64
 
-.PHONY: all build test test-short demo generate verify-generate lint vet bench bench-proxy bench-propagation tools clean
+.PHONY: all build images test test-short demo generate verify-generate lint vet bench bench-proxy bench-propagation tools clean
 
 all: build
 
 build: ## hub, spoke and hubctl into bin/
-	$(GO) build -o $(BIN)/ ./cmd/hub ./cmd/spoke ./cmd/hubctl
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/hub ./cmd/spoke ./cmd/hubctl
+
+images: ## fedgate/{hub,spoke,hubctl}:$(VERSION) (and :dev) as image tarballs in bin/images, built without a Docker daemon
+	$(GO) run ./hack/images -out $(BIN)/images -version "$(VERSION)" -revision "$(REVISION)" -platforms "$(PLATFORMS)"
 
 test: ## every test, with the race detector (what CI runs)
 	hack/test.sh

@@ -12,7 +12,7 @@ DEMO=$PWD/.cache/demo
 HUB=127.0.0.1:${HUB_PORT:-19443}
 GW_PORT=${GW_PORT:-18888}
 rm -rf "$DEMO" && mkdir -p "$DEMO"/{east,west,logs}
-go build -o "$BIN/" ./cmd/hub ./cmd/spoke ./cmd/hubctl ./test/cmd/echo ./test/cmd/traffic
+go build -ldflags "$(hack/version.sh --ldflags)" -o "$BIN/" ./cmd/hub ./cmd/spoke ./cmd/hubctl ./test/cmd/echo ./test/cmd/traffic
 
 pids=()
 cleanup() {
