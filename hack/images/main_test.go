@@ -16,7 +16,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/fedgate/fedgate/deploy"
@@ -192,6 +195,49 @@ func TestFlags(t *testing.T) {
 	for _, bad := range []string{"linux", "linux/", ",linux/amd64"} {
 		if err := run([]string{"-out", t.TempDir(), "-platforms", bad}); err == nil || !strings.Contains(err.Error(), "-platforms") {
 			t.Errorf("-platforms %q: %v", bad, err)
+		}
+	}
+}
+
+// With several platforms, NAME.oci is an OCI layout whose index holds one image per platform, named by the version tag.
+func TestMultiPlatformLayout(t *testing.T) {
+	platforms := []v1.Platform{{OS: "linux", Architecture: "amd64"}, {OS: "linux", Architecture: "arm64"}}
+	var imgs []v1.Image
+	for range platforms {
+		img, err := random.Image(64, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	refs, err := tags("spoke", "v1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "spoke.oci")
+	if err := writeLayout(path, refs[0], platforms, imgs); err != nil {
+		t.Fatal(err)
+	}
+	top, err := layout.ImageIndexFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, err := top.IndexManifest()
+	if err != nil || len(outer.Manifests) != 1 || outer.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "v1.2.3" {
+		t.Fatalf("layout index: %+v, %v; want one index named v1.2.3", outer, err)
+	}
+	idx, err := top.ImageIndex(outer.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || im.MediaType != types.OCIImageIndex || len(im.Manifests) != len(platforms) {
+		t.Fatalf("image index: %+v, %v", im, err)
+	}
+	for i, d := range im.Manifests {
+		want, _ := imgs[i].Digest()
+		if d.Platform == nil || d.Platform.Architecture != platforms[i].Architecture || d.Digest != want {
+			t.Errorf("manifest %d: %+v, want %s for %s", i, d, want, platforms[i])
 		}
 	}
 }
