@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -39,6 +41,8 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	"github.com/fedgate/fedgate/apis/clientconfig"
+	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/hubv1alpha1"
 	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -196,7 +200,7 @@ func (s *kubeSpoke) start(t *testing.T) {
 		t.Fatalf("%s: status writer: %v", s.name, err)
 	}
 	a, err := agent.New(agent.Config{
-		Source: src, StatusWriter: w, Credentials: creds, HubAddress: s.hubAddr,
+		Source: src, StatusWriter: w, Cleanup: w.Clean, Credentials: creds, HubAddress: s.hubAddr,
 		EastWestListen: s.eastWest, EastWestAddress: s.eastWest, Proxy: s.proxy,
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, Log: log,
 	})
@@ -394,6 +398,7 @@ func TestKubernetes(t *testing.T) {
 	// A fixed port, so the hub can be restarted where the spokes look for it.
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", freePort(t, "127.0.0.1"))
 	cfg.DataDir = filepath.Join(t.TempDir(), "hub-data")
+	cfg.AdminConfig = filepath.Join(t.TempDir(), "admin-config")
 	cfg.HubClusterREST = hubC.Config
 	cfg.ShutdownGrace = time.Second
 	cfg.Logger = log.With("component", "hub")
@@ -672,10 +677,86 @@ func TestKubernetes(t *testing.T) {
 		t.Errorf("after the hub restart east never followed 50/50 (waited %v): %v", d, split(hc, east.gatewayURL(), "", 200, 8))
 	}
 
+	// Removal: west's agent takes back everything fedgate wrote in west and exits saying so.
+	removeCluster(t, cfg.AdminConfig, "west")
+	select {
+	case err := <-west.done:
+		west.cancel = nil
+		if err == nil || !strings.Contains(err.Error(), `cluster "west" was removed at the hub`) || !strings.Contains(err.Error(), "cleaned up") {
+			t.Errorf("west's agent ended with %v, want it to say the cluster was removed and cleaned up", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("west's agent still runs 30s after the cluster was removed")
+	}
+	checkNothingOfFedgate(t, ctx, westC)
+
 	if r := dialer.refused.Load(); r != 0 {
 		t.Errorf("the spokes tried %d dials to unmapped non-loopback addresses", r)
 	}
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
+}
+
+// removeCluster removes cluster at the hub as hubctl cluster remove does, with the admin credential in adminConfig.
+func removeCluster(t *testing.T, adminConfig, cluster string) {
+	t.Helper()
+	cc, err := clientconfig.Load(adminConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := cc.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(cc.Hub, grpc.WithTransportCredentials(grpccreds.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fedgatepb.NewAdminClient(conn).RemoveCluster(context.Background(), &fedgatepb.RemoveClusterRequest{Name: cluster}); err != nil {
+		t.Fatalf("removing %s: %v", cluster, err)
+	}
+}
+
+// checkNothingOfFedgate fails unless the member cluster c holds nothing fedgate wrote: no fedgate-managed
+// ServiceImport, no route parent status of fedgate's, no Valid/Conflict on ServiceExports, and fedgate's Gateways
+// back to the API server's "Waiting for controller".
+func checkNothingOfFedgate(t *testing.T, ctx context.Context, c *envtest.Cluster) {
+	t.Helper()
+	var imports mcsv1a1.ServiceImportList
+	if err := c.Client.List(ctx, &imports, client.MatchingLabels{kstatus.ManagedByLabel: kstatus.ManagedByValue}); err != nil || len(imports.Items) != 0 {
+		t.Errorf("%s keeps %d fedgate ServiceImports after its removal (%v)", c.Name, len(imports.Items), err)
+	}
+	var routes gatewayv1.HTTPRouteList
+	if err := c.Client.List(ctx, &routes); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes.Items {
+		for _, p := range r.Status.Parents {
+			if p.ControllerName == kstatus.DefaultControllerName {
+				t.Errorf("%s: HTTPRoute %s keeps fedgate's parent status %+v", c.Name, r.Name, p)
+			}
+		}
+	}
+	var exports mcsv1a1.ServiceExportList
+	if err := c.Client.List(ctx, &exports); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range exports.Items {
+		for _, typ := range []string{"Valid", "Conflict"} {
+			if meta.FindStatusCondition(e.Status.Conditions, typ) != nil {
+				t.Errorf("%s: ServiceExport %s keeps fedgate's %s condition", c.Name, e.Name, typ)
+			}
+		}
+	}
+	var gateways gatewayv1.GatewayList
+	if err := c.Client.List(ctx, &gateways); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gateways.Items {
+		if p := meta.FindStatusCondition(g.Status.Conditions, "Programmed"); p == nil || p.Status != metav1.ConditionUnknown || len(g.Status.Listeners) > 0 {
+			t.Errorf("%s: Gateway %s keeps fedgate's status: %+v, listeners %+v", c.Name, g.Name, g.Status.Conditions, g.Status.Listeners)
+		}
+	}
 }
 
 func (s *kubeSpoke) eastWestOrEmpty() string {
