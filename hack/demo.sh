@@ -47,7 +47,7 @@ for i in $(seq 100); do "$BIN/hubctl" get clusters >/dev/null 2>&1 && break; sle
 for c in east:127.0.0.2 west:127.0.0.3; do
   name=${c%%:*} host=${c#*:}
   say "join $name: hubctl token create --cluster-name $name, then the join command it prints"
-  join=$("$BIN/hubctl" token create --cluster-name "$name" --ttl 1h --description "make demo" | tee /dev/stderr | grep '^ *hubctl join ')
+  join=$("$BIN/hubctl" token create --cluster-name "$name" --ttl 1h --description "make demo" | tee /dev/stderr | awk '/^ *hubctl join / && !n++')  # the first: credentials into a directory
   # The printed command, with the demo's binary, east-west address and credentials directory added.
   echo "+ ${join/--token [a-z0-9]*.[a-z0-9]*/--token <id>.<secret>} --east-west-address $host:15443 --labels demo=true --out $DEMO/$name-credentials"
   read -r -a words <<<"$join"
