@@ -61,21 +61,13 @@ func (w *Writer) Clean(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("Gateway %s: %w", client.ObjectKeyFromObject(gw), err))
 		}
 	}
-	notOurs := func(p gatewayv1.RouteParentStatus) bool { return p.ControllerName != w.controller }
 	var httpRoutes gatewayv1.HTTPRouteList
 	if err := w.c.List(ctx, &httpRoutes); err != nil {
 		errs = append(errs, fmt.Errorf("listing HTTPRoutes: %w", err))
 	}
 	for i := range httpRoutes.Items {
 		r := &httpRoutes.Items[i]
-		if _, err := w.update(ctx, r, client.ObjectKeyFromObject(r), func() bool {
-			kept := slices.DeleteFunc(slices.Clone(r.Status.Parents), func(p gatewayv1.RouteParentStatus) bool { return !notOurs(p) })
-			changed := len(kept) != len(r.Status.Parents)
-			r.Status.Parents = kept
-			return changed
-		}); err != nil {
-			errs = append(errs, fmt.Errorf("HTTPRoute %s: %w", client.ObjectKeyFromObject(r), err))
-		}
+		errs = append(errs, w.dropOurParents(ctx, "HTTPRoute", r, &r.Status.RouteStatus))
 	}
 	var grpcRoutes gatewayv1.GRPCRouteList
 	if err := w.c.List(ctx, &grpcRoutes); err != nil {
@@ -83,14 +75,7 @@ func (w *Writer) Clean(ctx context.Context) error {
 	}
 	for i := range grpcRoutes.Items {
 		r := &grpcRoutes.Items[i]
-		if _, err := w.update(ctx, r, client.ObjectKeyFromObject(r), func() bool {
-			kept := slices.DeleteFunc(slices.Clone(r.Status.Parents), func(p gatewayv1.RouteParentStatus) bool { return !notOurs(p) })
-			changed := len(kept) != len(r.Status.Parents)
-			r.Status.Parents = kept
-			return changed
-		}); err != nil {
-			errs = append(errs, fmt.Errorf("GRPCRoute %s: %w", client.ObjectKeyFromObject(r), err))
-		}
+		errs = append(errs, w.dropOurParents(ctx, "GRPCRoute", r, &r.Status.RouteStatus))
 	}
 	var exports mcsv1a1.ServiceExportList
 	if err := w.c.List(ctx, &exports); err != nil && !meta.IsNoMatchError(err) {
@@ -110,6 +95,21 @@ func (w *Writer) Clean(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// dropOurParents removes this writer's entries from the status.parents of route, a kind (st is route's status,
+// which update reads afresh).
+func (w *Writer) dropOurParents(ctx context.Context, kind string, route client.Object, st *gatewayv1.RouteStatus) error {
+	_, err := w.update(ctx, route, client.ObjectKeyFromObject(route), func() bool {
+		kept := slices.DeleteFunc(slices.Clone(st.Parents), func(p gatewayv1.RouteParentStatus) bool { return p.ControllerName == w.controller })
+		changed := len(kept) != len(st.Parents)
+		st.Parents = kept
+		return changed
+	})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", kind, client.ObjectKeyFromObject(route), err)
+	}
+	return nil
 }
 
 // pendingConditions are the conditions the Gateway API CRDs default a new object's status to: each type Unknown,
