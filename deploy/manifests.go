@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -49,8 +50,19 @@ func Render(fsys fs.FS, dir string) ([]*unstructured.Unstructured, error) {
 			if err != nil {
 				return nil, err
 			}
+			// A kustomization's namespace applies to what its bases render too.
+			for _, u := range sub {
+				if k.Namespace != "" && !clusterScoped[u.GetKind()] {
+					u.SetNamespace(k.Namespace)
+				}
+			}
 			out = append(out, sub...)
 			continue
+		}
+		// kustomize's load restrictor: a file resource must lie in or below the kustomization's directory (another
+		// directory is loaded as a base of its own). kubectl apply -k refuses anything else, so this does too.
+		if !strings.HasPrefix(p, dir+"/") {
+			return nil, fmt.Errorf("%s: resource %s: file is not in or below %s (make its directory a base with a kustomization.yaml)", dir, r, dir)
 		}
 		f, err := fs.ReadFile(fsys, p)
 		if err != nil {

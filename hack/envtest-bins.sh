@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from the Go module proxy into bin/envtest/ for controller-runtime's envtest (nothing
-# else can be downloaded here). A throwaway module under .cache/ requires k8s.io/kubernetes at the release matching
-# our k8s.io/api, with every k8s.io/* staging module replaced by its v0.x twin (kubernetes' own go.mod points them at
-# ./staging, which a module download does not have). Idempotent: does nothing when both binaries exist.
+# else can be downloaded here), and kubectl of the same release for the tests that run the README's install commands
+# (test/e2e/install_test.go). A throwaway module under .cache/ requires k8s.io/kubernetes at the release matching our
+# k8s.io/api, with every k8s.io/* staging module replaced by its v0.x twin (kubernetes' own go.mod points them at
+# ./staging, which a module download does not have). Idempotent: builds only the binaries that are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$PWD/bin/envtest
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ]; then exit 0; fi
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ]; then exit 0; fi
 mkdir -p "$OUT"
 api=$(go list -m -f '{{.Version}}' k8s.io/api)              # v0.37.x
 kube=v1${api#v0}                                             # v1.37.x
@@ -30,14 +31,19 @@ cat > "$W/tools.go" <<'G'
 
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
 G
-if [ ! -x "$OUT/kube-apiserver" ]; then
-  cd "$W"
-  echo "envtest: building kube-apiserver $kube (a few minutes the first time)"
-  GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null
-  GOFLAGS=-mod=mod go build -o "$OUT/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-fi
+for bin in kube-apiserver kubectl; do
+  if [ ! -x "$OUT/$bin" ]; then
+    echo "envtest: building $bin $kube (a few minutes the first time)"
+    (cd "$W" && { GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null; } &&
+      GOFLAGS=-mod=mod go build -o "$OUT/$bin" "k8s.io/kubernetes/cmd/$bin")
+  fi
+done
+if [ -x "$OUT/etcd" ]; then ls -l "$OUT"; exit 0; fi
 # etcd's server module has replace directives (../api, ../client, ...), which `go install module@version` refuses:
 # build it from a second throwaway module that requires it at the same version as its sibling modules.
 echo "envtest: building etcd $etcd"

@@ -176,8 +176,8 @@ func startOne(name, bins string, opts Options) (*Cluster, *crenvtest.Environment
 // (go test runs packages in parallel, and two concurrent builds of kube-apiserver would each take many minutes).
 var buildMu sync.Mutex
 
-// Binaries returns the directory holding kube-apiserver and etcd, running hack/envtest-bins.sh first when they are
-// missing. KUBEBUILDER_ASSETS, when set, wins (the usual envtest convention).
+// Binaries returns the directory holding kube-apiserver, etcd and kubectl, running hack/envtest-bins.sh first when
+// one is missing. KUBEBUILDER_ASSETS, when set, wins (the usual envtest convention).
 func Binaries() (string, error) {
 	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
 		return d, nil
@@ -210,13 +210,28 @@ func Binaries() (string, error) {
 		return "", fmt.Errorf("hack/envtest-bins.sh: %w\n%s", err, b)
 	}
 	if !present(dir) {
-		return "", fmt.Errorf("hack/envtest-bins.sh succeeded but %s lacks kube-apiserver or etcd", dir)
+		return "", fmt.Errorf("hack/envtest-bins.sh succeeded but %s lacks kube-apiserver, etcd or kubectl", dir)
 	}
 	return dir, nil
 }
 
+// Kubectl returns the path of a kubectl for the tests that run kubectl against these API servers: the one
+// hack/envtest-bins.sh built beside them (the same Kubernetes release), or, with KUBEBUILDER_ASSETS set, the one there
+// or else on PATH.
+func Kubectl() (string, error) {
+	dir, err := Binaries()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, "kubectl")
+	if _, err := os.Stat(p); err == nil || os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return p, err
+	}
+	return exec.LookPath("kubectl")
+}
+
 func present(dir string) bool {
-	for _, b := range []string{"kube-apiserver", "etcd"} {
+	for _, b := range []string{"kube-apiserver", "etcd", "kubectl"} {
 		st, err := os.Stat(filepath.Join(dir, b))
 		if err != nil || st.Mode()&0o111 == 0 {
 			return false
