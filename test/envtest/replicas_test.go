@@ -235,8 +235,8 @@ func (w *replicaWorld) grantDeployRBAC(t *testing.T) *rest.Config {
 			roles++
 		}
 	}
-	if roles != 2 {
-		t.Fatalf("deploy/spoke has %d roles, want its ClusterRole and its leader-election Role", roles)
+	if roles != 3 {
+		t.Fatalf("deploy/spoke has %d roles, want its ClusterRole, its leader-election Role and its credentials Role", roles)
 	}
 	cfg, err := w.member.AddUser(user)
 	if err != nil {
