@@ -76,3 +76,64 @@ func TestStalledUpstreamBodyIsCutOff(t *testing.T) {
 		})
 	}
 }
+
+// A chunked response that keeps sending outlives the idle timeout, and each chunk reaches the client as it comes;
+// one that stalls in the middle of a chunk's framing is cut off after the timeout, not left waiting.
+func TestChunkedStreamsAndUpstreamBodyIdle(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	be := newRawBackend(t, func(c net.Conn, br *bufio.Reader, _ int) {
+		head, err := readHead(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+		if strings.HasPrefix(head, "GET /stall") {
+			io.WriteString(c, "2\r\nab\r") // half a chunk's trailing CRLF, then nothing
+			time.Sleep(5 * time.Second)
+			return
+		}
+		for range 12 { // 1.2 s of data, a chunk every 100 ms
+			time.Sleep(100 * time.Millisecond)
+			if _, err := io.WriteString(c, "5\r\nhello\r\n"); err != nil {
+				return
+			}
+		}
+		io.WriteString(c, "0\r\n\r\n")
+	})
+	s, addr := hardenedProxy(t, be.ln.Addr().String(), Limits{UpstreamResponseBodyIdleTimeout: idle})
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.WriteString(c, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "hello" {
+		t.Fatalf("first chunk: %q %v", first, err)
+	}
+	if d := time.Since(start); d > idle {
+		t.Errorf("the first chunk reached the client after %v: held back instead of flushed", d)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || len(rest) != 11*5 {
+		t.Fatalf("a stream sending every 100 ms was cut after %v (%d more bytes, %v); want all of it past the %v idle timeout",
+			time.Since(start), len(rest), err, idle)
+	}
+
+	start = time.Now()
+	out := exchangeOpen(t, addr, "GET /stall HTTP/1.1\r\nHost: a\r\n\r\n")
+	if took := time.Since(start); took < idle || took > 3*time.Second || strings.HasSuffix(out, "0\r\n\r\n") {
+		t.Fatalf("a stall inside a chunk's framing: cut after %v with %q, want cut after about %v, never completed", took, out, idle)
+	}
+	if n := s.stats.Timeouts.Load(); n != 1 {
+		t.Fatalf("timeouts counted: %d, want 1 (the stall only)", n)
+	}
+}

@@ -401,7 +401,7 @@ func writeRequest(uc *upConn, req *http.Request, timeout time.Duration) error {
 }
 
 // upBody returns the connection to the pool once the response body has been read to its end, and closes it
-// otherwise. Each read that must wait for the backend is bounded by the client's bodyIdle.
+// otherwise. Each read is bounded by the client's bodyIdle.
 type upBody struct {
 	rc    h1.Body
 	c     *h1Client
@@ -417,7 +417,9 @@ func (b *upBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	if b.c.bodyIdle > 0 && b.uc.br.Buffered() == 0 {
+	// Armed at every Read, also with bytes buffered: what is buffered may be framing only (a chunk's CRLF), and the
+	// read then waits for the backend all the same.
+	if b.c.bodyIdle > 0 {
 		b.uc.nc.SetReadDeadline(time.Now().Add(b.c.bodyIdle))
 		b.armed = true
 		if b.ctx.Err() != nil {
@@ -434,12 +436,13 @@ func (b *upBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// buffered reports how many response bytes are already read from the backend and waiting.
+// buffered reports how many response body bytes are already read from the backend and waiting (framing excluded:
+// a chunk's CRLF is no reason to hold back a flush).
 func (b *upBody) buffered() int {
 	if b.done {
 		return 0
 	}
-	return b.uc.br.Buffered()
+	return b.rc.Available()
 }
 
 func (b *upBody) Close() error {

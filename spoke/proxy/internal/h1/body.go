@@ -43,8 +43,11 @@ type body struct {
 	done   bool  // read to its end
 }
 
+// fill arms the idle deadline before a read of the peer's bytes. It re-arms every time, also when bytes are buffered:
+// a read that finds part of a chunk's framing buffered (its CRLF, half a size line) may still block for the rest, and a
+// deadline left from an earlier read would then cut a healthy stream short.
 func (b *body) fill() {
-	if b.opts.Deadline != nil && b.br.Buffered() == 0 {
+	if b.opts.Deadline != nil {
 		b.opts.Deadline(time.Now().Add(b.opts.IdleTimeout))
 	}
 }
@@ -93,6 +96,39 @@ func (b *body) Complete() bool {
 type Body interface {
 	io.ReadCloser
 	Complete() bool
+	// Available is how many body bytes (data, not framing) the next Read returns without waiting for the peer.
+	Available() int
+}
+
+// Available implements Body.
+func (b *fixedBody) Available() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.readable() != nil {
+		return 0
+	}
+	return int(min(b.remaining, int64(b.br.Buffered())))
+}
+
+// Available implements Body.
+func (b *untilClose) Available() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.readable() != nil {
+		return 0
+	}
+	return b.br.Buffered()
+}
+
+// Available implements Body: the buffered rest of the current chunk. At a chunk's end the next chunk's size line
+// must be parsed first, which may wait, so nothing counts as available there.
+func (b *chunkedBody) Available() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.readable() != nil {
+		return 0
+	}
+	return int(min(b.left, int64(b.br.Buffered())))
 }
 
 type fixedBody struct {
