@@ -1602,8 +1602,11 @@ type Hello struct {
 	AppliedHash string `protobuf:"bytes,6,opt,name=applied_hash,json=appliedHash,proto3" json:"applied_hash,omitempty"`
 	// Address other spokes use to reach this spoke's memberlist (gossip) listener (host:port); empty: no gossip.
 	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Report only: IPs or hostnames this cluster's gateway ports are reachable at (the spoke's --gateway-address); the
+	// hub writes them into the status.addresses of hub-cluster Gateways. Empty keeps what an earlier hello said.
+	GatewayAddresses []string `protobuf:"bytes,8,rep,name=gateway_addresses,json=gatewayAddresses,proto3" json:"gateway_addresses,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -1683,6 +1686,13 @@ func (x *Hello) GetGossipAddress() string {
 		return x.GossipAddress
 	}
 	return ""
+}
+
+func (x *Hello) GetGatewayAddresses() []string {
+	if x != nil {
+		return x.GatewayAddresses
+	}
+	return nil
 }
 
 type ReportSnapshot struct {
@@ -2324,7 +2334,7 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
 	"\x14ListClustersResponse\x123\n" +
-	"\bclusters\x18\x01 \x03(\v2\x17.fedgate.v1.ClusterInfoR\bclusters\"\xd9\x02\n" +
+	"\bclusters\x18\x01 \x03(\v2\x17.fedgate.v1.ClusterInfoR\bclusters\"\x86\x03\n" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x12*\n" +
@@ -2332,7 +2342,8 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\x06labels\x18\x04 \x03(\v2\x1d.fedgate.v1.Hello.LabelsEntryR\x06labels\x12)\n" +
 	"\x10applied_revision\x18\x05 \x01(\x03R\x0fappliedRevision\x12!\n" +
 	"\fapplied_hash\x18\x06 \x01(\tR\vappliedHash\x12%\n" +
-	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x1a9\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x12+\n" +
+	"\x11gateway_addresses\x18\b \x03(\tR\x10gatewayAddresses\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +

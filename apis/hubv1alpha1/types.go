@@ -41,12 +41,19 @@ type ManagedClusterSpec struct {
 
 // ManagedClusterStatus is the hub's view of the cluster.
 type ManagedClusterStatus struct {
-	// JoinedAt is when the cluster first joined.
+	// JoinedAt is when the cluster joined (hubctl join), or, for a cluster without a join record, when the hub first
+	// heard of it.
 	JoinedAt *metav1.Time `json:"joinedAt,omitempty"`
+	// LastSeen is when the hub last saw the cluster's spoke: while Connected, refreshed every minute or so (so a
+	// Connected cluster whose lastSeen is minutes old means the hub itself stopped writing); otherwise when its last
+	// Report stream ended, or when the hub found it gone. Unset until the spoke first connects.
+	LastSeen *metav1.Time `json:"lastSeen,omitempty"`
 	// AgentVersion of the cluster's spoke.
 	AgentVersion string `json:"agentVersion,omitempty"`
-	// Connected while the spoke holds its presence lease.
+	// Connected while the spoke has a Report stream open to a live hub replica.
 	Connected bool `json:"connected"`
+	// GatewayAddresses the cluster's gateway is reachable at, as its spoke reports them (--gateway-address).
+	GatewayAddresses []string `json:"gatewayAddresses,omitempty"`
 	// SentRevision, AckedRevision, NackedRevision of the cluster's graph.
 	SentRevision   int64 `json:"sentRevision,omitempty"`
 	AckedRevision  int64 `json:"ackedRevision,omitempty"`
@@ -87,6 +94,12 @@ func (in *ManagedClusterStatus) DeepCopy() *ManagedClusterStatus {
 	*out = *in
 	if in.JoinedAt != nil {
 		out.JoinedAt = in.JoinedAt.DeepCopy()
+	}
+	if in.LastSeen != nil {
+		out.LastSeen = in.LastSeen.DeepCopy()
+	}
+	if in.GatewayAddresses != nil {
+		out.GatewayAddresses = append([]string(nil), in.GatewayAddresses...)
 	}
 	if in.Conditions != nil {
 		out.Conditions = make([]metav1.Condition, len(in.Conditions))

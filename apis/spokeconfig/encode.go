@@ -72,6 +72,19 @@ func (c *SpokeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("backends[%d]: duplicate id %q", i, b.ID))
 		}
 		backends[b.ID] = true
+		if hc := b.HealthCheck; hc != nil {
+			switch hc.Type {
+			case "", HealthCheckHTTP, HealthCheckTCP, HealthCheckGRPC:
+			default:
+				errs = append(errs, fmt.Errorf("backends[%d] %q healthCheck.type %q: want http, tcp or grpc", i, b.ID, hc.Type))
+			}
+			if hc.Path != "" && hc.Path[0] != '/' {
+				errs = append(errs, fmt.Errorf("backends[%d] %q healthCheck.path %q: must start with /", i, b.ID, hc.Path))
+			}
+			if hc.IntervalMs < 0 || hc.TimeoutMs < 0 || hc.HealthyThreshold < 0 || hc.UnhealthyThreshold < 0 {
+				errs = append(errs, fmt.Errorf("backends[%d] %q healthCheck: negative interval, timeout or threshold", i, b.ID))
+			}
+		}
 		for j, e := range b.Endpoints {
 			if !clusters[e.Cluster] {
 				errs = append(errs, fmt.Errorf("backends[%d] %q endpoints[%d]: cluster %q has no east-west address", i, b.ID, j, e.Cluster))

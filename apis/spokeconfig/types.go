@@ -222,14 +222,33 @@ type RetryBudget struct {
 	MinRetriesPerSecond int   `json:"minRetriesPerSecond,omitempty"`
 }
 
-// HealthCheck is an active HTTP health check of a backend's endpoints. Nil on a Backend means the spoke's defaults.
+// HealthCheck is the active health check of a backend's endpoints in this spoke's cluster, from its Service's
+// fedgate.io/health-check* annotations. Nil on a Backend means the spoke's defaults (its --health-check-* flags);
+// zero fields take the spoke's default for that field.
 type HealthCheck struct {
+	// Disabled: the endpoints are not probed (fedgate.io/health-check: "off", or an interval of 0).
+	Disabled bool `json:"disabled,omitempty"`
+	// Type of probe: HealthCheckHTTP (GET Path, 2xx/3xx is healthy), HealthCheckTCP (a connection opens) or
+	// HealthCheckGRPC (grpc.health.v1.Health/Check answers SERVING). Empty: TCP for gRPC and h2c backends (a gRPC
+	// server answers a plain GET with 415), HTTP for the others.
+	Type               string `json:"type,omitempty"`
 	Path               string `json:"path,omitempty"`
 	IntervalMs         int64  `json:"intervalMs,omitempty"`
 	TimeoutMs          int64  `json:"timeoutMs,omitempty"`
 	HealthyThreshold   int    `json:"healthyThreshold,omitempty"`
 	UnhealthyThreshold int    `json:"unhealthyThreshold,omitempty"`
+	// GRPCService is the service name a HealthCheckGRPC probe asks about; empty asks about the server as a whole.
+	GRPCService string `json:"grpcService,omitempty"`
+	// Problems are the annotations the hub ignored, and why; the spoke logs them.
+	Problems []string `json:"problems,omitempty"`
 }
+
+// Health check types (HealthCheck.Type).
+const (
+	HealthCheckHTTP = "http"
+	HealthCheckTCP  = "tcp"
+	HealthCheckGRPC = "grpc"
+)
 
 // DirectResponse answers without a backend.
 type DirectResponse struct {
@@ -302,7 +321,7 @@ type Backend struct {
 	SessionPersistence *SessionPersistence `json:"sessionPersistence,omitempty"`
 	// RetryBudget from an XBackendTrafficPolicy retryConstraint.
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
-	// HealthCheck overrides the spoke's default active health check for local endpoints.
+	// HealthCheck overrides the spoke's default active health check for this cluster's endpoints.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
 }
 

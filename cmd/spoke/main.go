@@ -27,6 +27,7 @@ import (
 	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/agent"
 	"github.com/fedgate/fedgate/spoke/credentials"
+	"github.com/fedgate/fedgate/spoke/health"
 	"github.com/fedgate/fedgate/spoke/kstatus"
 	"github.com/fedgate/fedgate/spoke/leader"
 	"github.com/fedgate/fedgate/spoke/proxy"
@@ -68,7 +69,7 @@ func run(args []string) error {
 	cacheDir := fs.String("cache-dir", "", "directory keeping the last good config, served at start before the hub answers (empty: no cache)")
 	labels := fs.String("labels", "", "cluster labels, k=v,k=v")
 	kubernetes := fs.Bool("kubernetes", false, "read this cluster's objects from its Kubernetes API server and write status back (instead of --source-dir)")
-	gatewayAddresses := fs.String("gateway-address", "", "with --kubernetes: comma-separated IPs or hostnames the gateway is reachable at, reported in Gateway status.addresses")
+	gatewayAddresses := fs.String("gateway-address", "", "comma-separated IPs or hostnames the gateway is reachable at: told to the hub (status.addresses of the hub cluster's Gateways) and, with --kubernetes, written to this cluster's Gateways")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for --kubernetes (default: $KUBECONFIG, ~/.kube/config, or the pod's service account)")
 	leaderElect := fs.Bool("leader-elect", true, "with --kubernetes: replicas elect one leader with a Lease, and only it reports to the hub and writes status (every replica serves traffic)")
 	leaderNamespace := fs.String("leader-elect-namespace", "", "namespace of the leader-election Lease (default: the pod's namespace, else "+defaultLeaseNamespace+")")
@@ -95,6 +96,13 @@ func run(args []string) error {
 	fs.DurationVar(&lim.UpstreamResponseBodyIdleTimeout, "upstream-response-body-idle-timeout", lim.UpstreamResponseBodyIdleTimeout, "longest wait for the next response body bytes from a backend (longer: the response is cut off)")
 	fs.IntVar(&lim.MaxClientConnections, "max-client-connections", lim.MaxClientConnections, "most open client connections per gateway port (more are closed at accept)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
+	// Active health checks of this cluster's endpoints, for Services that set nothing else (fedgate.io/health-check*).
+	var hc health.Defaults
+	fs.DurationVar(&hc.Interval, "health-check-interval", health.DefaultCheckInterval, "how often each local endpoint is probed; 0 turns default checks off (a Service setting fedgate.io/health-check-interval is still probed)")
+	fs.DurationVar(&hc.Timeout, "health-check-timeout", health.DefaultCheckTimeout, "how long a probe may take (at most the interval)")
+	fs.StringVar(&hc.Path, "health-check-path", health.DefaultCheckPath, "path an HTTP probe GETs (gRPC and h2c backends get a TCP connect unless their Service says otherwise)")
+	fs.IntVar(&hc.HealthyThreshold, "health-check-healthy-threshold", health.DefaultHealthyThreshold, "good probes in a row that bring a down endpoint back")
+	fs.IntVar(&hc.UnhealthyThreshold, "health-check-unhealthy-threshold", health.DefaultUnhealthyThreshold, "failed probes in a row that take an endpoint out")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -134,6 +142,19 @@ func run(args []string) error {
 	if *portOffset < 0 || *portOffset > 65534 {
 		return fmt.Errorf("--port-offset %d: must be between 0 and 65534", *portOffset)
 	}
+	if err := hc.Validate(); err != nil {
+		return fmt.Errorf("--health-check-*: %w", err)
+	}
+	if hc.HealthyThreshold == 0 || hc.UnhealthyThreshold == 0 || hc.Timeout == 0 {
+		return errors.New("--health-check-timeout and the thresholds must be positive (--health-check-interval=0 turns checks off)")
+	}
+	hc.Off = hc.Interval == 0
+	var gatewayAddrs []string
+	for _, a := range strings.Split(*gatewayAddresses, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			gatewayAddrs = append(gatewayAddrs, a)
+		}
+	}
 	if *staticConfig != "" {
 		// East-west is served in static mode only when asked for, so a benchmark's lone spoke binds nothing extra.
 		ew := ""
@@ -143,7 +164,7 @@ func run(args []string) error {
 			}
 		})
 		return runStatic(ctx, log, *staticConfig, ew, proxy.Options{Cluster: *cluster, ListenHost: *listenHost,
-			PortOffset: int32(*portOffset), DrainTimeout: *drainTimeout, Limits: lim})
+			PortOffset: int32(*portOffset), DrainTimeout: *drainTimeout, Limits: lim, HealthCheck: hc})
 	}
 	lbls, err := parseLabels(*labels)
 	if err != nil {
@@ -177,13 +198,7 @@ func run(args []string) error {
 		if src, err = kube.New(kube.Config{REST: rc, Log: log}); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
-		var addrs []string
-		for _, a := range strings.Split(*gatewayAddresses, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				addrs = append(addrs, a)
-			}
-		}
-		w, err := kstatus.New(kstatus.Config{REST: rc, GatewayAddresses: addrs, Log: log})
+		w, err := kstatus.New(kstatus.Config{REST: rc, GatewayAddresses: gatewayAddrs, Log: log})
 		if err != nil {
 			return fmt.Errorf("status writer: %w", err)
 		}
@@ -247,6 +262,10 @@ func run(args []string) error {
 		CacheDir:        *cacheDir,
 		Labels:          lbls,
 		Log:             log,
+
+		// Where this cluster's gateway is reached, and how its endpoints are probed.
+		GatewayAddresses: gatewayAddrs,
+		HealthCheck:      hc,
 	})
 }
 

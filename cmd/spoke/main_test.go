@@ -43,6 +43,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"--cluster", "a", "--labels", "x"}, "--labels"},
 		{[]string{"--cluster", "a", "--log-level", "loud"}, "--log-level"},
 		{[]string{"--cluster", "a", "--port-offset", "-3"}, "--port-offset"},
+		{[]string{"--cluster", "a", "--health-check-path", "healthz"}, "--health-check-*: health check path"},
+		{[]string{"--cluster", "a", "--health-check-timeout", "0"}, "--health-check-timeout and the thresholds must be positive"},
+		{[]string{"--cluster", "a", "--health-check-interval", "-1s"}, "--health-check-*: health check interval"},
 		{[]string{"--static-config", "/nonexistent/cfg.json"}, "--static-config"},
 		{[]string{"--cluster", "a", "--hub", "nohostport"}, "--credentials-dir or --credentials-secret is required"},
 	} {

@@ -201,6 +201,9 @@ func (c *compiler) buildBackend(id string, k backendKey) *BackendNode {
 		if exported {
 			bn.Exporters = append(bn.Exporters, cl)
 		}
+		if hc := healthCheckOf(svc); hc != nil {
+			bn.HealthChecks = append(bn.HealthChecks, ClusterHealthCheck{Cluster: cl, HealthCheck: hc})
+		}
 		if k.imported && !exported {
 			continue
 		}

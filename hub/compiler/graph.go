@@ -112,6 +112,10 @@ type BackendNode struct {
 	// ClusterPolicies replace Backend's SessionPersistence and RetryBudget in the projections of the clusters listed,
 	// where a policy that cluster reported changed the outcome. Sorted by cluster.
 	ClusterPolicies []ClusterBackendPolicy `json:"clusterPolicies,omitempty"`
+	// HealthChecks are the health checks the clusters' Services set with annotations, for each cluster's own
+	// endpoints: Project gives a cluster its own as Backend.HealthCheck. Sorted by cluster; clusters whose Service
+	// sets none are left out (their spokes use their defaults).
+	HealthChecks []ClusterHealthCheck `json:"healthChecks,omitempty"`
 }
 
 // ClusterBackendPolicy is the backend-level policy in force in one cluster.

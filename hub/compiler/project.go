@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"net"
+	"slices"
 	"sort"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -92,6 +93,13 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 		for _, cp := range bn.ClusterPolicies {
 			if cp.Cluster == cluster {
 				b.SessionPersistence, b.RetryBudget = cp.SessionPersistence, cp.RetryBudget
+			}
+		}
+		for _, ch := range bn.HealthChecks {
+			if ch.Cluster == cluster {
+				hc := *ch.HealthCheck
+				hc.Problems = slices.Clone(hc.Problems) // projections share no memory with the graph
+				b.HealthCheck = &hc
 			}
 		}
 		b.Endpoints = nil

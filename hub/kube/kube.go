@@ -1,20 +1,21 @@
 // Package kube connects the hub to a Kubernetes "hub cluster" (hub --kubeconfig): Gateway API objects applied there
 // with kubectl are mirrored into the hub's store exactly like objects applied with hubctl; their compiled status is
-// written back (per parent, with a condition per cluster saying whether that cluster accepted and programmed the route
-// and at which graph revision); and every joined cluster is mirrored into a ManagedCluster object.
+// written back (routes: per parent, with a condition per cluster saying whether that cluster accepted and programmed
+// the route and at which graph revision; Gateways: conditions, listeners summed up over clusters, and every serving
+// cluster's gateway addresses); and every joined cluster is mirrored into a ManagedCluster object.
 //
-// The loop is level-triggered: any change in the hub cluster or in etcd's status/cluster keys schedules one full,
-// idempotent pass. It writes to the API server only what differs.
+// The hub cluster is read through informers (a controller-runtime cache): after the first list, changes arrive as
+// watch events. Any event, and any change in etcd under status/, syncstate/, clusters/, presence/ or joined/,
+// schedules one full, idempotent pass over the cache and the store; a pass also runs every Resync as a safety net.
+// A pass writes to the API server only what differs, and lists nothing there.
 package kube
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -22,17 +23,18 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/hubv1alpha1"
 	"github.com/fedgate/fedgate/apis/resources"
-	"github.com/fedgate/fedgate/hub/compiler"
 	"github.com/fedgate/fedgate/hub/store"
 )
 
@@ -45,32 +47,62 @@ var mirroredKinds = []schema.GroupVersionKind{
 	{Group: "gateway.networking.k8s.io", Version: "v1beta1", Kind: resources.KindReferenceGrant},
 }
 
+// managedClusterKind is the sixth kind watched: fedgate's own.
+var managedClusterKind = hubv1alpha1.GroupVersion.WithKind("ManagedCluster")
+
+// DefaultResync is how often a pass runs when nothing changes: a safety net only, since changes in the hub cluster
+// and in etcd each trigger a pass. It also bounds how stale a connected cluster's ManagedCluster lastSeen gets
+// (LastSeenRefresh plus one resync).
+const DefaultResync = 30 * time.Second
+
+// holdOff is how long a pass waits after the first change that triggers it, so that a burst of events (a kubectl
+// apply of many objects, the status writes of the last pass echoing back) makes one pass, not one each.
+const holdOff = 50 * time.Millisecond
+
+// Member is what the hub's registration knows of a joined cluster.
+type Member struct {
+	Labels          map[string]string
+	EastWestAddress string
+	JoinedAt        time.Time
+}
+
 // Options of the hub-cluster integration.
 type Options struct {
 	Config *rest.Config
 	Store  *store.Store
-	// Resync is the longest time between passes (default 10 s); changes trigger a pass at once.
+	// Resync is the longest time between passes (default DefaultResync); changes trigger a pass at once.
 	Resync time.Duration
 	Logger *slog.Logger
-	// Joined returns labels and join time for a cluster (from the registration records); may be nil.
-	Joined func(ctx context.Context, cluster string) (labels map[string]string, joinedAt time.Time, ok bool)
+	// Members returns every joined cluster by name (from the registration's join records, store.JoinedPrefix); may be
+	// nil, when only clusters whose spoke has connected are mirrored.
+	Members func(ctx context.Context) (map[string]Member, error)
+	// Now is the clock of ManagedCluster lastSeen; nil means time.Now.
+	Now func() time.Time
 }
 
 // Syncer mirrors the hub cluster into the store and status back.
 type Syncer struct {
 	o      Options
-	c      client.Client
-	log    *slog.Logger
-	passes int
+	scheme *runtime.Scheme
+	// c writes to the hub cluster, and reads when no cache runs (Pass called on its own, as tests do).
+	c   client.Client
+	log *slog.Logger
+
+	// reader is what a pass reads the hub cluster through: the leader's informer cache while Run leads, else c.
+	// Only the goroutine running passes touches it.
+	reader *hubReader
 }
 
 // New connects to the hub cluster.
 func New(o Options) (*Syncer, error) {
-	if o.Resync == 0 {
-		o.Resync = 10 * time.Second
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	s := runtime.NewScheme()
 	if err := hubv1alpha1.AddToScheme(s); err != nil {
@@ -80,17 +112,43 @@ func New(o Options) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub cluster client: %w", err)
 	}
-	return &Syncer{o: o, c: c, log: o.Logger.With("component", "hub-cluster")}, nil
+	return &Syncer{o: o, scheme: s, c: c, log: o.Logger.With("component", "hub-cluster"), reader: &hubReader{direct: c}}, nil
+}
+
+// hubReader reads the hub cluster: from an informer cache when one runs (only the kinds it watches; the others are
+// not served by the API server), or straight from the API server.
+type hubReader struct {
+	direct client.Reader
+	cache  cache.Cache
+	// watched: kinds with a synced informer in cache.
+	watched map[schema.GroupVersionKind]bool
+}
+
+// list fills list with every object of gvk. served is false when the hub cluster does not serve the kind (its CRD is
+// not installed).
+func (r *hubReader) list(ctx context.Context, gvk schema.GroupVersionKind, list client.ObjectList) (served bool, err error) {
+	if r.cache != nil {
+		if !r.watched[gvk] {
+			return false, nil
+		}
+		return true, r.cache.List(ctx, list)
+	}
+	if err := r.direct.List(ctx, list); err != nil {
+		if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // Run passes until ctx ends, while this hub replica holds the hub-cluster mirror's leadership (an etcd election, so
-// several replicas never write the same statuses in turn). A pass is triggered by etcd changes under status/,
-// syncstate/, clusters/, presence/, and at least every Resync (which also picks up hub-cluster changes: a pass lists
-// them).
+// several replicas never write the same statuses in turn). While it leads, it watches the hub cluster through
+// informers and etcd under status/, syncstate/, clusters/, presence/ and joined/; every change triggers a pass.
 func (s *Syncer) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		if err := s.lead(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("hub cluster mirror lost its leadership; campaigning again", "err", err)
+			s.log.Warn("hub cluster mirror lost its leadership or its watches; campaigning again", "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):
@@ -118,6 +176,9 @@ func watchTrigger(ctx context.Context, cli *clientv3.Client, prefix string, poke
 	}
 }
 
+// triggerPrefixes are the etcd prefixes whose changes the hub cluster's objects depend on.
+var triggerPrefixes = []string{store.StatusPrefix, store.SyncStatePrefix, store.ClustersPrefix, store.PresencePrefix, store.JoinedPrefix}
+
 // lead campaigns, then passes until ctx ends or the leadership's etcd session expires.
 func (s *Syncer) lead(ctx context.Context) error {
 	cli := s.o.Store.Client()
@@ -142,10 +203,19 @@ func (s *Syncer) lead(ctx context.Context) error {
 		default:
 		}
 	}
-	for _, p := range []string{store.StatusPrefix, store.SyncStatePrefix, store.ClustersPrefix, store.PresencePrefix} {
+
+	w, err := s.startCache(ctx, poke)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	s.reader = w.reader
+	defer func() { s.reader = &hubReader{direct: s.c} }()
+
+	for _, p := range triggerPrefixes {
 		go watchTrigger(ctx, cli, p, poke)
 	}
-	tick := time.NewTicker(min(s.o.Resync, time.Second))
+	tick := time.NewTicker(s.o.Resync)
 	defer tick.Stop()
 	poke()
 	for {
@@ -154,8 +224,23 @@ func (s *Syncer) lead(ctx context.Context) error {
 			return nil
 		case <-session.Done():
 			return errors.New("etcd session expired")
+		case err := <-w.done:
+			return fmt.Errorf("hub cluster cache stopped: %w", err)
 		case <-trigger:
+			select { // gather the rest of a burst
+			case <-ctx.Done():
+				return nil
+			case <-time.After(holdOff):
+			}
+			select {
+			case <-trigger:
+			default:
+			}
 		case <-tick.C:
+			// A kind whose CRD was missing may have been installed since.
+			if err := w.watchMissing(ctx); err != nil {
+				s.log.Warn("watching the hub cluster's kinds", "err", err)
+			}
 		}
 		if err := s.Pass(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("hub cluster pass failed", "err", err)
@@ -163,20 +248,135 @@ func (s *Syncer) lead(ctx context.Context) error {
 	}
 }
 
+// watches is a running informer cache of the hub cluster and the kinds it watches.
+type watches struct {
+	reader *hubReader
+	mapper meta.RESTMapper
+	poke   func()
+	log    *slog.Logger
+	done   chan error
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startCache starts informers for every watched kind the hub cluster serves and waits for their first lists. Every
+// event pokes. A kind the hub cluster does not serve is skipped (watchMissing tries it again); any other failure
+// fails the start.
+func (s *Syncer) startCache(ctx context.Context, poke func()) (*watches, error) {
+	httpClient, err := rest.HTTPClientFor(s.o.Config)
+	if err != nil {
+		return nil, fmt.Errorf("hub cluster: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(s.o.Config, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("hub cluster discovery: %w", err)
+	}
+	c, err := cache.New(s.o.Config, cache.Options{
+		HTTPClient: httpClient, Scheme: s.scheme, Mapper: mapper,
+		DefaultTransform: cache.TransformStripManagedFields(),
+		// Lists go to the informers started here, never to new ones started behind our back.
+		ReaderFailOnMissingInformer: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("hub cluster cache: %w", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	w := &watches{
+		reader: &hubReader{direct: s.c, cache: c, watched: map[schema.GroupVersionKind]bool{}},
+		mapper: mapper, poke: poke, log: s.log, done: make(chan error, 1), cancel: cancel,
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if err := c.Start(cctx); err != nil {
+			w.done <- err
+		}
+	}()
+	if err := w.watchMissing(cctx); err != nil {
+		w.stop()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *watches) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// syncTimeout bounds the wait for one kind's first list.
+const syncTimeout = time.Minute
+
+// watchMissing starts an informer for every watched kind that has none yet and that the hub cluster serves, and
+// waits for their first lists.
+func (w *watches) watchMissing(ctx context.Context) error {
+	var started []schema.GroupVersionKind
+	var regs []toolscache.InformerSynced
+	for _, gvk := range append(append([]schema.GroupVersionKind(nil), mirroredKinds...), managedClusterKind) {
+		if w.reader.watched[gvk] {
+			continue
+		}
+		if _, err := w.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			if meta.IsNoMatchError(err) {
+				continue // CRD not installed in the hub cluster (yet)
+			}
+			return fmt.Errorf("%s: %w", gvk.Kind, err)
+		}
+		var obj client.Object
+		if gvk == managedClusterKind {
+			obj = &hubv1alpha1.ManagedCluster{}
+		} else {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(gvk)
+			obj = u
+		}
+		inf, err := w.reader.cache.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("informer for %s: %w", gvk.Kind, err)
+		}
+		reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { w.poke() },
+			UpdateFunc: func(any, any) { w.poke() },
+			DeleteFunc: func(any) { w.poke() },
+		})
+		if err != nil {
+			return fmt.Errorf("informer for %s: %w", gvk.Kind, err)
+		}
+		started, regs = append(started, gvk), append(regs, reg.HasSynced)
+	}
+	if len(started) == 0 {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	synced := toolscache.WaitForCacheSync(sctx.Done(), regs...)
+	cancel()
+	if !synced {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("the first lists of %v did not complete within %s; check the hub's RBAC in the hub cluster", started, syncTimeout)
+	}
+	for _, gvk := range started {
+		w.reader.watched[gvk] = true
+	}
+	w.log.Info("watching the hub cluster", "kinds", len(w.reader.watched))
+	return nil
+}
+
 // Pass runs one full mirror + status + cluster pass.
 func (s *Syncer) Pass(ctx context.Context) error {
-	s.passes++
 	objs, err := s.mirror(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.writeStatus(ctx, objs); err != nil {
+	clusters, err := s.o.Store.Clusters(ctx)
+	if err != nil {
 		return err
 	}
-	return s.syncClusters(ctx)
+	return errors.Join(s.writeStatus(ctx, objs, clusters), s.syncClusters(ctx, clusters))
 }
 
-// mirror lists the hub cluster's Gateway API objects, stores them as hub objects and deletes the mirrored ones that
+// mirror reads the hub cluster's Gateway API objects, stores them as hub objects and deletes the mirrored ones that
 // are gone. Objects the hub refuses are reported in the log and skipped; the rest still go in.
 func (s *Syncer) mirror(ctx context.Context) ([]*unstructured.Unstructured, error) {
 	var all []*unstructured.Unstructured
@@ -185,15 +385,16 @@ func (s *Syncer) mirror(ctx context.Context) ([]*unstructured.Unstructured, erro
 	for _, gvk := range mirroredKinds {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-		if err := s.c.List(ctx, list); err != nil {
-			if meta.IsNoMatchError(err) || apierrors.IsNotFound(err) {
-				continue // CRD not installed in the hub cluster
-			}
+		served, err := s.reader.list(ctx, gvk, list)
+		if err != nil {
 			return nil, fmt.Errorf("list %s: %w", gvk.Kind, err)
+		}
+		if !served {
+			continue // CRD not installed in the hub cluster
 		}
 		for i := range list.Items {
 			u := &list.Items[i]
-			all = append(all, u.DeepCopy())
+			all = append(all, u)
 			o, err := toWire(u)
 			if err != nil {
 				s.log.Warn("hub cluster object skipped", "kind", gvk.Kind, "namespace", u.GetNamespace(), "name", u.GetName(), "err", err)
@@ -245,341 +446,12 @@ func toWire(u *unstructured.Unstructured) (*fedgatepb.Object, error) {
 	return resources.FromUnstructured(c, "")
 }
 
-// writeStatus copies each mirrored object's compiled status into the hub cluster.
-func (s *Syncer) writeStatus(ctx context.Context, objs []*unstructured.Unstructured) error {
-	statuses, err := s.o.Store.Statuses(ctx, 0)
-	if err != nil {
-		return err
-	}
-	clusters, err := s.o.Store.Clusters(ctx)
-	if err != nil {
-		return err
-	}
-	acked := map[string]int64{}
-	for _, c := range clusters {
-		acked[c.Record.Name] = c.Sync.AckedRevision
-	}
-	for _, u := range objs {
-		raw := statuses[store.StatusKey("", u.GetKind(), u.GetNamespace(), u.GetName())]
-		if len(raw) == 0 {
-			continue
-		}
-		var st compiler.ObjectStatus
-		if err := json.Unmarshal(raw, &st); err != nil {
-			continue
-		}
-		want := statusFor(u.GetKind(), &st, u.GetGeneration(), acked)
-		if want == nil {
-			continue
-		}
-		cur, _, _ := unstructured.NestedFieldNoCopy(u.Object, "status")
-		merged := mergeStatus(u.GetKind(), cur, want)
-		if equalJSON(cur, merged) {
-			continue
-		}
-		patch := u.DeepCopy()
-		if err := unstructured.SetNestedField(patch.Object, merged, "status"); err != nil {
-			return err
-		}
-		if err := s.c.Status().Update(ctx, patch); err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("write status of %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
-		}
-	}
-	return nil
-}
-
-// ClusterConditionType is the condition type, inside a route's parent status, for one cluster: e.g.
-// "east.clusters.fedgate.io/Programmed".
-func ClusterConditionType(cluster, what string) string {
-	return cluster + ".clusters.fedgate.io/" + what
-}
-
-// statusFor renders the compiled status of one object as its Kubernetes status (as JSON-compatible maps). Routes get
-// one parent entry per parentRef: the aggregate conditions (Accepted, ResolvedRefs: True only when True in every
-// cluster, naming each cluster where not) plus, per cluster, <cluster>.clusters.fedgate.io/Accepted and /Programmed
-// (see programmed).
-func statusFor(kind string, st *compiler.ObjectStatus, generation int64, acked map[string]int64) map[string]any {
-	switch kind {
-	case resources.KindHTTPRoute, resources.KindGRPCRoute:
-		byRef := map[string][]compiler.ParentStatus{}
-		var order []string
-		for _, p := range st.Parents {
-			b, _ := json.Marshal(p.ParentRef)
-			k := string(b)
-			if _, ok := byRef[k]; !ok {
-				order = append(order, k)
-			}
-			byRef[k] = append(byRef[k], p)
-		}
-		var parents []any
-		for _, k := range order {
-			ps := byRef[k]
-			agg := aggregate(ps, generation)
-			for _, p := range ps {
-				if p.Cluster == "" {
-					continue
-				}
-				accepted := meta.FindStatusCondition(p.Conditions, "Accepted")
-				acc := metav1.Condition{Type: ClusterConditionType(p.Cluster, "Accepted"), Status: metav1.ConditionUnknown, Reason: "Pending", ObservedGeneration: generation}
-				if accepted != nil {
-					acc.Status, acc.Reason, acc.Message = accepted.Status, accepted.Reason, accepted.Message
-				}
-				agg = append(agg, acc)
-				agg = append(agg, programmed(p, accepted, acked, generation))
-			}
-			var ref map[string]any
-			_ = json.Unmarshal([]byte(k), &ref)
-			parents = append(parents, map[string]any{
-				"parentRef":      ref,
-				"controllerName": string(compiler.ControllerName),
-				"conditions":     conditionsJSON(agg),
-			})
-		}
-		return map[string]any{"parents": parents}
-	case resources.KindGateway, resources.KindGatewayClass:
-		conds := make([]metav1.Condition, 0, len(st.Conditions))
-		for _, c := range st.Conditions {
-			c.ObservedGeneration = generation
-			conds = append(conds, c)
-		}
-		return map[string]any{"conditions": conditionsJSON(conds)}
-	}
-	return nil
-}
-
-// programmed is the <cluster>.clusters.fedgate.io/Programmed condition of a route's parent in one cluster: True once
-// that cluster's spoke acknowledged a graph at least as new as the one the route stands in as its status says
-// (p.GraphRevision); False for good (reason from Accepted) when the cluster does not accept the route, and Pending
-// while the spoke has not acknowledged that graph or the graph could not be delivered.
-func programmed(p compiler.ParentStatus, accepted *metav1.Condition, acked map[string]int64, generation int64) metav1.Condition {
-	c := metav1.Condition{Type: ClusterConditionType(p.Cluster, "Programmed"), Status: metav1.ConditionFalse, ObservedGeneration: generation}
-	switch rev := acked[p.Cluster]; {
-	case accepted == nil:
-		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has not judged the route yet", p.Cluster)
-	case accepted.Status != metav1.ConditionTrue:
-		c.Reason, c.Message = accepted.Reason, fmt.Sprintf("cluster %s does not accept the route: %s", p.Cluster, accepted.Message)
-	case p.GraphRevision == 0:
-		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has no config with the route: its projection failed (hubctl get clusters says why)", p.Cluster)
-	case rev >= p.GraphRevision:
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Programmed", fmt.Sprintf("cluster %s acknowledged graph revision %d (the route is in it from revision %d)", p.Cluster, rev, p.GraphRevision)
-	default:
-		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has acknowledged graph revision %d; the route is in revision %d", p.Cluster, rev, p.GraphRevision)
-	}
-	return c
-}
-
-// aggregate folds per-cluster conditions of one parentRef into one: True only when True everywhere; otherwise the
-// first cluster's reason and every cluster's message where it is not True.
-func aggregate(ps []compiler.ParentStatus, generation int64) []metav1.Condition {
-	var out []metav1.Condition
-	for _, typ := range []string{"Accepted", "ResolvedRefs"} {
-		agg := metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: typ, ObservedGeneration: generation}
-		seen := false
-		var notTrue []string
-		for _, p := range ps {
-			c := meta.FindStatusCondition(p.Conditions, typ)
-			if c == nil {
-				continue
-			}
-			if !seen {
-				agg.Message = c.Message
-			}
-			seen = true
-			if c.Status == metav1.ConditionTrue {
-				continue
-			}
-			if len(notTrue) == 0 {
-				agg.Status, agg.Reason = c.Status, c.Reason
-			}
-			if p.Cluster != "" {
-				notTrue = append(notTrue, fmt.Sprintf("cluster %s: %s", p.Cluster, c.Message))
-			} else {
-				notTrue = append(notTrue, c.Message)
-			}
-		}
-		if len(notTrue) > 0 {
-			agg.Message = strings.Join(notTrue, "; ")
-		}
-		if seen {
-			out = append(out, agg)
-		}
-	}
-	return out
-}
-
-func conditionsJSON(cs []metav1.Condition) []any {
-	sort.SliceStable(cs, func(i, j int) bool { return cs[i].Type < cs[j].Type })
-	out := make([]any, 0, len(cs))
-	for _, c := range cs {
-		if c.Reason == "" {
-			c.Reason = "Unknown"
-		}
-		out = append(out, map[string]any{
-			"type": c.Type, "status": string(c.Status), "reason": c.Reason, "message": c.Message,
-			"observedGeneration": c.ObservedGeneration,
-		})
-	}
-	return out
-}
-
-// mergeStatus keeps other controllers' route parents and each condition's lastTransitionTime unless its status
-// changed.
-func mergeStatus(kind string, cur any, want map[string]any) map[string]any {
-	now := time.Now().UTC().Format(time.RFC3339)
-	curMap, _ := cur.(map[string]any)
-	stamp := func(old []any, conds []any) []any {
-		prev := map[string]map[string]any{}
-		for _, o := range old {
-			if m, ok := o.(map[string]any); ok {
-				prev[fmt.Sprint(m["type"])] = m
-			}
-		}
-		for _, c := range conds {
-			m := c.(map[string]any)
-			if p, ok := prev[fmt.Sprint(m["type"])]; ok && p["status"] == m["status"] && p["lastTransitionTime"] != nil {
-				m["lastTransitionTime"] = p["lastTransitionTime"]
-			} else {
-				m["lastTransitionTime"] = now
-			}
-		}
-		return conds
-	}
-	out := map[string]any{}
-	for k, v := range curMap {
-		out[k] = v
-	}
-	switch kind {
-	case resources.KindHTTPRoute, resources.KindGRPCRoute:
-		var oldOurs = map[string][]any{}
-		var others []any
-		if ps, ok := curMap["parents"].([]any); ok {
-			for _, p := range ps {
-				m, _ := p.(map[string]any)
-				if m == nil {
-					continue
-				}
-				if m["controllerName"] != string(compiler.ControllerName) {
-					others = append(others, m)
-					continue
-				}
-				b, _ := json.Marshal(m["parentRef"])
-				oldOurs[string(b)], _ = m["conditions"].([]any)
-			}
-		}
-		parents := append([]any{}, others...)
-		for _, p := range want["parents"].([]any) {
-			m := p.(map[string]any)
-			b, _ := json.Marshal(m["parentRef"])
-			m["conditions"] = stamp(oldOurs[string(b)], m["conditions"].([]any))
-			parents = append(parents, m)
-		}
-		out["parents"] = parents
-	default:
-		old, _ := curMap["conditions"].([]any)
-		out["conditions"] = stamp(old, want["conditions"].([]any))
-	}
-	return out
-}
-
-func equalJSON(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(x) == string(y)
-}
-
-// syncClusters mirrors every cluster the hub knows into a ManagedCluster and deletes ManagedClusters of clusters the
-// hub no longer knows.
-func (s *Syncer) syncClusters(ctx context.Context) error {
-	clusters, err := s.o.Store.Clusters(ctx)
-	if err != nil {
-		return err
-	}
-	var list hubv1alpha1.ManagedClusterList
-	if err := s.c.List(ctx, &list); err != nil {
-		if meta.IsNoMatchError(err) {
-			return nil // CRD not installed in the hub cluster
-		}
-		return err
-	}
-	existing := map[string]*hubv1alpha1.ManagedCluster{}
-	for i := range list.Items {
-		existing[list.Items[i].Name] = &list.Items[i]
-	}
-	for _, c := range clusters {
-		name := c.Record.Name
-		mc := existing[name]
-		delete(existing, name)
-		if mc == nil {
-			mc = &hubv1alpha1.ManagedCluster{ObjectMeta: metav1.ObjectMeta{Name: name}}
-			mc.Spec.EastWestAddress = c.Record.EastWestAddress
-			mc.Spec.Labels = c.Record.Labels
-			mc.Labels = sanitizeLabels(c.Record.Labels)
-			if err := s.c.Create(ctx, mc); err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("create ManagedCluster %s: %w", name, err)
-			}
-		} else if mc.Spec.EastWestAddress != c.Record.EastWestAddress || !equalJSON(mc.Spec.Labels, c.Record.Labels) {
-			mc.Spec.EastWestAddress = c.Record.EastWestAddress
-			mc.Spec.Labels = c.Record.Labels
-			if err := s.c.Update(ctx, mc); err != nil && !apierrors.IsConflict(err) {
-				return fmt.Errorf("update ManagedCluster %s: %w", name, err)
-			}
-		}
-		want := mc.Status.DeepCopy()
-		want.Connected = c.Connected
-		want.AgentVersion = c.Record.AgentVersion
-		want.SentRevision, want.AckedRevision, want.NackedRevision = c.Sync.SentRevision, c.Sync.AckedRevision, c.Sync.NackedRevision
-		want.LastNackError = c.Sync.LastNackError
-		if joined := c.Record.JoinedAt; !joined.IsZero() && want.JoinedAt == nil {
-			t := metav1.NewTime(joined)
-			want.JoinedAt = &t
-		}
-		if s.o.Joined != nil {
-			if _, at, ok := s.o.Joined(ctx, name); ok {
-				t := metav1.NewTime(at)
-				want.JoinedAt = &t
-			}
-		}
-		avail := metav1.Condition{Type: "Available", Status: metav1.ConditionFalse, Reason: "Disconnected", Message: "the cluster's spoke is not connected", ObservedGeneration: mc.Generation}
-		if c.Connected && c.Sync.AckedRevision >= c.Sync.SentRevision && c.Sync.AckedRevision > 0 {
-			avail.Status, avail.Reason, avail.Message = metav1.ConditionTrue, "Serving", fmt.Sprintf("serving graph revision %d", c.Sync.AckedRevision)
-		} else if c.Connected {
-			avail.Reason, avail.Message = "Syncing", fmt.Sprintf("sent revision %d, acknowledged %d", c.Sync.SentRevision, c.Sync.AckedRevision)
-		}
-		meta.SetStatusCondition(&want.Conditions, avail)
-		meta.SetStatusCondition(&want.Conditions, metav1.Condition{Type: "Joined", Status: metav1.ConditionTrue, Reason: "Joined", ObservedGeneration: mc.Generation})
-		if equalJSON(want, &mc.Status) {
-			continue
-		}
-		mc.Status = *want
-		if err := s.c.Status().Update(ctx, mc); err != nil && !apierrors.IsConflict(err) {
-			return fmt.Errorf("update ManagedCluster %s status: %w", name, err)
-		}
-	}
-	for name, mc := range existing {
-		if err := s.c.Delete(ctx, mc); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete ManagedCluster %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// sanitizeLabels keeps the join labels that are valid Kubernetes labels.
-func sanitizeLabels(in map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range in {
-		if len(k) <= 63 && len(v) <= 63 && !strings.ContainsAny(k+v, " \t\n") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
 // RBACRules is what the hub needs in the hub cluster (deploy/hub/rbac.yaml must grant it; test/deploy checks).
 func RBACRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "referencegrants"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
-		{APIGroups: []string{hubv1alpha1.GroupVersion.Group}, Resources: []string{"managedclusters"}, Verbs: []string{"list", "create", "update", "delete"}},
+		{APIGroups: []string{hubv1alpha1.GroupVersion.Group}, Resources: []string{"managedclusters"}, Verbs: []string{"list", "watch", "create", "update", "delete"}},
 		{APIGroups: []string{hubv1alpha1.GroupVersion.Group}, Resources: []string{"managedclusters/status"}, Verbs: []string{"update"}},
 	}
 }

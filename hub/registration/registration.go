@@ -36,7 +36,7 @@ const (
 	TokenPrefix   = "/fedgate/v1/tokens/" // <id> → tokenRecord
 	CertPrefix    = "/fedgate/v1/certs/"  // <cluster>/<serial> → certRecord
 	RevokedPrefix = store.RevokedPrefix   // <serial> → revokedRecord
-	JoinPrefix    = "/fedgate/v1/joined/" // <cluster> → joinRecord
+	JoinPrefix    = store.JoinedPrefix    // <cluster> → joinRecord
 )
 
 // maxPrunedPerRenewal bounds how many expired certificate records one renewal deletes.

@@ -370,12 +370,16 @@ func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
 	}
 	syncer, err := kube.New(kube.Options{
 		Config: rc, Store: h.store, Logger: h.log,
-		Joined: func(ctx context.Context, cluster string) (map[string]string, time.Time, bool) {
-			rec, err := h.reg.Joined(ctx, cluster)
-			if err != nil || rec == nil {
-				return nil, time.Time{}, false
+		Members: func(ctx context.Context) (map[string]kube.Member, error) {
+			recs, err := h.reg.JoinedAll(ctx)
+			if err != nil {
+				return nil, err
 			}
-			return rec.Labels, rec.JoinedAt, true
+			out := make(map[string]kube.Member, len(recs))
+			for name, r := range recs {
+				out[name] = kube.Member{Labels: r.Labels, EastWestAddress: r.EastWestAddress, JoinedAt: r.JoinedAt}
+			}
+			return out, nil
 		},
 	})
 	if err != nil {

@@ -2,11 +2,15 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/fedgate/fedgate/hub/store"
+	"github.com/fedgate/fedgate/internal/atomicfile"
 )
 
 // keyEncryptionKeyFile is where a hub with the embedded etcd keeps its key-encryption key when none is given, in its
@@ -69,7 +74,11 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("key-encryption-key-file %s: %w", kekFile, err)
 	}
 
-	opts := store.Options{MaxTxnOps: cfg.EtcdMaxTxnOps, KeyEncryptionKeys: kek, Logger: h.log.With("component", "store")}
+	replica, err := hubReplica(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	opts := store.Options{MaxTxnOps: cfg.EtcdMaxTxnOps, KeyEncryptionKeys: kek, Logger: h.log.With("component", "store"), Replica: replica}
 	endpoints := cfg.EtcdEndpoints
 	var tlsCfg *tls.Config
 	if len(endpoints) == 0 {
@@ -121,7 +130,49 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 		return err
 	}
 	h.log.Info("key rings sealed at rest", "keyEncryptionKeyFile", kekFile, "keyEncryptionKey", kek.ID())
+	// Nothing is served yet, so any presence this replica holds is a previous process's: its clusters are not
+	// connected here, whatever the keys say until their leases lapse. The embedded etcd is this hub's alone.
+	n, err := h.store.ClearPresence(ctx, h.etcd != nil)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		h.log.Info("cleared the presence a previous hub process left", "keys", n, "replica", replica)
+	}
 	return nil
+}
+
+// replicaFile holds, in the data dir, the name this hub replica gives itself in the presence keys it holds.
+const replicaFile = "hub-replica"
+
+// hubReplica is this hub replica's name for store.Options.Replica: kept in dataDir so that a restarted hub knows the
+// presence its previous process left; without a data dir, a new name per process (whose leftovers then lapse with
+// their leases, store.PresenceTTL).
+func hubReplica(dataDir string) (string, error) {
+	fresh := func() string {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		return hex.EncodeToString(b)
+	}
+	if dataDir == "" {
+		return fresh(), nil
+	}
+	path := filepath.Join(dataDir, replicaFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("hub replica name: %w", err)
+	}
+	id := fresh()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("hub replica name: %w", err)
+	}
+	if err := atomicfile.Write(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("hub replica name: %w", err)
+	}
+	return id, nil
 }
 
 // tlsRefusal is the TLS error a handshake with endpoint meets, if any: the gRPC client retries such a failure until its

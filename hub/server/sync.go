@@ -7,11 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
@@ -82,10 +85,13 @@ func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
 			return status.Errorf(codes.InvalidArgument, "hello.gossipAddress: Invalid value: %q: %v", g, err)
 		}
 	}
+	if err := checkGatewayAddresses(hello.GetGatewayAddresses()); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	log := s.log.With("cluster", cluster, "stream", "report")
 	if _, err := s.st.UpsertCluster(ctx, store.ClusterRecord{
 		Name: cluster, EastWestAddress: hello.GetEastWestAddress(), Labels: hello.GetLabels(), AgentVersion: hello.GetAgentVersion(),
-		GossipAddress: hello.GetGossipAddress(),
+		GossipAddress: hello.GetGossipAddress(), GatewayAddresses: hello.GetGatewayAddresses(),
 	}); err != nil {
 		return storeError(err)
 	}
@@ -342,4 +348,24 @@ func endedBy(ctx context.Context) error {
 		return cause
 	}
 	return status.FromContextError(ctx.Err()).Err()
+}
+
+// maxGatewayAddresses is how many gateway addresses a hello may name: a Gateway's status.addresses holds 16.
+const maxGatewayAddresses = 16
+
+// checkGatewayAddresses refuses gateway addresses a Gateway's status.addresses would refuse: each must be an IP or a
+// lowercase DNS name.
+func checkGatewayAddresses(addrs []string) error {
+	if len(addrs) > maxGatewayAddresses {
+		return fmt.Errorf("hello.gatewayAddresses: Too many: %d: must have at most %d items", len(addrs), maxGatewayAddresses)
+	}
+	for i, a := range addrs {
+		if _, err := netip.ParseAddr(a); err == nil {
+			continue
+		}
+		if errs := validation.IsDNS1123Subdomain(a); len(errs) > 0 {
+			return fmt.Errorf("hello.gatewayAddresses[%d]: Invalid value: %q: must be an IP address or a DNS name: %s", i, a, strings.Join(errs, "; "))
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,14 +22,17 @@ type ClusterRecord struct {
 	GossipAddress string            `json:"gossipAddress,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
 	AgentVersion  string            `json:"agentVersion,omitempty"`
+	// GatewayAddresses are the IPs or hostnames the cluster's gateway ports are reachable at, from its Hello (the
+	// spoke's --gateway-address); the hub-cluster mirror reports them in hub Gateways' status.addresses.
+	GatewayAddresses []string `json:"gatewayAddresses,omitempty"`
 	// JoinedAt is when the hub first heard of the cluster; kept across reconnects.
 	JoinedAt time.Time `json:"joinedAt"`
 	// LastSeen is when the cluster last said hello or disconnected.
 	LastSeen time.Time `json:"lastSeen"`
 }
 
-// UpsertCluster records a cluster's hello. JoinedAt is kept from an existing record, and so are its addresses when
-// the hello names none: a stream that does not say where the cluster listens (a second reporter, a tool) never blanks
+// UpsertCluster records a cluster's hello. JoinedAt is kept from an existing record, and so are its addresses (each
+// kind: east-west, gossip, gateway) when the hello names none: a stream that does not say where the cluster listens (a second reporter, a tool) never blanks
 // the address other spokes reach it at. The record is only rewritten
 // when a field the compiler reads changed or LastSeen is older than a minute: every write under clusters/ triggers a
 // compile, and a flapping spoke should not make the hub recompile on every reconnect.
@@ -58,8 +62,11 @@ func (s *Store) UpsertCluster(ctx context.Context, rec ClusterRecord) (ClusterRe
 				if next.GossipAddress == "" {
 					next.GossipAddress = old.GossipAddress
 				}
+				if len(next.GatewayAddresses) == 0 {
+					next.GatewayAddresses = old.GatewayAddresses
+				}
 				if old.EastWestAddress == next.EastWestAddress && old.GossipAddress == next.GossipAddress && old.AgentVersion == next.AgentVersion &&
-					maps.Equal(old.Labels, next.Labels) && now.Sub(old.LastSeen) < time.Minute {
+					maps.Equal(old.Labels, next.Labels) && slices.Equal(old.GatewayAddresses, next.GatewayAddresses) && now.Sub(old.LastSeen) < time.Minute {
 					return old, nil
 				}
 			}
@@ -165,8 +172,8 @@ func (s *Store) takePresence(ctx, keep context.Context, cluster string) (clientv
 	if err != nil {
 		return 0, nil, fmt.Errorf("grant presence lease for %s: %w", cluster, err)
 	}
-	since := s.now().UTC().Format(time.RFC3339)
-	if _, err := s.cli.Put(ctx, PresenceKey(cluster, fmt.Sprintf("%x", int64(lease.ID))), since, clientv3.WithLease(lease.ID)); err != nil {
+	v, _ := json.Marshal(presenceValue{Since: s.now().UTC().Truncate(time.Second), Hub: s.replica})
+	if _, err := s.cli.Put(ctx, PresenceKey(cluster, fmt.Sprintf("%x", int64(lease.ID))), string(v), clientv3.WithLease(lease.ID)); err != nil {
 		_, _ = s.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
 		return 0, nil, fmt.Errorf("put presence of %s: %w", cluster, err)
 	}
@@ -176,6 +183,45 @@ func (s *Store) takePresence(ctx, keep context.Context, cluster string) (clientv
 		return 0, nil, fmt.Errorf("keep presence lease of %s alive: %w", cluster, err)
 	}
 	return lease.ID, ka, nil
+}
+
+// presenceValue is the value of a presence key. Keys written before it was JSON hold a bare RFC 3339 time.
+type presenceValue struct {
+	Since time.Time `json:"since"`
+	// Hub is the replica (Options.Replica) whose stream the key stands for.
+	Hub string `json:"hub,omitempty"`
+}
+
+// ClearPresence deletes the presence keys a previous process of this hub replica left: a hub that died without
+// closing its streams leaves their keys on leases etcd keeps for up to PresenceTTL — and an etcd that restarts with
+// the hub (the embedded one) renews every lease's TTL — so its clusters would show as connected to a hub that no
+// longer has their streams. Call it before serving streams. With all, every presence key goes: right only when no
+// other hub replica can be holding streams on this etcd (the embedded one, which no other hub reaches). It returns
+// how many keys it deleted.
+func (s *Store) ClearPresence(ctx context.Context, all bool) (int, error) {
+	if !all && s.replica == "" {
+		return 0, nil
+	}
+	resp, err := s.cli.Get(ctx, PresencePrefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read presence: %w", err)
+	}
+	var ops []clientv3.Op
+	for _, kv := range resp.Kvs {
+		var v presenceValue
+		ours := json.Unmarshal(kv.Value, &v) == nil && v.Hub == s.replica
+		if all || ours {
+			// A stream opened since has a key of its own (named after its own lease), never this one.
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+	}
+	for start := 0; start < len(ops); start += s.maxOps {
+		end := min(start+s.maxOps, len(ops))
+		if _, err := s.cli.Txn(ctx).Then(ops[start:end]...).Commit(); err != nil {
+			return start, fmt.Errorf("clear presence: %w", err)
+		}
+	}
+	return len(ops), nil
 }
 
 func (p *Presence) current() clientv3.LeaseID {

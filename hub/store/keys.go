@@ -21,6 +21,9 @@ const (
 	// RevokedPrefix holds one key per revoked certificate serial (written by hub/registration); the compile reads
 	// the cluster each was issued to, so spokes refuse them east-west.
 	RevokedPrefix = Prefix + "revoked/"
+	// JoinedPrefix holds one join record per joined cluster (written by hub/registration at join, deleted at
+	// removal); the hub-cluster mirror watches it, so a ManagedCluster appears at join rather than at first connect.
+	JoinedPrefix = Prefix + "joined/"
 	// LeaderPrefix is the concurrency.Election prefix of the compile leader.
 	LeaderPrefix = Prefix + "leader"
 	// KubeLeaderPrefix is the concurrency.Election prefix of the hub-cluster mirror: with several hub replicas one

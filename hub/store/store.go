@@ -26,6 +26,10 @@ type Options struct {
 	// written.
 	KeyEncryptionKeys *KeyEncryptionKeys
 	Logger            *slog.Logger
+	// Replica names this hub replica in the presence keys it holds, so that a restarted replica can clear what its
+	// previous process left (ClearPresence). The same replica restarted must give the same name; replicas sharing an
+	// etcd must give different ones. Empty: presence is not attributed, and only ClearPresence(all) clears it.
+	Replica string
 }
 
 // Store is typed access to the fedgate key space. It is safe for concurrent use.
@@ -36,6 +40,7 @@ type Store struct {
 	kek      *KeyEncryptionKeys
 	log      *slog.Logger
 	now      func() time.Time
+	replica  string
 }
 
 // New wraps an etcd client.
@@ -49,7 +54,7 @@ func New(cli *clientv3.Client, o Options) *Store {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Store{cli: cli, maxOps: o.MaxTxnOps, maxBytes: o.MaxRequestBytes, kek: o.KeyEncryptionKeys, log: o.Logger, now: time.Now}
+	return &Store{cli: cli, maxOps: o.MaxTxnOps, maxBytes: o.MaxRequestBytes, kek: o.KeyEncryptionKeys, log: o.Logger, now: time.Now, replica: o.Replica}
 }
 
 // Client is the underlying etcd client (watches, leases, elections).

@@ -93,7 +93,7 @@ func New(cfg Config) (*Agent, error) {
 	p := cfg.Proxy
 	if p == nil {
 		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset,
-			DrainTimeout: cfg.DrainTimeout, Limits: cfg.Limits}
+			DrainTimeout: cfg.DrainTimeout, Limits: cfg.Limits, HealthCheck: cfg.HealthCheck}
 		if cfg.Credentials != nil {
 			// East-west is mTLS with the hub-issued identities: only clusters joined to the same hub get in, and this
 			// spoke only talks to a listener presenting the identity of the very cluster it dialled.
@@ -170,7 +170,7 @@ func (a *Agent) Leading() bool { return a.leading.Load() }
 func (a *Agent) hello() *fedgatepb.Hello {
 	return &fedgatepb.Hello{
 		Cluster: a.cfg.Cluster, AgentVersion: a.cfg.AgentVersion, EastWestAddress: a.advertise, Labels: a.cfg.Labels,
-		GossipAddress: a.cfg.gossipAdvertised(),
+		GossipAddress: a.cfg.gossipAdvertised(), GatewayAddresses: a.cfg.GatewayAddresses,
 	}
 }
 

@@ -9,9 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/credentials"
+	"github.com/fedgate/fedgate/spoke/health"
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 )
@@ -79,6 +82,9 @@ type Config struct {
 	CacheDir string
 	// Labels describe the cluster to the hub (e.g. region=eu).
 	Labels map[string]string
+	// GatewayAddresses are the IPs or DNS names this cluster's gateway ports are reachable at (--gateway-address); the
+	// Report hello tells the hub, which writes them into the status.addresses of hub-cluster Gateways. At most 16.
+	GatewayAddresses []string
 	// AgentVersion reported to the hub.
 	// Default: Version.
 	AgentVersion string
@@ -107,8 +113,11 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Limits bound what clients and backends control on the data path; zero fields take proxy.DefaultLimits.
 	Limits proxy.Limits
+	// HealthCheck is the active health check of this cluster's endpoints for Services that set none of their own
+	// (the --health-check-* flags); the zero value is spoke/health's built-in defaults.
+	HealthCheck health.Defaults
 	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost, PortOffset,
-	// DrainTimeout and Limits.
+	// DrainTimeout, Limits and HealthCheck.
 	Proxy Proxy
 	// plaintextHub lets this package's tests talk to spoke/internal/fakehub, which serves no TLS. Unexported: there is
 	// no way to run a real spoke without its identity.
@@ -213,6 +222,18 @@ func (c Config) Validate() error {
 	for k := range c.Labels {
 		if k == "" {
 			errs = append(errs, errors.New("labels: empty key"))
+		}
+	}
+	if len(c.GatewayAddresses) > 16 {
+		errs = append(errs, fmt.Errorf("gatewayAddresses: %d, at most 16 (a Gateway's status.addresses holds 16)", len(c.GatewayAddresses)))
+	}
+	if err := c.HealthCheck.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("healthCheck: %w", err))
+	}
+	for _, a := range c.GatewayAddresses {
+		// What a Gateway's status.addresses accepts, and so what the hub accepts in a hello.
+		if net.ParseIP(a) == nil && len(validation.IsDNS1123Subdomain(a)) > 0 {
+			errs = append(errs, fmt.Errorf("gatewayAddresses %q: want an IP address or a lowercase DNS name", a))
 		}
 	}
 	return errors.Join(errs...)

@@ -30,13 +30,41 @@ func TestCheckDefaultsMatchDocs(t *testing.T) {
 }
 
 func TestResolveCheck(t *testing.T) {
-	d := ResolveCheck(nil)
-	if d.Path != "/" || d.Interval != 5*time.Second || d.Timeout != time.Second || d.HealthyThreshold != 2 || d.UnhealthyThreshold != 3 {
-		t.Fatalf("defaults = %+v", d)
+	d, ok := ResolveCheck(Defaults{}, nil, "")
+	if !ok || d.Type != CheckHTTP || d.Path != "/" || d.Interval != 5*time.Second || d.Timeout != time.Second || d.HealthyThreshold != 2 || d.UnhealthyThreshold != 3 {
+		t.Fatalf("built-in defaults = %+v, %v", d, ok)
 	}
-	c := ResolveCheck(&spokeconfig.HealthCheck{Path: "/hz", IntervalMs: 100, TimeoutMs: 500, UnhealthyThreshold: 1})
-	if c.Path != "/hz" || c.Interval != 100*time.Millisecond || c.Timeout != 100*time.Millisecond || c.HealthyThreshold != 2 || c.UnhealthyThreshold != 1 {
-		t.Fatalf("override = %+v (timeout must be capped by the interval)", c)
+	// The spoke's flags replace the built-in defaults; zero flags keep them.
+	flags := Defaults{Path: "/ready", Interval: 10 * time.Second, UnhealthyThreshold: 5}
+	if c, ok := ResolveCheck(flags, nil, ""); !ok || c.Path != "/ready" || c.Interval != 10*time.Second || c.Timeout != time.Second || c.UnhealthyThreshold != 5 || c.HealthyThreshold != 2 {
+		t.Fatalf("spoke defaults = %+v, %v", c, ok)
+	}
+	// A Service's annotations override field by field.
+	c, ok := ResolveCheck(flags, &spokeconfig.HealthCheck{Path: "/hz", IntervalMs: 100, TimeoutMs: 500, UnhealthyThreshold: 1}, "")
+	if !ok || c.Path != "/hz" || c.Interval != 100*time.Millisecond || c.Timeout != 100*time.Millisecond || c.HealthyThreshold != 2 || c.UnhealthyThreshold != 1 {
+		t.Fatalf("override = %+v, %v (timeout must be capped by the interval)", c, ok)
+	}
+	// Off: a Service's "off"; the spoke's off, unless the Service sets an interval of its own.
+	if _, ok := ResolveCheck(flags, &spokeconfig.HealthCheck{Disabled: true}, ""); ok {
+		t.Error("a Service with health checks off is probed")
+	}
+	if _, ok := ResolveCheck(Defaults{Off: true}, nil, ""); ok {
+		t.Error("a spoke with health checks off probes a backend that asks nothing")
+	}
+	if _, ok := ResolveCheck(Defaults{Off: true}, &spokeconfig.HealthCheck{Path: "/hz"}, ""); ok {
+		t.Error("a spoke with health checks off probes a backend that only sets a path")
+	}
+	if c, ok := ResolveCheck(Defaults{Off: true}, &spokeconfig.HealthCheck{IntervalMs: 2000}, ""); !ok || c.Interval != 2*time.Second || c.Path != "/" {
+		t.Errorf("a spoke with health checks off and a Service asking for a 2s interval: %+v, %v", c, ok)
+	}
+	// gRPC and h2c backends are probed by a connect unless the Service says otherwise.
+	for _, ap := range []string{"kubernetes.io/h2c", "grpc", "h2c"} {
+		if c, _ := ResolveCheck(Defaults{}, nil, ap); c.Type != CheckTCP {
+			t.Errorf("appProtocol %s: type %s, want tcp", ap, c.Type)
+		}
+	}
+	if c, _ := ResolveCheck(Defaults{}, &spokeconfig.HealthCheck{Type: "grpc", GRPCService: "echo"}, "kubernetes.io/h2c"); c.Type != CheckGRPC || !c.H2C || c.GRPCService != "echo" {
+		t.Errorf("explicit grpc: %+v", c)
 	}
 }
 

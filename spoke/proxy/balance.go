@@ -97,7 +97,9 @@ type backend struct {
 	// hasLocal: the backend has endpoints (ready or not) in this cluster, so this spoke serves it over east-west.
 	hasLocal bool
 	budget   *retryBudget
-	check    health.CheckConfig
+	// check is the active health check of this cluster's endpoints, run when probe (see health.ResolveCheck).
+	check health.CheckConfig
+	probe bool
 }
 
 // endpoint is one address; remote is nil for this cluster's endpoints.
@@ -119,9 +121,8 @@ type remoteCluster struct {
 }
 
 func newBackend(b *spokeconfig.Backend, cluster string, remotes map[string]*remoteCluster, reg *health.Registry) *backend {
-	out := &backend{id: b.ID, cluster: cluster, h2c: b.AppProtocol == "kubernetes.io/h2c", serving: map[health.Key]*endpoint{},
-		check: health.ResolveCheck(b.HealthCheck)}
-	out.check.H2C = out.h2c
+	out := &backend{id: b.ID, cluster: cluster, h2c: b.AppProtocol == "kubernetes.io/h2c", serving: map[health.Key]*endpoint{}}
+	out.check, out.probe = health.ResolveCheck(health.Defaults{}, b.HealthCheck, b.AppProtocol)
 	if b.RetryBudget != nil {
 		out.budget = newRetryBudget(b.RetryBudget)
 	}

@@ -56,9 +56,13 @@ type Options struct {
 	SuspectHold time.Duration
 	// Outlier configures passive outlier detection; the zero value means health.DefaultOutlier().
 	Outlier health.Outlier
-	// DisableHealthChecks turns off active health checks of local endpoints (benchmarks, and tests that drive health
-	// by hand).
+	// DisableHealthChecks turns off active health checks of local endpoints altogether, whatever backends ask
+	// (benchmarks, and tests that drive health by hand).
 	DisableHealthChecks bool
+	// HealthCheck is the active health check of local endpoints for backends whose Service sets none of its own (the
+	// spoke's --health-check-* flags); the zero value is health's built-in defaults. HealthCheck.Off probes only the
+	// backends whose Service sets an interval.
+	HealthCheck health.Defaults
 	// OnHealthChange, if set, is told when an active check changes an endpoint's verdict.
 	OnHealthChange func(cluster, address string, healthy bool)
 	// Gossip, if set, makes the proxy run this spoke's memberlist member whenever the applied SpokeConfig has a Gossip
@@ -249,6 +253,11 @@ func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 	t, err := build(cfg, s.opts, s.reg)
 	if err != nil {
 		return fmt.Errorf("revision %d: %w", cfg.Revision, err)
+	}
+	for _, b := range cfg.Backends {
+		if hc := b.HealthCheck; hc != nil && len(hc.Problems) > 0 {
+			s.log.Warn("health-check annotations of the backend's Service ignored", "backend", b.ID, "revision", cfg.Revision, "problems", hc.Problems)
+		}
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -501,7 +510,7 @@ func (s *Server) retain(t *Table) {
 			if ep.remote == nil {
 				local[ep.addr] = struct{}{}
 			}
-			if ep.remote == nil && ep.cluster == t.cluster {
+			if ep.remote == nil && ep.cluster == t.cluster && b.probe {
 				targets = append(targets, health.Target{Endpoint: ep.state, Config: b.check})
 			}
 		}

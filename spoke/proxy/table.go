@@ -245,7 +245,9 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 	t.backendSP = map[string]*spokeconfig.SessionPersistence{}
 	for i := range cfg.Backends {
 		b := &cfg.Backends[i]
-		t.backends[b.ID] = newBackend(b, cluster, t.remotes, reg)
+		nb := newBackend(b, cluster, t.remotes, reg)
+		nb.check, nb.probe = health.ResolveCheck(opts.HealthCheck, b.HealthCheck, b.AppProtocol)
+		t.backends[b.ID] = nb
 		if b.SessionPersistence != nil {
 			t.backendSP[b.ID] = b.SessionPersistence
 		}
