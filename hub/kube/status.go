@@ -85,7 +85,7 @@ func ClusterConditionType(cluster, what string) string {
 // statusFor renders the compiled status of one object as its Kubernetes status (as JSON-compatible maps). Routes get
 // one parent entry per parentRef: the aggregate conditions (Accepted, ResolvedRefs: True only when True in every
 // cluster, naming each cluster where not) plus, per cluster, <cluster>.clusters.fedgate.io/Accepted and /Programmed
-// (see programmed). Gateways get their conditions, their listeners summed up over the clusters that instantiate them
+// (see programmed) — or, with more than three clusters, whose conditions would not fit, one FoldedProgrammed. Gateways get their conditions, their listeners summed up over the clusters that instantiate them
 // (see gatewayListeners) and the gateway addresses of the clusters where they are programmed (gatewayAddresses).
 func statusFor(kind string, st *compiler.ObjectStatus, generation int64, f fleet) map[string]any {
 	switch kind {
@@ -104,6 +104,7 @@ func statusFor(kind string, st *compiler.ObjectStatus, generation int64, f fleet
 		for _, k := range order {
 			ps := byRef[k]
 			agg := aggregate(ps, generation)
+			var perCluster, progs []metav1.Condition
 			for _, p := range ps {
 				if p.Cluster == "" {
 					continue
@@ -113,8 +114,14 @@ func statusFor(kind string, st *compiler.ObjectStatus, generation int64, f fleet
 				if accepted != nil {
 					acc.Status, acc.Reason, acc.Message = accepted.Status, accepted.Reason, accepted.Message
 				}
-				agg = append(agg, acc)
-				agg = append(agg, programmed(p, accepted, f.acked, generation))
+				prog := programmed(p, accepted, f.acked, generation)
+				perCluster = append(perCluster, acc, prog)
+				progs = append(progs, prog)
+			}
+			if len(agg)+len(perCluster) <= maxParentConditions {
+				agg = append(agg, perCluster...)
+			} else {
+				agg = append(agg, foldProgrammed(progs, generation))
 			}
 			var ref map[string]any
 			_ = json.Unmarshal([]byte(k), &ref)
@@ -250,6 +257,35 @@ func gatewayAddresses(st *compiler.ObjectStatus, byCluster map[string][]string) 
 			seen[a] = true
 			out = append(out, map[string]any{"type": typ, "value": a})
 		}
+	}
+	return out
+}
+
+// maxParentConditions is the route CRDs' limit on a parent's conditions: beyond three clusters the two per cluster
+// do not fit beside the aggregate ones, and the API server would refuse the whole status.
+const maxParentConditions = 8
+
+// FoldedProgrammed is the condition type that stands for the per-cluster Programmed conditions of a route's parent
+// when there are too many clusters for them to fit (see maxParentConditions): True only when the route is
+// programmed in every cluster, else the message of each cluster where it is not. Per-cluster acceptance is then in
+// the aggregate Accepted's message.
+const FoldedProgrammed = "clusters.fedgate.io/Programmed"
+
+func foldProgrammed(progs []metav1.Condition, generation int64) metav1.Condition {
+	out := metav1.Condition{Type: FoldedProgrammed, Status: metav1.ConditionTrue, Reason: "Programmed", ObservedGeneration: generation,
+		Message: fmt.Sprintf("programmed in all %d clusters", len(progs))}
+	var not []string
+	for _, p := range progs {
+		if p.Status == metav1.ConditionTrue {
+			continue
+		}
+		if len(not) == 0 {
+			out.Status, out.Reason = p.Status, p.Reason
+		}
+		not = append(not, p.Message)
+	}
+	if len(not) > 0 {
+		out.Message = fmt.Sprintf("not programmed in %d of %d clusters: %s", len(not), len(progs), strings.Join(not, "; "))
 	}
 	return out
 }

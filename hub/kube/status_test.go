@@ -2,8 +2,10 @@ package kube
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/fedgate/fedgate/apis/resources"
@@ -72,5 +74,44 @@ func TestGatewayStatusSumsUpClusters(t *testing.T) {
 	}
 	if len(s.Addresses) != 1 || s.Addresses[0].Value != "192.0.2.1" || s.Addresses[0].Type != "IPAddress" {
 		t.Errorf("addresses %+v: want east's valid one only (west does not serve the Gateway)", s.Addresses)
+	}
+}
+
+// A route parent's conditions fit the CRD's 8 however many clusters there are (the API server refused the whole
+// status of a route in four clusters): up to three, two per cluster; beyond, one condition folds their Programmed.
+func TestRouteParentConditionsFitTheCRD(t *testing.T) {
+	parents := func(clusters ...string) *compiler.ObjectStatus {
+		st := &compiler.ObjectStatus{}
+		for _, c := range clusters {
+			st.Parents = append(st.Parents, compiler.ParentStatus{Cluster: c, GraphRevision: 10, Conditions: []metav1.Condition{
+				{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "accepted"},
+				{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs", Message: "resolved"},
+			}})
+		}
+		return st
+	}
+	conds := func(st *compiler.ObjectStatus, acked map[string]int64) []metav1.Condition {
+		b, _ := json.Marshal(statusFor(resources.KindHTTPRoute, st, 1, fleet{acked: acked}))
+		var s struct {
+			Parents []struct {
+				Conditions []metav1.Condition `json:"conditions"`
+			} `json:"parents"`
+		}
+		if err := json.Unmarshal(b, &s); err != nil || len(s.Parents) != 1 {
+			t.Fatalf("status %s: %v", b, err)
+		}
+		return s.Parents[0].Conditions
+	}
+	three := conds(parents("a", "b", "c"), map[string]int64{"a": 10, "b": 10, "c": 10})
+	if len(three) != 8 || !meta.IsStatusConditionTrue(three, ClusterConditionType("c", "Programmed")) {
+		t.Errorf("three clusters: %d conditions %+v, want 8 with per-cluster ones", len(three), three)
+	}
+	four := conds(parents("a", "b", "c", "d"), map[string]int64{"a": 10, "b": 10, "c": 10, "d": 9})
+	if len(four) > maxParentConditions {
+		t.Fatalf("four clusters: %d conditions, the CRD allows %d", len(four), maxParentConditions)
+	}
+	c := meta.FindStatusCondition(four, FoldedProgrammed)
+	if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "not programmed in 1 of 4 clusters: cluster d has acknowledged graph revision 9") {
+		t.Errorf("four clusters, d behind: %+v", c)
 	}
 }
