@@ -81,6 +81,7 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.StringVar(&cfg.CAKey, "ca-key", cfg.CAKey, "the CA key for --ca-cert")
 	fs.DurationVar(&cfg.CertTTL, "cert-ttl", cfg.CertTTL, "lifetime of cluster certificates (spokes renew at two thirds)")
 	fs.StringVar(&cfg.AdminConfig, "admin-config", defaultAdminConfig(), "where the bootstrap writes the admin credential for hubctl, if absent (empty: none)")
+	fs.StringVar(&cfg.AdminSecret, "admin-secret", cfg.AdminSecret, "with --in-cluster or --kubeconfig: NAMESPACE/NAME of a Secret of the hub cluster where the hub keeps an admin credential for hubctl (key config), if absent")
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "bound on a connection's TLS handshake")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "embedded etcd data directory (state survives restarts)")
 	endpoints := fs.String("etcd-endpoints", strings.Join(cfg.EtcdEndpoints, ","), "comma-separated external etcd endpoints; empty runs an embedded etcd")

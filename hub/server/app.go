@@ -56,6 +56,10 @@ type Config struct {
 	AdminConfig string
 	// AdminCertTTL is the lifetime of the bootstrap admin credential. Default: `8760h0m0s`.
 	AdminCertTTL time.Duration
+	// AdminSecret, NAMESPACE/NAME, is a Secret of the hub cluster where the hub keeps an admin credential (key
+	// `config`, the admin config file's format) when the Secret does not exist: how an operator of a hub running in
+	// a pod gets one. Needs a hub cluster. Default: ``.
+	AdminSecret string
 	// HandshakeTimeout bounds a connection's TLS handshake, so a client that connects and stays silent holds
 	// nothing for long. Default: `10s`.
 	HandshakeTimeout time.Duration
@@ -182,6 +186,7 @@ func (c Config) Validate() error {
 	if n := boolCount(c.Kubeconfig != "", c.InCluster, c.HubClusterREST != nil); n > 1 {
 		errs = append(errs, errors.New("kubeconfig, in-cluster and a hub-cluster REST config: give at most one"))
 	}
+	errs = append(errs, c.validateAdminSecret()...)
 	if c.CompileHoldOff <= 0 {
 		errs = append(errs, fmt.Errorf("compile-holdoff %v: must be positive", c.CompileHoldOff))
 	}
@@ -367,6 +372,11 @@ func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
 	}
 	if err != nil {
 		return fmt.Errorf("hub cluster: %w", err)
+	}
+	if cfg.AdminSecret != "" {
+		if err := h.bootstrapAdminSecret(ctx, rc, cfg.AdminSecret, cfg.AdminCertTTL); err != nil {
+			return fmt.Errorf("admin secret %s: %w", cfg.AdminSecret, err)
+		}
 	}
 	syncer, err := kube.New(kube.Options{
 		Config: rc, Store: h.store, Logger: h.log,

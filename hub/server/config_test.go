@@ -72,6 +72,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.CACert = "ca.crt" }, "ca-cert and ca-key"},
 		{func(c *Config) { c.CertTTL = time.Second }, "cert-ttl"},
 		{func(c *Config) { c.AdvertiseAddress = "nohost" }, "advertise-address"},
+		{func(c *Config) { c.AdminSecret, c.InCluster = "fedgate-hub-admin", true }, "admin-secret \"fedgate-hub-admin\": want NAMESPACE/NAME"},
+		{func(c *Config) { c.AdminSecret = "fedgate-system/fedgate-hub-admin" }, "admin-secret: needs a hub cluster"},
 		{func(c *Config) { c.DataDir, c.EtcdEndpoints = "", []string{"http://127.0.0.1:2379"} }, "pki-dir"},
 		{func(c *Config) { c.EtcdEndpoints = []string{"http://127.0.0.1:2379"} }, "key-encryption-key-file: required with etcd-endpoints"},
 		{func(c *Config) { c.EtcdEndpoints = []string{"https://127.0.0.1:2379"} }, "https needs etcd-ca"},
