@@ -230,8 +230,13 @@ func run(args []string) error {
 		}
 		// A cluster removed at the hub takes back what fedgate wrote here: statuses, ServiceImports, its revoked
 		// credentials and the leader-election Lease.
+		// The credentials and the Lease go only once the rest is clean: kept, they let a restarted agent hear of the
+		// removal again and finish the job.
 		cleanup = func(ctx context.Context) error {
-			errs := []error{w.Clean(ctx), creds.Discard(ctx)}
+			if err := w.Clean(ctx); err != nil {
+				return err
+			}
+			errs := []error{creds.Discard(ctx)}
 			if le != nil {
 				errs = append(errs, le.DeleteLease(ctx))
 			}

@@ -304,9 +304,11 @@ func programmed(p compiler.ParentStatus, accepted *metav1.Condition, acked map[s
 	case p.GraphRevision == 0:
 		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has no config with the route: its projection failed (hubctl get clusters says why)", p.Cluster)
 	case rev >= p.GraphRevision:
-		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Programmed", fmt.Sprintf("cluster %s acknowledged graph revision %d (the route is in it from revision %d)", p.Cluster, rev, p.GraphRevision)
+		// The message names only the route's revision, not the cluster's latest acknowledgement: every config a
+		// cluster takes would otherwise rewrite the status of every route it serves.
+		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Programmed", fmt.Sprintf("cluster %s serves the route (acknowledged graph revision %d or newer)", p.Cluster, p.GraphRevision)
 	default:
-		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has acknowledged graph revision %d; the route is in revision %d", p.Cluster, rev, p.GraphRevision)
+		c.Reason, c.Message = "Pending", fmt.Sprintf("cluster %s has not yet acknowledged graph revision %d, the first with the route as it is", p.Cluster, p.GraphRevision)
 	}
 	return c
 }

@@ -506,12 +506,31 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		rb, _ := json.Marshal(rr)
 		ops = append(ops, clientv3.OpDelete(CertPrefix+name+"/"+old), clientv3.OpPut(RevokedPrefix+old, string(rb)))
 	}
+	// A cluster joined again after its removal: the certificates revoked by the removal now say "re-joined", so an
+	// old agent that comes back is told its cluster lives on under a new identity — not "removed", on which it would
+	// clean up after the new agent.
+	superseded, err := s.removedSerials(ctx, name)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "store unavailable")
+	}
+	for sn, rr := range superseded {
+		rr.Reason = reasonRejoined
+		rb, _ := json.Marshal(rr)
+		ops = append(ops, clientv3.OpPut(RevokedPrefix+sn, string(rb)))
+	}
 	txn, err := s.etcd.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "token %s or cluster %q changed concurrently, try again", tok.ID, name)
+	}
+	if len(superseded) > 0 {
+		sns := make([]string, 0, len(superseded))
+		for sn := range superseded {
+			sns = append(sns, sn)
+		}
+		s.revoke(sns, why)
 	}
 	if rejoin {
 		s.revoke(revoked, why)
@@ -528,6 +547,21 @@ func (s *Service) Join(ctx context.Context, req *fedgatepb.JoinRequest) (*fedgat
 		s.log.Info("cluster joined", "cluster", name, "token", tok.ID, "serial", serial, "expires", cert.NotAfter)
 	}
 	return &fedgatepb.JoinResponse{CertificatePem: certPEM, CaBundlePem: s.ca.BundlePEM(), ExpiresUnix: cert.NotAfter.Unix()}, nil
+}
+
+// removedSerials returns the revocation records of cluster's certificates revoked by its removal.
+func (s *Service) removedSerials(ctx context.Context, cluster string) (map[string]revokedRecord, error) {
+	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]revokedRecord{}
+	for _, kv := range resp.Kvs {
+		if r := decodeRevoked(kv.Value); r.Cluster == cluster && r.Reason == reasonRemoved {
+			out[strings.TrimPrefix(string(kv.Key), RevokedPrefix)] = r
+		}
+	}
+	return out, nil
 }
 
 func (s *Service) revoke(serials []string, why auth.Revocation) {

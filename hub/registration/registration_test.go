@@ -551,3 +551,28 @@ func TestPruneRevokedDeletesOnlyExpiredCertificates(t *testing.T) {
 		t.Fatalf("revocations left: %v, want only the record without an expiry", left.Kvs)
 	}
 }
+
+// A cluster removed and then joined again: the certificates the removal revoked now say "re-joined", so an agent on
+// one of them is not told its cluster was removed (on which it would clean up after the new agent).
+func TestJoinAfterRemovalRevokesAsRejoined(t *testing.T) {
+	ctx := context.Background()
+	s, cli, _ := newService(t)
+	old, _ := joinWithToken(t, s, "east")
+	if _, err := s.RemoveCluster(ctx, "east"); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := s.Revoked(old.SerialNumber); !ok || r.Reason != identity.ReasonClusterRemoved {
+		t.Fatalf("after the removal: %+v %v, want removed", r, ok)
+	}
+	joinWithToken(t, s, "east")
+	if r, ok := s.Revoked(old.SerialNumber); !ok || r.Reason != identity.ReasonClusterRejoined || r.Cluster != "east" {
+		t.Fatalf("after joining again: %+v %v, want revoked as re-joined", r, ok)
+	}
+	other, err := New(ctx, cli, s.ca, Options{}) // another replica reads the same
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := other.Revoked(old.SerialNumber); !ok || r.Reason != identity.ReasonClusterRejoined {
+		t.Fatalf("another replica: %+v %v, want revoked as re-joined", r, ok)
+	}
+}

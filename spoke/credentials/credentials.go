@@ -43,8 +43,9 @@ type Store struct {
 	discard func(ctx context.Context) error
 	cluster string
 
-	mu   sync.RWMutex
-	cert *tls.Certificate
+	mu      sync.RWMutex
+	certPEM []byte // as loaded or renewed: Discard deletes only a Secret that still holds it
+	cert    *tls.Certificate
 	leaf *x509.Certificate
 	pool *x509.CertPool
 	cas  []*x509.Certificate
@@ -108,7 +109,7 @@ func (s *Store) set(certPEM, keyPEM, caPEM []byte) error {
 	if s.cluster != "" && s.cluster != p.Name {
 		return fmt.Errorf("renewed certificate is for cluster %q, not %q", p.Name, s.cluster)
 	}
-	s.cluster, s.cert, s.leaf, s.pool, s.cas = p.Name, &cert, leaf, pool, cas
+	s.cluster, s.cert, s.leaf, s.pool, s.cas, s.certPEM = p.Name, &cert, leaf, pool, cas, certPEM
 	return nil
 }
 
@@ -261,8 +262,9 @@ func (s *Store) RenewDue() time.Time {
 	return leaf.NotBefore.Add(life * 2 / 3)
 }
 
-// Discard deletes the kept identity (the Secret of LoadSecret; a credentials directory is left to its owner), once
-// the cluster was removed at the hub and its certificates are revoked.
+// Discard deletes the kept identity (the Secret of LoadSecret, and only while it still holds this store's
+// certificate; a credentials directory is left to its owner), once the cluster was removed at the hub and its
+// certificates are revoked.
 func (s *Store) Discard(ctx context.Context) error {
 	if s == nil || s.discard == nil {
 		return nil
@@ -327,17 +329,26 @@ func (s *Store) RunRenewal(ctx context.Context, client fedgatepb.RegistrationCli
 		}
 		err := s.Renew(ctx, client)
 		// The new certificate is in use but not kept: keep trying to save it (a restart would otherwise start from
-		// the previous one), without asking the hub for yet another.
+		// the previous one), without asking the hub for yet another — until it is due for renewal itself, when a
+		// fresh one is asked for (a save that never succeeds must not let the certificate in use expire).
 		var se *SaveError
+		saveBackoff := time.Second
 		for errors.As(err, &se) {
-			log.Error("renewed certificate in use, but not saved for the next start; retrying", "err", err, "in", backoff)
+			due := time.Until(s.RenewDue())
+			if due <= 0 {
+				break
+			}
+			log.Error("renewed certificate in use, but not saved for the next start; retrying", "err", err, "in", min(saveBackoff, due))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-time.After(min(saveBackoff, due)):
 			}
-			backoff = min(backoff*2, time.Minute)
+			saveBackoff = min(saveBackoff*2, time.Minute)
 			err = s.Save(ctx, se)
+		}
+		if errors.As(err, &se) {
+			continue // due again: renew now
 		}
 		if err != nil {
 			log.Warn("certificate renewal failed; retrying", "err", err, "in", backoff)

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -29,13 +30,28 @@ func LoadSecret(ctx context.Context, client kubernetes.Interface, namespace, nam
 		save: func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error {
 			return writeSecret(ctx, client, namespace, name, keyPEM, certPEM, caPEM)
 		},
-		discard: func(ctx context.Context) error {
-			err := client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
-			if apierrors.IsNotFound(err) {
-				return nil
-			}
+	}
+	s.discard = func(ctx context.Context) error {
+		// Only the identity this agent holds: a Secret a later join rewrote belongs to the cluster's new agent.
+		cur, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		if err != nil {
 			return err
-		},
+		}
+		s.mu.RLock()
+		ours := bytes.Equal(cur.Data[CertFile], s.certPEM)
+		s.mu.RUnlock()
+		if !ours {
+			return nil
+		}
+		err = client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return nil // gone, or rewritten since: not ours to delete
+		}
+		return err
 	}
 	if err := s.set(sec.Data[CertFile], sec.Data[KeyFile], sec.Data[CAFile]); err != nil {
 		return nil, fmt.Errorf("credentials in Secret %s/%s: %w", namespace, name, err)

@@ -2,7 +2,10 @@ package credentials
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,7 +136,16 @@ func TestRenewalKeptInSecret(t *testing.T) {
 		t.Fatalf("the renewal saved on the retry is not the Secret's: %v", err)
 	}
 
-	// The cluster was removed: its (revoked) credentials go, and a second Discard is no error.
+	// An agent whose identity the Secret no longer holds (rewritten by another replica's renewal, or by a later join)
+	// leaves it alone.
+	if err := s.Discard(ctx); err != nil {
+		t.Fatalf("Discard of an identity the Secret no longer holds: %v", err)
+	}
+	if _, err := kc.CoreV1().Secrets("fedgate-system").Get(ctx, "fedgate-spoke-credentials", metav1.GetOptions{}); err != nil {
+		t.Fatalf("Discard deleted a Secret holding another identity: %v", err)
+	}
+	// The cluster was removed: the credentials the Secret holds go, and a second Discard is no error.
+	s = s2
 	if err := s.Discard(ctx); err != nil {
 		t.Fatalf("Discard: %v", err)
 	}
@@ -157,4 +169,45 @@ type countingRegistration struct {
 func (c *countingRegistration) Renew(ctx context.Context, in *fedgatepb.RenewRequest, opts ...grpc.CallOption) (*fedgatepb.RenewResponse, error) {
 	c.calls.Add(1)
 	return c.fakeRegistration.Renew(ctx, in, opts...)
+}
+
+// shortRegistration issues certificates that live life.
+type shortRegistration struct {
+	fakeRegistration
+	life  time.Duration
+	calls atomic.Int32
+}
+
+func (r *shortRegistration) Renew(_ context.Context, in *fedgatepb.RenewRequest, _ ...grpc.CallOption) (*fedgatepb.RenewResponse, error) {
+	r.calls.Add(1)
+	blk, _ := pem.Decode(in.CsrPem)
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return &fedgatepb.RenewResponse{CertificatePem: r.ca.issue(r.t, csr.PublicKey, r.uri, time.Now(), r.life), CaBundlePem: r.ca.pem}, nil
+}
+
+// A renewal that can never be saved is retried as a save only until the certificate in use is due for renewal
+// itself; then a fresh one is asked for — the certificate in use never runs out.
+func TestUnsavableRenewalStillRenewsInTime(t *testing.T) {
+	ca := newCA(t, "hub-ca")
+	s, err := Load(ca.credentialsFor(t, identity.ClusterURI("east"), time.Now(), 1500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.save = func(context.Context, []byte, []byte, []byte) error { return errors.New("forbidden") }
+	reg := &shortRegistration{fakeRegistration: fakeRegistration{t: t, ca: ca, uri: identity.ClusterURI("east")}, life: 1500 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	go s.RunRenewal(ctx, reg, slog.New(slog.DiscardHandler))
+	for reg.calls.Load() < 3 && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := reg.calls.Load(); n < 3 {
+		t.Fatalf("%d renewals in 6s of 1.5s certificates that cannot be saved, want at least 3", n)
+	}
+	if time.Until(s.Leaf().NotAfter) <= 0 {
+		t.Fatal("the certificate in use expired")
+	}
 }

@@ -55,10 +55,22 @@ func RBACRules(leaseName string) []rbacv1.PolicyRule {
 }
 
 // DeleteLease deletes the Lease once this cluster was removed at the hub (after Run returned): nothing of fedgate's
-// stays in the cluster. Gone already is no error.
+// stays in the cluster. Only a Lease no one else holds goes (another replica, or a new agent after a re-join, may lead
+// by now); gone already is no error.
 func (e *Elector) DeleteLease(ctx context.Context) error {
-	err := e.client.Leases(e.cfg.Namespace).Delete(ctx, e.cfg.Name, metav1.DeleteOptions{})
+	l, err := e.client.Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if h := l.Spec.HolderIdentity; h != nil && *h != "" && *h != e.identity {
+		return nil
+	}
+	err = e.client.Leases(e.cfg.Namespace).Delete(ctx, e.cfg.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &l.UID, ResourceVersion: &l.ResourceVersion}})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
 	return err
