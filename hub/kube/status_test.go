@@ -111,7 +111,7 @@ func TestRouteParentConditionsFitTheCRD(t *testing.T) {
 		t.Fatalf("four clusters: %d conditions, the CRD allows %d", len(four), maxParentConditions)
 	}
 	c := meta.FindStatusCondition(four, FoldedProgrammed)
-	if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "not programmed in 1 of 4 clusters: cluster d has acknowledged graph revision 9") {
+	if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "not programmed in 1 of 4 clusters: cluster d has not yet acknowledged graph revision 10") {
 		t.Errorf("four clusters, d behind: %+v", c)
 	}
 }

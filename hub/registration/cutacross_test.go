@@ -41,7 +41,8 @@ func TestRevocationCutsStreamsOnEveryReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(0xc3), URIs: []*url.URL{identity.ClusterURI("west")}}
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0xc3), URIs: []*url.URL{identity.ClusterURI("west")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	pctx := peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{
 		State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}}}})
 	a := &auth.Authenticator{Policy: auth.DefaultPolicy(), Revoker: replica, Sessions: sessions}
