@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
-	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -134,15 +133,6 @@ type Authenticator struct {
 	Policy   Policy
 	Revoker  Revoker
 	Sessions *Sessions
-	// Now is the clock certificates' validity is judged by; nil means time.Now.
-	Now func() time.Time
-}
-
-func (a *Authenticator) now() time.Time {
-	if a.Now != nil {
-		return a.Now()
-	}
-	return time.Now()
 }
 
 // authenticate resolves the caller of method from the connection's verified certificate chain.
@@ -157,12 +147,6 @@ func (a *Authenticator) authenticate(ctx context.Context, method string) (contex
 			return ctx, nil
 		}
 		return nil, status.Error(codes.Unauthenticated, "a client certificate issued by the hub is required")
-	}
-	// TLS judged the certificate's validity at the handshake only; a connection kept open past its expiry is refused
-	// here, at each call — revocation records are pruned once their certificates have expired.
-	if now := a.now(); now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		return nil, status.Errorf(codes.Unauthenticated, "certificate %s is not valid now (valid %s to %s)",
-			identity.SerialHex(cert.SerialNumber), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if a.Revoker != nil {
 		if r, revoked := a.Revoker.Revoked(cert.SerialNumber); revoked {
@@ -209,13 +193,6 @@ func (a *Authenticator) Stream() grpc.StreamServerInterceptor {
 		ctx, err := a.authenticate(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
-		}
-		if cert := verifiedLeaf(ctx); cert != nil {
-			// A stream outlives no certificate: it ends when its certificate expires.
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadlineCause(ctx, cert.NotAfter, status.Errorf(codes.Unauthenticated,
-				"certificate %s expired at %s", identity.SerialHex(cert.SerialNumber), cert.NotAfter.UTC().Format(time.RFC3339)))
-			defer cancel()
 		}
 		if p, ok := PrincipalFrom(ctx); ok && p.Kind == identity.KindCluster && a.Sessions != nil {
 			serial, _ := SerialFrom(ctx)

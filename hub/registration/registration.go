@@ -79,10 +79,9 @@ type revokedRecord struct {
 	NotAfter time.Time `json:"notAfter,omitzero"`
 }
 
-// revokedPruneMargin is how long past its certificate's expiry a revocation record is kept, for verifiers (and hub
-// replicas pruning) whose clocks are off. Hub calls and east-west requests also refuse an expired certificate on a
-// connection opened while it was valid, so a pruned record lets nothing back in.
-const revokedPruneMargin = 24 * time.Hour
+// revokedPruneMargin is how long past its certificate's expiry a revocation record is kept, for verifiers whose
+// clocks lag.
+const revokedPruneMargin = time.Hour
 
 // revocations returns the revocation records (serial hex → record) of the certificates in certKVs (CertPrefix
 // records), all revoked at now for reason.

@@ -50,14 +50,6 @@ func (s *Server) serveEastWest(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		// TLS judged the peer's certificate at the handshake; a connection kept open past its expiry is refused here,
-		// per request (the hub prunes revocations of expired certificates, so the list below no longer names them).
-		if leaf, now := r.TLS.PeerCertificates[0], s.now(); now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
-			http.Error(w, fmt.Sprintf("certificate %s of cluster %q is not valid now", peerSerial(r.TLS), peerCluster(r.TLS)), http.StatusForbidden)
-			return
-		}
-	}
 	if t != nil && t.revoked != nil && r.TLS != nil {
 		// Checked per request, not per handshake: a connection opened before the revocation reached this spoke is
 		// refused from the next config on.

@@ -8,13 +8,11 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,47 +234,5 @@ func TestEastWestRefusesRevokedCertificates(t *testing.T) {
 	aConfig(2, serial(certB))
 	if code, _ := status(pa); code == 200 {
 		t.Error("a still sends to b's listener after b's certificate was revoked in a's config")
-	}
-}
-
-// An east-west connection kept open past its client certificate's expiry is refused per request: TLS judged the
-// certificate at the handshake only, and the hub prunes the revocations of expired certificates.
-func TestEastWestRefusesExpiredCertificatesOnOpenConnections(t *testing.T) {
-	pki := newTestPKI(t)
-	certA, certB := pki.issue(t, "a"), pki.issue(t, "b")
-	leafA, err := x509.ParseCertificate(certA.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	be := echoBackend(t, "in-b")
-	ewB, _ := net.Listen("tcp", "127.0.0.1:0")
-	b := New(Options{Cluster: "b", Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Unix(0, clock.Load()) },
-		EastWestServerTLS: &tls.Config{Certificates: []tls.Certificate{certB}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.roots, MinVersion: tls.VersionTLS13}})
-	t.Cleanup(func() { b.Close() })
-	go b.ServeEastWest(ewB)
-	svc := spokeconfig.Backend{ID: "ns/svc:80", Endpoints: []spokeconfig.Endpoint{{Cluster: "b", Address: addrOf(be), Ready: true}}}
-	if err := b.Apply(&spokeconfig.SpokeConfig{Cluster: "b", Backends: []spokeconfig.Backend{svc}, Members: []string{"a", "b"}}); err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.clientFor(certA, "b"), ForceAttemptHTTP2: true}}
-	do := func() int {
-		req, _ := http.NewRequest(http.MethodGet, "https://"+ewB.Addr().String()+"/", nil)
-		req.Header.Set(HeaderBackend, "ns/svc:80")
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if code := do(); code != http.StatusOK {
-		t.Fatalf("a valid certificate: %d, want 200", code)
-	}
-	clock.Store(leafA.NotAfter.Add(time.Minute).UnixNano()) // the same connection, after the certificate expired
-	if code := do(); code != http.StatusForbidden {
-		t.Fatalf("an expired certificate on a connection opened while it was valid: %d, want 403", code)
 	}
 }
