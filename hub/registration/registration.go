@@ -74,14 +74,11 @@ type revokedRecord struct {
 	Revoked time.Time `json:"revoked"`
 	// Reason is why the certificate was revoked ("removed" or "re-joined"); a stream or call refused for it is told.
 	Reason string `json:"reason,omitempty"`
-	// NotAfter is the revoked certificate's own expiry: past it (and revokedPruneMargin), every verifier refuses the
-	// certificate anyway and PruneRevoked deletes the record. Zero (records written before it was kept): never pruned.
+	// NotAfter is the revoked certificate's own expiry. Records are kept past it: the hub and the east-west listener
+	// judge a connection's certificate at its TLS handshake only (spokes renew over their open connections), so a
+	// connection opened before the expiry could outlive it, and only the record refuses it then.
 	NotAfter time.Time `json:"notAfter,omitzero"`
 }
-
-// revokedPruneMargin is how long past its certificate's expiry a revocation record is kept, for verifiers whose
-// clocks lag.
-const revokedPruneMargin = time.Hour
 
 // revocations returns the revocation records (serial hex → record) of the certificates in certKVs (CertPrefix
 // records), all revoked at now for reason.
@@ -180,67 +177,7 @@ func (s *Service) loadRevoked(ctx context.Context) error {
 		return err
 	}
 	go s.watchRevoked(ctx, next)
-	go s.pruneRevokedEvery(ctx, revokedPruneInterval)
 	return nil
-}
-
-// revokedPruneInterval is how often each hub replica deletes the revocation records of expired certificates.
-const revokedPruneInterval = time.Hour
-
-// revokedPruneBatch bounds the deletions of one transaction (below etcd's default of 128 operations).
-const revokedPruneBatch = 64
-
-func (s *Service) pruneRevokedEvery(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n, err := s.PruneRevoked(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("pruning revocations of expired certificates", "err", err)
-		} else if n > 0 {
-			s.log.Info("pruned revocations of expired certificates", "records", n)
-		}
-	}
-}
-
-// PruneRevoked deletes the revocation records of certificates that expired more than revokedPruneMargin ago: every
-// verifier refuses them by their expiry, so the records would only grow the revocation list in memory and in every
-// spoke's config. It returns how many it deleted; every replica's watch drops them from its list.
-func (s *Service) PruneRevoked(ctx context.Context) (int, error) {
-	resp, err := s.etcd.Get(ctx, RevokedPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, err
-	}
-	cutoff := s.now().Add(-revokedPruneMargin)
-	var ops []clientv3.Op
-	n := 0
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
-		}
-		if _, err := s.etcd.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return err
-		}
-		n += len(ops)
-		ops = ops[:0]
-		return nil
-	}
-	for _, kv := range resp.Kvs {
-		if r := decodeRevoked(kv.Value); r.NotAfter.IsZero() || !r.NotAfter.Before(cutoff) {
-			continue
-		}
-		ops = append(ops, clientv3.OpDelete(string(kv.Key)))
-		if len(ops) == revokedPruneBatch {
-			if err := flush(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, flush()
 }
 
 // reloadRevoked replaces the in-memory list with every revocation in etcd and returns the revision to watch from.
@@ -287,7 +224,7 @@ func (s *Service) watchRevoked(ctx context.Context, next int64) {
 					r := decodeRevoked(ev.Kv.Value).revocation()
 					s.revoked[sn] = r
 					cut[sn] = r
-				case clientv3.EventTypeDelete: // pruned: the certificate has expired
+				case clientv3.EventTypeDelete: // deleted by hand (etcdctl): no longer revoked
 					delete(s.revoked, sn)
 				}
 				next = ev.Kv.ModRevision + 1

@@ -511,47 +511,6 @@ func TestRenewalPrunesExpiredCertificateRecords(t *testing.T) {
 	}
 }
 
-// Revocation records of certificates past their expiry (and the clock-skew margin) are deleted, and every replica's
-// list drops them; unexpired ones and records without an expiry stay.
-func TestPruneRevokedDeletesOnlyExpiredCertificates(t *testing.T) {
-	ctx := context.Background()
-	s, cli, c := newService(t)
-	joined, _ := joinWithToken(t, s, "east")
-	if _, err := s.RemoveCluster(ctx, "east"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, RevokedPrefix+"0ld", `{"cluster":"west","revoked":"2025-01-01T00:00:00Z"}`); err != nil {
-		t.Fatal(err)
-	}
-	other, err := New(ctx, cli, s.ca, Options{Now: c.now}) // another replica, told by its watch
-	if err != nil {
-		t.Fatal(err)
-	}
-	revoked := func(svc *Service, serial *big.Int) bool { _, ok := svc.Revoked(serial); return ok }
-	c.t = joined.NotAfter.Add(revokedPruneMargin - time.Minute) // expired, but within the margin
-	if n, err := s.PruneRevoked(ctx); err != nil || n != 0 {
-		t.Fatalf("pruned %d (%v) within the margin, want 0", n, err)
-	}
-	c.t = joined.NotAfter.Add(revokedPruneMargin + time.Minute)
-	if n, err := s.PruneRevoked(ctx); err != nil || n != 1 {
-		t.Fatalf("pruned %d (%v) past the margin, want 1", n, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for revoked(s, joined.SerialNumber) || revoked(other, joined.SerialNumber) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pruned revocation still listed: here %v, other replica %v", revoked(s, joined.SerialNumber), revoked(other, joined.SerialNumber))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	left, err := cli.Get(ctx, RevokedPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left.Kvs) != 1 || string(left.Kvs[0].Key) != RevokedPrefix+"0ld" {
-		t.Fatalf("revocations left: %v, want only the record without an expiry", left.Kvs)
-	}
-}
-
 // A cluster removed and then joined again: the certificates the removal revoked now say "re-joined", so an agent on
 // one of them is not told its cluster was removed (on which it would clean up after the new agent).
 func TestJoinAfterRemovalRevokesAsRejoined(t *testing.T) {
