@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/fedgate/fedgate/hub/server"
+	"github.com/fedgate/fedgate/internal/testio"
 	"github.com/fedgate/fedgate/internal/version"
 )
 
@@ -67,48 +67,21 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// capture runs f with os.Stdout and os.Stderr sent to files and returns what each received.
-func capture(t *testing.T, f func()) (stdout, stderr string) {
-	t.Helper()
-	dir := t.TempDir()
-	files := [2]*os.File{}
-	for i, n := range []string{"stdout", "stderr"} {
-		var err error
-		if files[i], err = os.Create(filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = files[0], files[1]
-	defer func() { os.Stdout, os.Stderr = oldOut, oldErr }()
-	f()
-	var out [2]string
-	for i, fl := range files {
-		_ = fl.Close()
-		b, err := os.ReadFile(fl.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = string(b)
-	}
-	return out[0], out[1]
-}
-
 // -h and --help ask for the usage: printed, exit 0. --version prints the build's version, exit 0.
 func TestHelpAndVersionExitZero(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
 		var code int
-		_, stderr := capture(t, func() { code = realMain([]string{arg}) })
+		_, stderr := testio.Capture(t, func() { code = realMain([]string{arg}) })
 		if code != 0 || !strings.Contains(stderr, "-advertise-address") || strings.Contains(stderr, "hub: flag: help requested") {
 			t.Errorf("hub %s: exit %d, stderr:\n%s", arg, code, stderr)
 		}
 	}
 	var code int
-	stdout, stderr := capture(t, func() { code = realMain([]string{"--version"}) })
+	stdout, stderr := testio.Capture(t, func() { code = realMain([]string{"--version"}) })
 	if code != 0 || stdout != version.String("hub")+"\n" || stderr != "" {
 		t.Errorf("hub --version: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, version.String("hub"))
 	}
-	_, stderr = capture(t, func() { code = realMain([]string{"--no-such-flag"}) })
+	_, stderr = testio.Capture(t, func() { code = realMain([]string{"--no-such-flag"}) })
 	if code != 1 || !strings.Contains(stderr, "no-such-flag") {
 		t.Errorf("hub --no-such-flag: exit %d, stderr %q", code, stderr)
 	}
@@ -117,7 +90,7 @@ func TestHelpAndVersionExitZero(t *testing.T) {
 // Every flag in -h shows its type as the value's placeholder (or a deliberate upper-case one): flag.PrintDefaults
 // takes a backquoted word of the usage string as the placeholder, which turned `hubctl join` into one.
 func TestUsagePlaceholders(t *testing.T) {
-	_, stderr := capture(t, func() { realMain([]string{"-h"}) })
+	_, stderr := testio.Capture(t, func() { realMain([]string{"-h"}) })
 	checkPlaceholders(t, stderr)
 }
 
@@ -143,7 +116,7 @@ func checkPlaceholders(t *testing.T, usage string) {
 func TestControllerRuntimeLogsIntoTheHubLog(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "missing")
 	var code int
-	_, stderr := capture(t, func() {
+	_, stderr := testio.Capture(t, func() {
 		// Fails at the CA, after the logger is set up and before anything is started.
 		code = realMain([]string{"--ca-cert", missing + ".crt", "--ca-key", missing + ".key", "--data-dir", t.TempDir()})
 		ctrllog.Log.WithName("probe").Info("from controller-runtime")

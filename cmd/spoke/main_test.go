@@ -1,14 +1,13 @@
 package main
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/fedgate/fedgate/internal/testio"
 	"github.com/fedgate/fedgate/internal/version"
 )
 
@@ -56,48 +55,21 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	}
 }
 
-// capture runs f with os.Stdout and os.Stderr sent to files and returns what each received.
-func capture(t *testing.T, f func()) (stdout, stderr string) {
-	t.Helper()
-	dir := t.TempDir()
-	files := [2]*os.File{}
-	for i, n := range []string{"stdout", "stderr"} {
-		var err error
-		if files[i], err = os.Create(filepath.Join(dir, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = files[0], files[1]
-	defer func() { os.Stdout, os.Stderr = oldOut, oldErr }()
-	f()
-	var out [2]string
-	for i, fl := range files {
-		_ = fl.Close()
-		b, err := os.ReadFile(fl.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[i] = string(b)
-	}
-	return out[0], out[1]
-}
-
 // -h and --help ask for the usage: printed, exit 0. --version prints the build's version, exit 0.
 func TestHelpAndVersionExitZero(t *testing.T) {
 	for _, arg := range []string{"-h", "--help"} {
 		var code int
-		_, stderr := capture(t, func() { code = realMain([]string{arg}) })
+		_, stderr := testio.Capture(t, func() { code = realMain([]string{arg}) })
 		if code != 0 || !strings.Contains(stderr, "-credentials-dir") {
 			t.Errorf("spoke %s: exit %d, stderr:\n%s", arg, code, stderr)
 		}
 	}
 	var code int
-	stdout, stderr := capture(t, func() { code = realMain([]string{"--version"}) })
+	stdout, stderr := testio.Capture(t, func() { code = realMain([]string{"--version"}) })
 	if code != 0 || stdout != version.String("spoke")+"\n" || stderr != "" {
 		t.Errorf("spoke --version: exit %d, stdout %q, stderr %q; want %q", code, stdout, stderr, version.String("spoke"))
 	}
-	_, stderr = capture(t, func() { code = realMain([]string{"--no-such-flag"}) })
+	_, stderr = testio.Capture(t, func() { code = realMain([]string{"--no-such-flag"}) })
 	if code != 1 || !strings.Contains(stderr, "no-such-flag") {
 		t.Errorf("spoke --no-such-flag: exit %d, stderr %q", code, stderr)
 	}
@@ -106,7 +78,7 @@ func TestHelpAndVersionExitZero(t *testing.T) {
 // Every flag in --help shows its type as the value's placeholder (or a deliberate upper-case one): flag.PrintDefaults
 // takes a backquoted word of the usage string as the placeholder, which printed "-credentials-dir hubctl join".
 func TestUsagePlaceholders(t *testing.T) {
-	_, usage := capture(t, func() { realMain([]string{"--help"}) })
+	_, usage := testio.Capture(t, func() { realMain([]string{"--help"}) })
 	line := regexp.MustCompile(`(?m)^  -(\S+)(?: (.*))?$`)
 	typeNames := map[string]bool{"": true, "string": true, "int": true, "uint": true, "int64": true, "uint64": true,
 		"float": true, "duration": true, "value": true}
@@ -126,7 +98,7 @@ func TestUsagePlaceholders(t *testing.T) {
 // logger set, controller-runtime prints a stack trace at shutdown saying it was never set, and drops every log line.
 func TestControllerRuntimeLogsIntoTheSpokeLog(t *testing.T) {
 	var code int
-	_, stderr := capture(t, func() {
+	_, stderr := testio.Capture(t, func() {
 		// Refused after the logger is set up, before anything starts.
 		code = realMain([]string{"--cluster", "a", "--port-offset", "-3"})
 	})
