@@ -5,6 +5,10 @@
 //   - The leader's work has stopped before the lease is given up. client-go's ReleaseOnCancel releases the lease as
 //     soon as its context ends, while the leader's callback may still be running; here the lease is released only
 //     after the callback has returned, so a successor never starts while the old leader is still writing.
+//   - A leader's term ends RenewDeadline after it sent its last renewal that succeeded, not RenewDeadline after the
+//     start of its last renewal round (client-go's rule). A standby counts the lease duration from when it saw the
+//     renewal, never before the renewal was sent; client-go's leader counts from when the answer came back, so slow
+//     answers ate the margin between the two and a cut-off leader could still lead when a standby took over.
 //   - A released lease is taken over at once. A standby watches the Lease and campaigns again the moment it is
 //     released (holder cleared) or deleted, instead of at its next retry (2–4.4 s with client-go's jitter). A leader
 //     that vanished without releasing is replaced once the lease expires, as with client-go alone.
@@ -182,11 +186,11 @@ func (e *Elector) campaign(ctx context.Context, released <-chan struct{}, lead f
 	// The elector's own context ends only after lead has returned: it renews the lease until then.
 	ectx, cancelElector := context.WithCancel(logr.NewContext(context.WithoutCancel(ctx), logr.FromSlogHandler(e.log.Handler())))
 	defer cancelElector()
-	lock := &resourcelock.LeaseLock{
+	lock := &timedLock{LeaseLock: &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: e.cfg.Namespace, Name: e.cfg.Name},
 		Client:     e.client,
 		LockConfig: resourcelock.ResourceLockConfig{Identity: e.identity},
-	}
+	}}
 	var (
 		mu       sync.Mutex
 		leading  bool
@@ -213,6 +217,7 @@ func (e *Elector) campaign(ctx context.Context, released <-chan struct{}, lead f
 				tctx, cancel := context.WithCancel(lctx)
 				defer cancel()
 				defer context.AfterFunc(ctx, cancel)()
+				go e.expireTerm(tctx, lock, cancelElector)
 				e.log.Info("leading")
 				start := time.Now()
 				lead(tctx)
@@ -273,10 +278,69 @@ func (e *Elector) campaign(ctx context.Context, released <-chan struct{}, lead f
 	}
 }
 
+// expireTerm ends the elector (and with it the term) once RenewDeadline has passed since this replica sent its last
+// write of the lease that succeeded, unless the term has ended first.
+func (e *Elector) expireTerm(term context.Context, lock *timedLock, endElector func()) {
+	for {
+		left := time.Until(lock.lastWrite().Add(e.cfg.RenewDeadline))
+		if left <= 0 {
+			e.log.Warn("no renewal of the lease succeeded within the renew deadline; stopping leading", "renewDeadline", e.cfg.RenewDeadline)
+			endElector()
+			return
+		}
+		t := time.NewTimer(left)
+		select {
+		case <-term.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// timedLock notes when the last write of the lease that succeeded was sent: the API server stored it after that, so a
+// standby counts the lease duration from then or later.
+type timedLock struct {
+	*resourcelock.LeaseLock
+	mu      sync.Mutex
+	written time.Time
+}
+
+func (l *timedLock) Create(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	sent := time.Now()
+	err := l.LeaseLock.Create(ctx, rec)
+	l.note(sent, err)
+	return err
+}
+
+func (l *timedLock) Update(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	sent := time.Now()
+	err := l.LeaseLock.Update(ctx, rec)
+	l.note(sent, err)
+	return err
+}
+
+func (l *timedLock) note(sent time.Time, err error) {
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if sent.After(l.written) {
+		l.written = sent
+	}
+}
+
+func (l *timedLock) lastWrite() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written
+}
+
 // release gives the lease up if it still names this replica: holder cleared, duration one second (what client-go's
 // ReleaseOnCancel writes), so a standby may take it at once. The update carries the resourceVersion read, so a lease
 // taken over meanwhile is left alone.
-func (e *Elector) release(lock *resourcelock.LeaseLock) {
+func (e *Elector) release(lock *timedLock) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.RenewDeadline)
 	defer cancel()
 	rec, _, err := lock.Get(ctx)

@@ -2,6 +2,7 @@ package leader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -385,6 +386,76 @@ func TestCutOffLeaderIsReplacedAfterExpiry(t *testing.T) {
 	if l := ts.leader(); l != "b" || len(ts.snapshot()) != 2 {
 		t.Errorf("after a reconnected: leader %q, terms %+v; want b still", l, ts.snapshot())
 	}
+}
+
+// A leader whose last renewal reached the API server but was answered late (a partition just after the request went
+// out, a loaded API server) stops leading RenewDeadline after it sent that renewal. A standby counts the lease duration
+// from when it saw the renewal, so counting from the late answer, as client-go's leader does, let the two lead at once.
+func TestLateAnswerDoesNotStretchTheTerm(t *testing.T) {
+	ns := cluster.Namespace(t)
+	st := &staller{}
+	ts := newTerms()
+	start(t, "a", Config{REST: st.wrap(cluster.Config), Namespace: ns}, ts, 0)
+	ts.await(t, "a leads", 10*time.Second, func(all []term) bool { return len(all) == 1 })
+	start(t, "b", Config{REST: cluster.Config, Namespace: ns}, ts, 0)
+	time.Sleep(3 * testRetry)
+
+	const hold = 1500 * time.Millisecond
+	st.stallNext(hold)
+	ts.await(t, "b leads", 3*testLease, func(all []term) bool { return len(all) == 2 })
+	ts.await(t, "a's term ends", 2*testLease, func(all []term) bool { return !all[0].end.IsZero() })
+	all := ts.snapshot()
+	sent := st.heldSent()
+	t.Logf("a's last renewal answered %v late: a stopped leading %v after sending it, b led %v after (lease %v, renew deadline %v)",
+		hold, all[0].end.Sub(sent).Round(time.Millisecond), all[1].start.Sub(sent).Round(time.Millisecond), testLease, testRenew)
+	if d := all[0].end.Sub(sent); d > testRenew+testRetry {
+		t.Errorf("a led %v after sending its last renewal, want about the renew deadline %v", d, testRenew)
+	}
+	checkExclusive(t, all)
+}
+
+// staller passes requests through until stallNext: the next write of a lease then reaches the API server but its
+// answer is held back, and every later request fails, as in a partition that begins just after a request went out.
+type staller struct {
+	mu   sync.Mutex
+	hold time.Duration
+	mode int // 0 pass, 1 hold the next lease write, 2 down
+	sent time.Time
+}
+
+func (s *staller) wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			s.mu.Lock()
+			mode, held := s.mode, false
+			if mode == 1 && req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/leases/") {
+				s.mode, s.sent, held = 2, time.Now(), true
+			}
+			s.mu.Unlock()
+			if mode == 2 {
+				return nil, errors.New("staller: cut off")
+			}
+			resp, err := rt.RoundTrip(req)
+			if held {
+				time.Sleep(s.hold)
+			}
+			return resp, err
+		})
+	}
+	return cfg
+}
+
+func (s *staller) stallNext(hold time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hold, s.mode = hold, 1
+}
+
+func (s *staller) heldSent() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sent
 }
 
 // cutter forwards TCP to an API server until cut, which drops every connection and refuses new ones.
