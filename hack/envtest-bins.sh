@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds kube-apiserver and etcd from the Go module proxy into bin/envtest/ for controller-runtime's envtest (nothing
-# else can be downloaded here), and kubectl of the same release for the tests that run the README's install commands
-# (test/e2e/install_test.go). A throwaway module under .cache/ requires k8s.io/kubernetes at the release matching our
+# else can be downloaded here), kubectl of the same release for the tests that run the README's install commands
+# (test/e2e/install_test.go), and kube-controller-manager for the tests that need its garbage collector and namespace
+# controller (test/envtest Options.Collectors). A throwaway module under .cache/ requires k8s.io/kubernetes at the release matching our
 # k8s.io/api, with every k8s.io/* staging module replaced by its v0.x twin (kubernetes' own go.mod points them at
 # ./staging, which a module download does not have). Idempotent: builds only the binaries that are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$PWD/bin/envtest
-if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ]; then exit 0; fi
+if [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/etcd" ] && [ -x "$OUT/kubectl" ] && [ -x "$OUT/kube-controller-manager" ]; then exit 0; fi
 mkdir -p "$OUT"
 api=$(go list -m -f '{{.Version}}' k8s.io/api)              # v0.37.x
 kube=v1${api#v0}                                             # v1.37.x
@@ -33,10 +34,11 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 G
-for bin in kube-apiserver kubectl; do
+for bin in kube-apiserver kubectl kube-controller-manager; do
   if [ ! -x "$OUT/$bin" ]; then
     echo "envtest: building $bin $kube (a few minutes the first time)"
     (cd "$W" && { GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 || GOFLAGS=-mod=mod go get "k8s.io/kubernetes@$kube" >/dev/null; } &&

@@ -33,6 +33,7 @@ import (
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 	"github.com/fedgate/fedgate/spoke/source/kube"
+	"github.com/fedgate/fedgate/spoke/uninstall"
 )
 
 func main() {
@@ -57,6 +58,7 @@ func run(args []string) error {
 	// No backquotes in usage strings: flag.PrintDefaults would show the quoted words as the value's placeholder.
 	credsDir := fs.String("credentials-dir", "", "directory of the credentials hubctl join wrote (tls.key, tls.crt, ca.crt); required with --hub")
 	credsSecret := fs.String("credentials-secret", "", "with --kubernetes: NAMESPACE/NAME of the Secret hubctl join --kubeconfig wrote; the credentials are read from it and renewals kept in it (instead of --credentials-dir)")
+	installOwner := fs.String("install-owner", "", "with --kubernetes: the ClusterRole that owns this agent's installation (hubctl join --install sets it); once the cluster is removed at the hub and cleaned up, the agent deletes it and Kubernetes' garbage collector deletes the rest of the installation")
 	sourceDir := fs.String("source-dir", "", "directory of Kubernetes YAML describing this cluster's objects")
 	eastWestListen := fs.String("east-west-listen", defaults.EastWestListen, "listen address for traffic from other spokes")
 	eastWestAddress := fs.String("east-west-address", "", "address advertised to other spokes for --east-west-listen (default: the listen address)")
@@ -187,6 +189,9 @@ func run(args []string) error {
 	var cleanup func(context.Context) error
 	var statusWriter agent.StatusWriter
 	var elector agent.Elector
+	if *installOwner != "" && !*kubernetes {
+		return errors.New("--install-owner needs --kubernetes")
+	}
 	if *kubernetes {
 		if *sourceDir != "" {
 			return errors.New("--kubernetes and --source-dir: give one source")
@@ -229,10 +234,16 @@ func run(args []string) error {
 			elector = le
 		}
 		// A cluster removed at the hub takes back what fedgate wrote here: statuses, ServiceImports, its revoked
-		// credentials and the leader-election Lease.
-		// The credentials and the Lease go only once the rest is clean: kept, they let a restarted agent hear of the
-		// removal again and finish the job.
+		// credentials, the leader-election Lease and, with --install-owner, the installation. It starts once no other
+		// replica leads (so no status is written after the cleanup). The credentials and the Lease go only once the
+		// rest is clean: kept, they let a restarted agent hear of the removal again and finish the job; the
+		// installation goes last, since with it go this agent's permissions.
 		cleanup = func(ctx context.Context) error {
+			if le != nil {
+				if err := le.AwaitNoOtherLeader(ctx); err != nil {
+					return err
+				}
+			}
 			if err := w.Clean(ctx); err != nil {
 				return err
 			}
@@ -240,7 +251,14 @@ func run(args []string) error {
 			if le != nil {
 				errs = append(errs, le.DeleteLease(ctx))
 			}
-			return errors.Join(errs...)
+			if err := errors.Join(errs...); err != nil || *installOwner == "" {
+				return err
+			}
+			if err := uninstall.Delete(ctx, rc, *installOwner); err != nil {
+				return err
+			}
+			log.Info("deleted the ClusterRole that owns this installation; Kubernetes' garbage collector deletes the rest", "clusterRole", *installOwner)
+			return nil
 		}
 	}
 	if *cluster == "" && creds == nil {

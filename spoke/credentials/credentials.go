@@ -46,9 +46,9 @@ type Store struct {
 	mu      sync.RWMutex
 	certPEM []byte // as loaded or renewed: Discard deletes only a Secret that still holds it
 	cert    *tls.Certificate
-	leaf *x509.Certificate
-	pool *x509.CertPool
-	cas  []*x509.Certificate
+	leaf    *x509.Certificate
+	pool    *x509.CertPool
+	cas     []*x509.Certificate
 }
 
 // Load reads a credentials directory written by `hubctl join`.

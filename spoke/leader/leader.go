@@ -80,6 +80,36 @@ func (e *Elector) DeleteLease(ctx context.Context) error {
 	return err
 }
 
+// AwaitNoOtherLeader returns once no other replica holds the Lease: it is released or gone, or its holder has not
+// renewed it for a lease duration (a crashed replica). A removed cluster's replicas clean up only then, so no leader
+// writes status after the cleanup (every replica hears of the removal on its own stream, at slightly different times).
+// Call it after Run has returned. It returns ctx's error if ctx ends first.
+func (e *Elector) AwaitNoOtherLeader(ctx context.Context) error {
+	var seen string // the resourceVersion last read
+	var since time.Time
+	for {
+		l, err := e.client.Leases(e.cfg.Namespace).Get(ctx, e.cfg.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err == nil:
+			if h := l.Spec.HolderIdentity; h == nil || *h == "" || *h == e.identity {
+				return nil
+			}
+			if l.ResourceVersion != seen {
+				seen, since = l.ResourceVersion, time.Now()
+			} else if time.Since(since) >= e.cfg.LeaseDuration {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the other replicas to stop leading: %w", ctx.Err())
+		case <-time.After(e.cfg.RetryPeriod):
+		}
+	}
+}
+
 // Config of an Elector.
 type Config struct {
 	// REST reaches the cluster's API server. Required.

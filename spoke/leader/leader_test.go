@@ -458,6 +458,51 @@ func (s *staller) heldSent() time.Time {
 	return s.sent
 }
 
+// AwaitNoOtherLeader waits while another replica leads, and returns once it released the lease or, cut off, stopped
+// renewing it for a lease duration.
+func TestAwaitNoOtherLeader(t *testing.T) {
+	ns := cluster.Namespace(t)
+	cut := newCutter(t, cluster.Config.Host)
+	viaCutter := rest.CopyConfig(cluster.Config)
+	viaCutter.Host = "https://" + cut.addr()
+	ts := newTerms()
+	cfg := Config{Namespace: ns, Identity: "b", LeaseDuration: testLease, RenewDeadline: testRenew, RetryPeriod: testRetry,
+		REST: cluster.Config, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	await := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*testLease)
+		defer cancel()
+		began := time.Now()
+		err := b.AwaitNoOtherLeader(ctx)
+		return time.Since(began), err
+	}
+	if d, err := await(); err != nil || d > testRetry {
+		t.Fatalf("no Lease yet: AwaitNoOtherLeader took %v, %v; want at once", d, err)
+	}
+
+	// a leads, then stops cleanly: the wait ends once a released the lease.
+	a := start(t, "a", Config{REST: cluster.Config, Namespace: ns}, ts, 0)
+	ts.await(t, "a leads", 10*time.Second, func(all []term) bool { return len(all) == 1 })
+	stopAt := 2 * testRetry
+	go func() { time.Sleep(stopAt); a.stop() }()
+	if d, err := await(); err != nil || d < stopAt || d > stopAt+2*testRetry {
+		t.Errorf("a stopped %v in: AwaitNoOtherLeader took %v, %v; want until a released the lease", stopAt, d, err)
+	}
+
+	// c leads through the cutter and is cut off: the wait ends a lease duration after c's last renewal was seen.
+	start(t, "c", Config{REST: viaCutter, Namespace: ns}, ts, 0)
+	ts.await(t, "c leads", 10*time.Second, func(all []term) bool { return len(all) == 2 })
+	cut.cut(true)
+	d, err := await()
+	t.Logf("c cut off: AwaitNoOtherLeader returned after %v (lease %v)", d.Round(time.Millisecond), testLease)
+	if err != nil || d < testLease-testRetry || d > testLease+3*testRetry {
+		t.Errorf("c cut off: AwaitNoOtherLeader took %v, %v; want about a lease duration (%v)", d, err, testLease)
+	}
+}
+
 // cutter forwards TCP to an API server until cut, which drops every connection and refuses new ones.
 type cutter struct {
 	l      net.Listener

@@ -19,12 +19,14 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	hubctl "github.com/fedgate/fedgate/cmd/hubctl/app"
 	"github.com/fedgate/fedgate/deploy"
 	hubkube "github.com/fedgate/fedgate/hub/kube"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/kstatus"
 	"github.com/fedgate/fedgate/spoke/leader"
 	spokekube "github.com/fedgate/fedgate/spoke/source/kube"
+	"github.com/fedgate/fedgate/spoke/uninstall"
 )
 
 // render renders a base of deploy/ as embedded in the binaries (deploy.FS), which is what hubctl join --install applies.
@@ -242,6 +244,9 @@ func spokeNeeds(t *testing.T, dep *appsv1.Deployment) []perm {
 		}
 		need = append(need, perms(dep.Namespace, credentials.SecretRBACRules(name))...)
 	}
+	if v, ok := flag(c.Args, "install-owner"); ok {
+		need = append(need, perms("", uninstall.RBACRules(v))...)
+	}
 	return need
 }
 
@@ -251,17 +256,28 @@ func spokeNeeds(t *testing.T, dep *appsv1.Deployment) []perm {
 // is checked in the first direction only.
 func TestRBACMatchesWhatTheCodeDoes(t *testing.T) {
 	for _, tc := range []struct {
-		base  string
-		sa    string
-		exact bool
+		base    string
+		install bool // as hubctl join --install applies it
+		sa      string
+		exact   bool
 		needs func(*testing.T, []*unstructured.Unstructured) []perm
 	}{
 		{base: "hub", sa: "fedgate-hub", needs: func(*testing.T, []*unstructured.Unstructured) []perm { return perms("", hubkube.RBACRules()) }},
 		{base: "spoke", sa: "fedgate-spoke", exact: true, needs: func(t *testing.T, objs []*unstructured.Unstructured) []perm {
 			return spokeNeeds(t, deployment(t, objs))
 		}},
+		// What `hubctl join --install` applies: deploy/spoke, plus the right to delete the ClusterRole that owns it.
+		{base: "spoke", install: true, sa: "fedgate-spoke", exact: true, needs: func(t *testing.T, objs []*unstructured.Unstructured) []perm {
+			return spokeNeeds(t, deployment(t, objs))
+		}},
 	} {
 		objs := render(t, tc.base)
+		if tc.install {
+			var err error
+			if objs, err = hubctl.SpokeInstall("fedgate-system", "fedgate/spoke:test"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		need := tc.needs(t, objs)
 		if len(need) == 0 {
 			t.Fatalf("deploy/%s: the code declared no permissions", tc.base)

@@ -33,6 +33,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -45,8 +46,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	"sigs.k8s.io/yaml"
 
+	hubctlapp "github.com/fedgate/fedgate/cmd/hubctl/app"
+	"github.com/fedgate/fedgate/spoke/kstatus"
+	"github.com/fedgate/fedgate/spoke/leader"
 	"github.com/fedgate/fedgate/test/envtest"
 )
 
@@ -400,7 +405,7 @@ func TestInstallFromREADME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clusters := envtest.StartWithOptions(t, envtest.Options{NoCRDs: true}, "hub", "east", "west")
+	clusters := envtest.StartWithOptions(t, envtest.Options{NoCRDs: true, Collectors: true}, "hub", "east", "west")
 	hubC, eastC, westC := clusters[0], clusters[1], clusters[2]
 	t.Logf("three API servers up in %v", time.Since(began).Round(time.Millisecond))
 
@@ -592,7 +597,77 @@ func TestInstallFromREADME(t *testing.T) {
 	for _, p := range pods {
 		p.checkRootUnwritten(t)
 	}
+
+	// Removal, as the README says: both agents take back what fedgate wrote and exit saying so; east's, installed with
+	// --install, deletes the ClusterRole that owns its installation and the garbage collector the rest; west's is
+	// uninstalled with kubectl. Then nothing of fedgate's is left in either member cluster.
+	removed := time.Now()
+	e.run(t, "hubctl cluster remove east")
+	e.run(t, "hubctl cluster remove west")
+	if d, err := poll(60*time.Second, []*proc{hubProc}, func() bool { return procs[1].exited() && procs[2].exited() }); err != nil {
+		t.Fatalf("the removed clusters' agents still run (%v after %v)", err, d)
+	}
+	for _, p := range procs[1:] {
+		b, _ := os.ReadFile(p.log)
+		if !strings.Contains(string(b), "was removed at the hub; what fedgate wrote in this cluster is cleaned up") {
+			t.Errorf("%s did not exit saying its cluster was removed and cleaned up:\n%s", p.name, b)
+		}
+	}
+	e.run(t, "kubectl --kubeconfig west.kubeconfig delete -k deploy/spoke")
+	installed := kustomize(t, kubectl, "spoke")
+	for _, m := range []*envtest.Cluster{eastC, westC} {
+		left := fedgateObjects(t, m, installed)
+		d, err := poll(90*time.Second, []*proc{hubProc}, func() bool {
+			left = fedgateObjects(t, m, installed)
+			return len(left) == 0
+		})
+		if err != nil {
+			t.Errorf("cluster %s: %v after the removal (%v), still there: %v", m.Name, err, d, left)
+			continue
+		}
+		t.Logf("cluster %s: no object of fedgate's left %v after the removal", m.Name, time.Since(removed).Round(time.Millisecond))
+		checkNothingOfFedgate(t, context.Background(), m)
+	}
 	t.Logf("whole test: %v", time.Since(began).Round(time.Millisecond))
+}
+
+// fedgateObjects lists what of fedgate's is still in cluster c: the objects of the spoke's installation (the
+// rendered base, namespace included), the credentials Secret, the leader-election Lease and fedgate's ServiceImports.
+func fedgateObjects(t *testing.T, c *envtest.Cluster, installed []*unstructured.Unstructured) []string {
+	t.Helper()
+	ctx := context.Background()
+	objs := slices.Clone(installed)
+	for _, k := range []struct{ apiVersion, kind, name string }{
+		{"v1", "Secret", hubctlapp.CredentialsSecret}, {"coordination.k8s.io/v1", "Lease", leader.DefaultLeaseName},
+	} {
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion(k.apiVersion)
+		u.SetKind(k.kind)
+		u.SetNamespace(hubctlapp.DefaultNamespace)
+		u.SetName(k.name)
+		objs = append(objs, u)
+	}
+	var left []string
+	for _, o := range objs {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(o.GroupVersionKind())
+		err := c.Client.Get(ctx, client.ObjectKeyFromObject(o), u)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			left = append(left, fmt.Sprintf("%s %s (%v)", o.GetKind(), o.GetName(), err))
+		default:
+			left = append(left, o.GetKind()+" "+o.GetName())
+		}
+	}
+	var imports mcsv1a1.ServiceImportList
+	if err := c.Client.List(ctx, &imports, client.MatchingLabels{kstatus.ManagedByLabel: kstatus.ManagedByValue}); err != nil {
+		left = append(left, fmt.Sprintf("ServiceImports (%v)", err))
+	}
+	for _, i := range imports.Items {
+		left = append(left, "ServiceImport "+i.Namespace+"/"+i.Name)
+	}
+	return left
 }
 
 // targetPort is the container port of dep that the first port of Service namespace/name sends to.

@@ -748,6 +748,16 @@ func checkNothingOfFedgate(t *testing.T, ctx context.Context, c *envtest.Cluster
 			}
 		}
 	}
+	var classes gatewayv1.GatewayClassList
+	if err := c.Client.List(ctx, &classes); err != nil {
+		t.Fatal(err)
+	}
+	for _, gc := range classes.Items {
+		if a := meta.FindStatusCondition(gc.Status.Conditions, "Accepted"); gc.Spec.ControllerName == kstatus.DefaultControllerName &&
+			(a == nil || a.Status != metav1.ConditionUnknown) {
+			t.Errorf("%s: GatewayClass %s keeps fedgate's status: %+v", c.Name, gc.Name, gc.Status.Conditions)
+		}
+	}
 	var gateways gatewayv1.GatewayList
 	if err := c.Client.List(ctx, &gateways); err != nil {
 		t.Fatal(err)

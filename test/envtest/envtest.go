@@ -1,7 +1,8 @@
-// Package envtest starts real Kubernetes API servers (kube-apiserver + etcd, no kubelet or controllers) for tests,
-// each standing for one cluster, with every CRD in deploy/crds installed. It wraps controller-runtime's envtest with
-// fedgate's conventions: binaries come from bin/envtest (built by hack/envtest-bins.sh from the Go module proxy, since
-// nothing else can be downloaded here), several clusters start in parallel, and everything stops in t.Cleanup.
+// Package envtest starts real Kubernetes API servers (kube-apiserver + etcd, no kubelet; with Options.Collectors also
+// kube-controller-manager's garbage collector and namespace controller) for tests, each standing for one cluster, with
+// every CRD in deploy/crds installed. It wraps controller-runtime's envtest with fedgate's conventions: binaries come
+// from bin/envtest (built by hack/envtest-bins.sh from the Go module proxy, since nothing else can be downloaded here),
+// several clusters start in parallel, and everything stops in t.Cleanup.
 //
 // Only tests import this package.
 package envtest
@@ -25,6 +26,8 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -57,7 +60,8 @@ type Cluster struct {
 	// Client is a direct (uncached) client with Scheme.
 	Client client.Client
 
-	env *crenvtest.Environment
+	env            *crenvtest.Environment
+	stopCollectors func() // kube-controller-manager, with Options.Collectors
 }
 
 // AddUser returns a config that authenticates as a new user with the given groups and no permissions beyond what
@@ -76,6 +80,10 @@ func (c *Cluster) AddUser(name string, groups ...string) (*rest.Config, error) {
 type Options struct {
 	// NoCRDs starts the API servers with no CRDs installed (for code that must cope with a cluster lacking them).
 	NoCRDs bool
+	// Collectors runs a kube-controller-manager beside each API server with the two controllers that delete what is
+	// deleted: the garbage collector (dependents of a deleted owner) and the namespace controller (the contents of a
+	// deleted namespace, then the namespace). Without them a deleted namespace stays Terminating and owned objects stay.
+	Collectors bool
 }
 
 // RepoRoot is the fedgate checkout this file belongs to.
@@ -130,6 +138,9 @@ func Launch(opts Options, names ...string) (clusters []*Cluster, stop func() err
 	stop = func() error {
 		var errs []error
 		for i, env := range envs {
+			if clusters[i] != nil && clusters[i].stopCollectors != nil {
+				clusters[i].stopCollectors()
+			}
 			if env != nil {
 				if err := env.Stop(); err != nil {
 					errs = append(errs, fmt.Errorf("stopping cluster %q: %w", names[i], err))
@@ -169,14 +180,62 @@ func startOne(name, bins string, opts Options) (*Cluster, *crenvtest.Environment
 	if err != nil {
 		return nil, env, err
 	}
-	return &Cluster{Name: name, Config: cfg, Client: c, env: env}, env, nil
+	cl := &Cluster{Name: name, Config: cfg, Client: c, env: env}
+	if opts.Collectors {
+		if err := cl.startCollectors(bins); err != nil {
+			return nil, env, err
+		}
+	}
+	return cl, env, nil
+}
+
+// startCollectors starts kube-controller-manager with the garbage collector and the namespace controller only, as a
+// cluster admin, serving nothing; it stops when the API server's control plane does (env.Stop kills it first).
+func (c *Cluster) startCollectors(bins string) error {
+	dir, err := os.MkdirTemp("", "fedgate-kcm-")
+	if err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: c.Config.CertData, ClientKeyData: c.Config.KeyData, Token: c.Config.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	if err := clientcmd.WriteToFile(*kc, kubeconfig); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(dir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(bins, "kube-controller-manager"), "--kubeconfig="+kubeconfig,
+		"--controllers=garbage-collector-controller,namespace-controller", "--leader-elect=false", "--secure-port=0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("kube-controller-manager: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	c.stopCollectors = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		_ = os.RemoveAll(dir)
+	}
+	return nil
 }
 
 // buildMu serialises the binary check within one test process; the flock below serialises it across test processes
 // (go test runs packages in parallel, and two concurrent builds of kube-apiserver would each take many minutes).
 var buildMu sync.Mutex
 
-// Binaries returns the directory holding kube-apiserver, etcd and kubectl, running hack/envtest-bins.sh first when
+// Binaries returns the directory holding kube-apiserver, etcd, kubectl and kube-controller-manager, running hack/envtest-bins.sh first when
 // one is missing. KUBEBUILDER_ASSETS, when set, wins (the usual envtest convention).
 func Binaries() (string, error) {
 	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
@@ -210,7 +269,7 @@ func Binaries() (string, error) {
 		return "", fmt.Errorf("hack/envtest-bins.sh: %w\n%s", err, b)
 	}
 	if !present(dir) {
-		return "", fmt.Errorf("hack/envtest-bins.sh succeeded but %s lacks kube-apiserver, etcd or kubectl", dir)
+		return "", fmt.Errorf("hack/envtest-bins.sh succeeded but %s lacks kube-apiserver, etcd, kubectl or kube-controller-manager", dir)
 	}
 	return dir, nil
 }
@@ -231,7 +290,7 @@ func Kubectl() (string, error) {
 }
 
 func present(dir string) bool {
-	for _, b := range []string{"kube-apiserver", "etcd", "kubectl"} {
+	for _, b := range []string{"kube-apiserver", "etcd", "kubectl", "kube-controller-manager"} {
 		st, err := os.Stat(filepath.Join(dir, b))
 		if err != nil || st.Mode()&0o111 == 0 {
 			return false

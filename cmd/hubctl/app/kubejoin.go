@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -21,6 +22,7 @@ import (
 	"github.com/fedgate/fedgate/internal/version"
 	"github.com/fedgate/fedgate/spoke/credentials"
 	"github.com/fedgate/fedgate/spoke/join"
+	"github.com/fedgate/fedgate/spoke/uninstall"
 )
 
 // The Secret `hubctl join --kubeconfig` writes. deploy/spoke mounts it as the credentials directory (the three PEM
@@ -108,14 +110,14 @@ func kubeClient(kubeconfig string) (client.Client, error) {
 // writeCredentialsSecret creates the namespace if it is missing (the spoke's kustomization creates it too; whichever
 // runs first wins) and creates or replaces the Secret's data.
 func writeCredentialsSecret(ctx context.Context, c client.Client, namespace string, data map[string][]byte) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: map[string]string{managedByLabel: "hubctl"}}}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", namespace, err)
 	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: namespace, Name: CredentialsSecret,
-			Labels: map[string]string{"app.kubernetes.io/name": "fedgate-spoke", "app.kubernetes.io/managed-by": "hubctl"},
+			Labels: map[string]string{"app.kubernetes.io/name": "fedgate-spoke", managedByLabel: "hubctl"},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: data,
@@ -153,6 +155,10 @@ var DefaultSpokeImage = version.Image("spoke", version.ImageTag())
 
 // installSpoke applies the spoke base of deploy/ (embedded in hubctl) to the cluster with server-side apply, in
 // namespace, with image: the agent then starts from the credentials Secret kubeJoin wrote. Re-running it converges.
+//
+// The installation can take itself out again: the spoke's ClusterRole owns (metadata.ownerReferences) every other
+// object applied — the namespace only when hubctl created it — and the agent runs with --install-owner naming it, so
+// once the cluster is removed at the hub the agent deletes that ClusterRole and the garbage collector the rest.
 func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]string, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -162,15 +168,83 @@ func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]s
 	if err != nil {
 		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 	}
+	objs, err := SpokeInstall(namespace, image)
+	if err != nil {
+		return nil, err
+	}
+	ownNamespace, err := createdByHubctl(ctx, c, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var applied []string
+	apply := func(u *unstructured.Unstructured) error {
+		//nolint:staticcheck // server-side apply of unstructured objects; the typed Apply API needs apply configurations.
+		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("hubctl"), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		applied = append(applied, strings.ToLower(u.GetKind())+"/"+u.GetName())
+		return nil
+	}
+	// The owner first: its UID goes into every other object.
+	var owner metav1.OwnerReference
+	for _, u := range objs {
+		if u.GetKind() == "ClusterRole" && u.GetName() == SpokeClusterRole {
+			if err := apply(u); err != nil {
+				return applied, err
+			}
+			owner = metav1.OwnerReference{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole", Name: u.GetName(), UID: u.GetUID()}
+		}
+	}
+	if owner.UID == "" {
+		return applied, fmt.Errorf("spoke manifests: no ClusterRole %s", SpokeClusterRole)
+	}
+	for _, u := range objs {
+		if u.GetKind() == "ClusterRole" && u.GetName() == SpokeClusterRole {
+			continue
+		}
+		if u.GetKind() == "Namespace" && !ownNamespace {
+			continue // it exists and is not hubctl's: left as it is, and out of the installation
+		}
+		if u.GetKind() == "Namespace" {
+			u.SetLabels(map[string]string{managedByLabel: "hubctl"})
+		}
+		u.SetOwnerReferences([]metav1.OwnerReference{owner})
+		if err := apply(u); err != nil {
+			return applied, err
+		}
+	}
+	return applied, nil
+}
+
+// SpokeClusterRole is the spoke's ClusterRole in deploy/spoke: the owner of an installation by `hubctl join --install`.
+const SpokeClusterRole = "fedgate-spoke"
+
+// SpokeInstall renders what `hubctl join --install` applies: deploy/spoke in namespace, the agent's image set, and the
+// agent told (--install-owner) and allowed (spoke/uninstall RBACRules) to delete the ClusterRole that owns the
+// installation once its cluster is removed at the hub. Owner references, which need the owner's UID, are set as the
+// objects are applied.
+func SpokeInstall(namespace, image string) ([]*unstructured.Unstructured, error) {
 	objs, err := deploy.Render(deploy.FS, "spoke")
 	if err != nil {
 		return nil, fmt.Errorf("spoke manifests: %w", err)
 	}
-	var applied []string
 	for _, u := range objs {
 		switch u.GetKind() {
 		case "Namespace":
 			u.SetName(namespace)
+		case "ClusterRole":
+			if u.GetName() != SpokeClusterRole {
+				break
+			}
+			rules, _, _ := unstructured.NestedSlice(u.Object, "rules")
+			for _, r := range uninstall.RBACRules(SpokeClusterRole) {
+				m, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(&r)
+				if err != nil {
+					return nil, err
+				}
+				rules = append(rules, m)
+			}
+			_ = unstructured.SetNestedSlice(u.Object, rules, "rules")
 		case "ClusterRoleBinding", "RoleBinding":
 			subjects, _, _ := unstructured.NestedSlice(u.Object, "subjects")
 			for _, s := range subjects {
@@ -184,6 +258,8 @@ func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]s
 			for _, ct := range containers {
 				if m, ok := ct.(map[string]any); ok && m["name"] == "spoke" {
 					m["image"] = image
+					args, _, _ := unstructured.NestedStringSlice(m, "args")
+					m["args"] = toAny(append(args, "--install-owner="+SpokeClusterRole))
 				}
 			}
 			_ = unstructured.SetNestedSlice(u.Object, containers, "spec", "template", "spec", "containers")
@@ -191,11 +267,32 @@ func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]s
 		if u.GetNamespace() != "" {
 			u.SetNamespace(namespace)
 		}
-		//nolint:staticcheck // server-side apply of unstructured objects; the typed Apply API needs apply configurations.
-		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("hubctl"), client.ForceOwnership); err != nil {
-			return applied, fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-		applied = append(applied, strings.ToLower(u.GetKind())+"/"+u.GetName())
 	}
-	return applied, nil
+	return objs, nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// managedByLabel marks a namespace hubctl created (for the credentials Secret or the installation): only such a
+// namespace is owned by, and goes with, the installation.
+const managedByLabel = "app.kubernetes.io/managed-by"
+
+// createdByHubctl reports whether the installation may own namespace: hubctl created it (it carries managedByLabel
+// hubctl), or it does not exist yet and the installation creates it.
+func createdByHubctl(ctx context.Context, c client.Client, namespace string) (bool, error) {
+	var ns corev1.Namespace
+	err := c.Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading namespace %s: %w", namespace, err)
+	}
+	return ns.Labels[managedByLabel] == "hubctl", nil
 }

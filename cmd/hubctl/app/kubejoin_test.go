@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -172,6 +173,48 @@ func TestJoinIntoKubernetesSecret(t *testing.T) {
 	}
 	if crb.Subjects[0].Namespace != "edge" {
 		t.Errorf("ClusterRoleBinding subject namespace %q, want edge", crb.Subjects[0].Namespace)
+	}
+	// The installation can take itself out: the agent is told which ClusterRole owns it, and that ClusterRole owns
+	// every other object applied, the namespace hubctl created included.
+	if !slices.Contains(ct.Args, "--install-owner="+SpokeClusterRole) {
+		t.Errorf("installed Deployment args %v, want --install-owner=%s", ct.Args, SpokeClusterRole)
+	}
+	var owner rbacv1.ClusterRole
+	if err := member.Client.Get(ctx, client.ObjectKey{Name: SpokeClusterRole}, &owner); err != nil {
+		t.Fatal(err)
+	}
+	owned := func(o client.Object) bool {
+		refs := o.GetOwnerReferences()
+		return len(refs) == 1 && refs[0].Kind == "ClusterRole" && refs[0].Name == SpokeClusterRole && refs[0].UID == owner.UID
+	}
+	var edgeNS corev1.Namespace
+	if err := member.Client.Get(ctx, client.ObjectKey{Name: "edge"}, &edgeNS); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []client.Object{&dep, &rb, &crb, &edgeNS} {
+		if !owned(o) {
+			t.Errorf("%T %s: owner references %+v, want the ClusterRole %s (%s)", o, o.GetName(), o.GetOwnerReferences(), SpokeClusterRole, owner.UID)
+		}
+	}
+	// A namespace that was there before, not made by hubctl, stays out of the installation.
+	if err := member.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shared"}}); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, stderr, code := hubctl(t, "", "join", "--hub", hubAddr, "--token", newToken().String(), "--ca-hash", caHash,
+		"--cluster-name", "east", "--kubeconfig", kubeconfig, "--namespace", "shared", "--install"); code != 0 {
+		t.Fatalf("join --install into an existing namespace: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	var shared corev1.Namespace
+	if err := member.Client.Get(ctx, client.ObjectKey{Name: "shared"}, &shared); err != nil {
+		t.Fatal(err)
+	}
+	var sharedDep appsv1.Deployment
+	if err := member.Client.Get(ctx, client.ObjectKey{Namespace: "shared", Name: "fedgate-spoke"}, &sharedDep); err != nil {
+		t.Fatal(err)
+	}
+	if len(shared.OwnerReferences) != 0 || shared.Labels[managedByLabel] != "" || !owned(&sharedDep) {
+		t.Errorf("existing namespace shared: owners %+v labels %v (want none), its Deployment's owners %+v (want the ClusterRole)",
+			shared.OwnerReferences, shared.Labels, sharedDep.OwnerReferences)
 	}
 	if _, stderr, code := hubctl(t, "", "join", "--hub", hubAddr, "--token", newToken().String(), "--ca-hash", caHash,
 		"--cluster-name", "east", "--install"); code == 0 || !strings.Contains(stderr, "--install needs --kubeconfig") {
