@@ -2,9 +2,11 @@ package kstatus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,8 +19,9 @@ import (
 // Clean takes back everything this writer put in the cluster, for a cluster removed at the hub: it deletes the
 // fedgate-managed ServiceImports, drops fedgate's entries from every route's status.parents, returns the status of
 // fedgate's GatewayClasses and of their Gateways to what the API server gives a Gateway no controller has seen
-// (Accepted and Programmed Unknown/Pending), and removes the conditions fedgate writes on ServiceExports (Valid,
-// Conflict). It carries on past failures and returns them joined.
+// (Accepted and Programmed Unknown/Pending), and removes the conditions on ServiceExports that fedgate wrote last
+// (their managedFields say so), leaving another MCS controller's alone. It carries on past failures and returns them
+// joined.
 func (w *Writer) Clean(ctx context.Context) error {
 	var errs []error
 	if _, err := w.serviceImports(ctx, nil); err != nil {
@@ -84,9 +87,8 @@ func (w *Writer) Clean(ctx context.Context) error {
 	for i := range exports.Items {
 		se := &exports.Items[i]
 		if _, err := w.update(ctx, se, client.ObjectKeyFromObject(se), func() bool {
-			kept := slices.DeleteFunc(slices.Clone(se.Status.Conditions), func(c metav1.Condition) bool {
-				return c.Type == string(mcsv1a1.ServiceExportConditionValid) || c.Type == string(mcsv1a1.ServiceExportConditionConflict)
-			})
+			ours := conditionsWrittenBy(se.ManagedFields, FieldManager)
+			kept := slices.DeleteFunc(slices.Clone(se.Status.Conditions), func(c metav1.Condition) bool { return ours[c.Type] })
 			changed := len(kept) != len(se.Status.Conditions)
 			se.Status.Conditions = kept
 			return changed
@@ -95,6 +97,34 @@ func (w *Writer) Clean(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// conditionsWrittenBy returns the types of the status conditions whose fields manager owns in managedFields: those it
+// wrote last (a write by another manager that changes a condition takes its fields over).
+func conditionsWrittenBy(managed []metav1.ManagedFieldsEntry, manager string) map[string]bool {
+	types := map[string]bool{}
+	for _, m := range managed {
+		if m.Manager != manager || m.Subresource != "status" || m.FieldsV1 == nil {
+			continue
+		}
+		var fields struct {
+			Status struct {
+				Conditions map[string]json.RawMessage `json:"f:conditions"`
+			} `json:"f:status"`
+		}
+		if json.Unmarshal(m.FieldsV1.Raw, &fields) != nil {
+			continue
+		}
+		for k := range fields.Status.Conditions {
+			var key struct {
+				Type string `json:"type"`
+			}
+			if rest, ok := strings.CutPrefix(k, "k:"); ok && json.Unmarshal([]byte(rest), &key) == nil && key.Type != "" {
+				types[key.Type] = true
+			}
+		}
+	}
+	return types
 }
 
 // dropOurParents removes this writer's entries from the status.parents of route, a kind (st is route's status,

@@ -31,9 +31,11 @@ func TestCleanTakesBackEverythingFedgateWrote(t *testing.T) {
 		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}, {Name: "other-gw"}}},
 	}}
 	se := &mcsv1a1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "color"}}
+	// An export another MCS controller judges: the same condition types, written by it, never by fedgate.
+	otherSE := &mcsv1a1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "theirs"}}
 	foreign := &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "foreign"},
 		Spec: mcsv1a1.ServiceImportSpec{Type: mcsv1a1.ClusterSetIP, Ports: []mcsv1a1.ServicePort{{Port: 1, Protocol: corev1.ProtocolTCP}}}}
-	for _, o := range []client.Object{ours, gw, route, se, foreign} {
+	for _, o := range []client.Object{ours, gw, route, se, otherSE, foreign} {
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -48,6 +50,12 @@ func TestCleanTakesBackEverythingFedgateWrote(t *testing.T) {
 	get(t, se)
 	se.Status.Conditions = []metav1.Condition{{Type: "example.com/Synced", Status: metav1.ConditionTrue, Reason: "Synced", LastTransitionTime: long}}
 	if err := c.Status().Update(ctx, se); err != nil {
+		t.Fatal(err)
+	}
+	get(t, otherSE)
+	otherSE.Status.Conditions = []metav1.Condition{{Type: "Valid", Status: metav1.ConditionTrue, Reason: "Valid", LastTransitionTime: long},
+		{Type: "Conflict", Status: metav1.ConditionFalse, Reason: "NoConflicts", LastTransitionTime: long}}
+	if err := client.WithFieldOwner(c, "example.com/mcs-controller").Status().Update(ctx, otherSE); err != nil {
 		t.Fatal(err)
 	}
 
@@ -99,6 +107,10 @@ func TestCleanTakesBackEverythingFedgateWrote(t *testing.T) {
 	get(t, se)
 	if len(se.Status.Conditions) != 1 || se.Status.Conditions[0].Type != "example.com/Synced" {
 		t.Errorf("ServiceExport conditions after Clean: %+v, want only the other tool's", se.Status.Conditions)
+	}
+	get(t, otherSE)
+	if len(otherSE.Status.Conditions) != 2 {
+		t.Errorf("another MCS controller's ServiceExport after Clean: %+v, want its Valid and Conflict untouched", otherSE.Status.Conditions)
 	}
 	// Clean twice (every replica of the removed cluster cleans): nothing left to do, no error.
 	if err := w.Clean(ctx); err != nil {

@@ -49,6 +49,10 @@ const (
 	ManagedByValue = "fedgate"
 )
 
+// FieldManager is the field manager of every write of the Writer: the API server's managedFields then say which
+// conditions on a shared object (a ServiceExport) fedgate wrote last, and Clean takes back only those.
+const FieldManager = "fedgate-spoke"
+
 // DefaultSupportedFeatures are the Gateway API features fedgate's proxy implements, reported in
 // GatewayClass status.supportedFeatures.
 var DefaultSupportedFeatures = []features.FeatureName{
@@ -151,6 +155,7 @@ func New(cfg Config) (*Writer, error) {
 			return nil, fmt.Errorf("kstatus: %w", err)
 		}
 	}
+	c = client.WithFieldOwner(c, FieldManager)
 	w := &Writer{c: c, controller: cfg.ControllerName, log: cfg.Log, resync: cfg.Resync, minBackoff: cfg.MinBackoff,
 		maxBackoff: cfg.MaxBackoff, onApplied: cfg.OnApplied, wake: make(chan struct{}, 1), addresses: slices.Clone(cfg.GatewayAddresses)}
 	if w.resync <= 0 {
