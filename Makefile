@@ -11,7 +11,7 @@ LDFLAGS := -X github.com/fedgate/fedgate/internal/version.version=$(VERSION) -X 
 # Platforms of make images: the first is written as a docker-loadable tarball; with several, an OCI layout holds all.
 PLATFORMS ?= linux/amd64
 
-.PHONY: all build images test test-short demo generate verify-generate lint vet bench bench-proxy bench-propagation tools clean
+.PHONY: all build images test test-short demo generate verify-generate lint vet bench bench-proxy bench-propagation tools clean conformance
 
 all: build
 
@@ -44,6 +44,9 @@ vet:
 
 lint: vet verify-generate
 	$(GO) test -count=1 -run 'TestImportBoundaries' ./test/arch/
+
+conformance: ## the upstream Gateway API conformance suite against fedgate (hub + spoke, envtest, stand-in kubelet): prints passed/failed/skipped per profile
+	hack/conformance.sh
 
 bench: bench-propagation bench-proxy
 

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -84,6 +85,10 @@ type Options struct {
 	// deleted: the garbage collector (dependents of a deleted owner) and the namespace controller (the contents of a
 	// deleted namespace, then the namespace). Without them a deleted namespace stays Terminating and owned objects stay.
 	Collectors bool
+	// Controllers names more kube-controller-manager controllers to run in that same process (Collectors is implied),
+	// e.g. deployment-controller, replicaset-controller and endpointslice-controller for tests whose Pods a stand-in
+	// kubelet runs (test/conformance).
+	Controllers []string
 }
 
 // RepoRoot is the fedgate checkout this file belongs to.
@@ -181,17 +186,18 @@ func startOne(name, bins string, opts Options) (*Cluster, *crenvtest.Environment
 		return nil, env, err
 	}
 	cl := &Cluster{Name: name, Config: cfg, Client: c, env: env}
-	if opts.Collectors {
-		if err := cl.startCollectors(bins); err != nil {
+	if opts.Collectors || len(opts.Controllers) > 0 {
+		if err := cl.startCollectors(bins, opts.Controllers...); err != nil {
 			return nil, env, err
 		}
 	}
 	return cl, env, nil
 }
 
-// startCollectors starts kube-controller-manager with the garbage collector and the namespace controller only, as a
-// cluster admin, serving nothing; it stops when the API server's control plane does (env.Stop kills it first).
-func (c *Cluster) startCollectors(bins string) error {
+// startCollectors starts kube-controller-manager with the garbage collector and the namespace controller (and the
+// extra controllers named) only, as a cluster admin, serving nothing; it stops when the API server's control plane
+// does (env.Stop kills it first).
+func (c *Cluster) startCollectors(bins string, extra ...string) error {
 	dir, err := os.MkdirTemp("", "fedgate-kcm-")
 	if err != nil {
 		return err
@@ -210,7 +216,8 @@ func (c *Cluster) startCollectors(bins string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(bins, "kube-controller-manager"), "--kubeconfig="+kubeconfig,
-		"--controllers=garbage-collector-controller,namespace-controller", "--leader-elect=false", "--secure-port=0")
+		"--controllers="+strings.Join(append([]string{"garbage-collector-controller", "namespace-controller"}, extra...), ","),
+		"--leader-elect=false", "--secure-port=0")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
