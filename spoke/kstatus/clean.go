@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,8 +20,8 @@ import (
 // Clean takes back everything this writer put in the cluster, for a cluster removed at the hub: it deletes the
 // fedgate-managed ServiceImports, drops fedgate's entries from every route's status.parents, returns the status of
 // fedgate's GatewayClasses and of their Gateways to what the API server gives a Gateway no controller has seen
-// (Accepted and Programmed Unknown/Pending), and removes the conditions on ServiceExports that fedgate wrote last
-// (their managedFields say so), leaving another MCS controller's alone. It carries on past failures and returns them
+// (Accepted and Programmed Unknown/Pending), and removes fedgate's conditions from ServiceExports (an empty server-side
+// apply as FieldManager: the API server drops what only fedgate set), leaving another MCS controller's alone. It carries on past failures and returns them
 // joined.
 func (w *Writer) Clean(ctx context.Context) error {
 	var errs []error
@@ -86,21 +87,17 @@ func (w *Writer) Clean(ctx context.Context) error {
 	}
 	for i := range exports.Items {
 		se := &exports.Items[i]
-		if _, err := w.update(ctx, se, client.ObjectKeyFromObject(se), func() bool {
-			ours := conditionsWrittenBy(se.ManagedFields, FieldManager)
-			kept := slices.DeleteFunc(slices.Clone(se.Status.Conditions), func(c metav1.Condition) bool { return ours[c.Type] })
-			changed := len(kept) != len(se.Status.Conditions)
-			se.Status.Conditions = kept
-			return changed
-		}); err != nil {
+		if len(conditionsWrittenBy(se.ManagedFields, FieldManager)) == 0 {
+			continue
+		}
+		if err := w.applyServiceExportConditions(ctx, se, nil); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("ServiceExport %s: %w", client.ObjectKeyFromObject(se), err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// conditionsWrittenBy returns the types of the status conditions whose fields manager owns in managedFields: those it
-// wrote last (a write by another manager that changes a condition takes its fields over).
+// conditionsWrittenBy returns the types of the status conditions whose fields manager owns in managedFields.
 func conditionsWrittenBy(managed []metav1.ManagedFieldsEntry, manager string) map[string]bool {
 	types := map[string]bool{}
 	for _, m := range managed {

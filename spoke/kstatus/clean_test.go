@@ -8,6 +8,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
@@ -31,11 +32,20 @@ func TestCleanTakesBackEverythingFedgateWrote(t *testing.T) {
 		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "gw"}, {Name: "other-gw"}}},
 	}}
 	se := &mcsv1a1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "color"}}
+	// Created as `kubectl apply --server-side` of an export without spec creates it: with no managedFields at all.
+	applied := &unstructured.Unstructured{}
+	applied.SetGroupVersionKind(mcsv1a1.SchemeGroupVersion.WithKind("ServiceExport"))
+	applied.SetNamespace(ns)
+	applied.SetName(se.Name)
+	//nolint:staticcheck // server-side apply of an unstructured object, as kubectl does
+	if err := c.Patch(ctx, applied, client.Apply, client.FieldOwner("kubectl")); err != nil {
+		t.Fatal(err)
+	}
 	// An export another MCS controller judges: the same condition types, written by it, never by fedgate.
 	otherSE := &mcsv1a1.ServiceExport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "theirs"}}
 	foreign := &mcsv1a1.ServiceImport{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "foreign"},
 		Spec: mcsv1a1.ServiceImportSpec{Type: mcsv1a1.ClusterSetIP, Ports: []mcsv1a1.ServicePort{{Port: 1, Protocol: corev1.ProtocolTCP}}}}
-	for _, o := range []client.Object{ours, gw, route, se, otherSE, foreign} {
+	for _, o := range []client.Object{ours, gw, route, otherSE, foreign} {
 		if err := c.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -87,14 +88,16 @@ func newScheme() *k8sruntime.Scheme {
 }
 
 // RBACRules are the permissions a Writer needs in its cluster: reading (and, for Clean, listing) the objects whose
-// status it writes, updating their status subresources, and full control of ServiceImports (which it creates and
+// status it writes, updating their status subresources (patching, for ServiceExports: server-side apply), and full
+// control of ServiceImports (which it creates and
 // deletes).
 func RBACRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{gatewayv1.GroupName}, Resources: []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes"}, Verbs: []string{"get", "list"}},
 		{APIGroups: []string{gatewayv1.GroupName}, Resources: []string{"gatewayclasses/status", "gateways/status", "httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports"}, Verbs: []string{"get", "list"}},
-		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports/status", "serviceimports/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceexports/status"}, Verbs: []string{"patch"}},
+		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceimports/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{mcsv1a1.GroupName}, Resources: []string{"serviceimports"}, Verbs: []string{"get", "list", "create", "update", "delete"}},
 	}
 }
@@ -397,18 +400,62 @@ func sameParent(a, b gatewayv1.ParentReference, routeNS string) bool {
 	return norm(a) == norm(b)
 }
 
+// serviceExport writes the hub's conditions on a ServiceExport with server-side apply, as FieldManager: another MCS
+// controller may judge the same export, and the API server's managedFields then record which conditions are fedgate's
+// (an Update would record nothing on an export whose managedFields are empty, as `kubectl apply --server-side` of an
+// export without spec leaves them), so that Clean can take back exactly those.
 func (w *Writer) serviceExport(ctx context.Context, st *spokeconfig.ObjectStatus) (bool, error) {
 	se := &mcsv1a1.ServiceExport{}
-	return w.update(ctx, se, key(st), func() bool {
-		old := se.Status.DeepCopy()
-		se.Status.Conditions = mergeConditions(se.Status.Conditions, st.Conditions, st.Generation)
-		return !equality.Semantic.DeepEqual(old, &se.Status)
-	})
+	if err := w.c.Get(ctx, key(st), se); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil // deleted since it was reported
+		}
+		return false, err
+	}
+	want := ownConditions(se.Status.Conditions, st.Conditions, st.Generation)
+	ours := conditionsWrittenBy(se.ManagedFields, FieldManager)
+	same := len(ours) == len(want)
+	for _, c := range want {
+		cur := meta.FindStatusCondition(se.Status.Conditions, c.Type)
+		same = same && ours[c.Type] && cur != nil && equality.Semantic.DeepEqual(*cur, c)
+	}
+	if same {
+		return false, nil
+	}
+	if err := w.applyServiceExportConditions(ctx, se, want); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// applyServiceExportConditions server-side applies conditions as the whole of fedgate's part of se's status: the
+// conditions fedgate set before and are not in conditions go (an empty list takes all of them back).
+func (w *Writer) applyServiceExportConditions(ctx context.Context, se *mcsv1a1.ServiceExport, conditions []metav1.Condition) error {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(mcsv1a1.SchemeGroupVersion.WithKind("ServiceExport"))
+	u.SetNamespace(se.Namespace)
+	u.SetName(se.Name)
+	if len(conditions) > 0 {
+		list := make([]any, 0, len(conditions))
+		for i := range conditions {
+			m, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(&conditions[i])
+			if err != nil {
+				return err
+			}
+			list = append(list, m)
+		}
+		u.Object["status"] = map[string]any{"conditions": list}
+	}
+	//nolint:staticcheck // server-side apply of an unstructured object; the typed Apply API needs apply configurations.
+	return w.c.Status().Patch(ctx, u, client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership)
 }
 
 // mergeConditions sets each of the hub's conditions into cur with meta.SetStatusCondition semantics
-// (lastTransitionTime moves only when the status changes) and leaves conditions of other types alone: on Gateways,
-// GatewayClasses and ServiceExports other parties (the CRD's defaults, other tools) may own some.
+// (lastTransitionTime moves only when the status changes) and leaves conditions of other types alone: on Gateways and
+// GatewayClasses other parties (the CRD's defaults, other tools) may own some.
 func mergeConditions(cur, hub []metav1.Condition, generation int64) []metav1.Condition {
 	out := slices.Clone(cur)
 	for _, c := range hub {
