@@ -229,6 +229,21 @@ func TestConformance(t *testing.T) {
 		ManifestFS:      []fs.FS{&gwconformance.Manifests},
 		Hook:            results.hook,
 	}
+	// The suite reads the supported features from the GatewayClass's status (unless all are enabled): wait until
+	// kstatus has written it, with the hub's Accepted condition.
+	waitStart := time.Now()
+	for {
+		var gc gatewayv1.GatewayClass
+		err := c.Get(ctx, client.ObjectKey{Name: gatewayClassName}, &gc)
+		if err == nil && len(gc.Status.SupportedFeatures) > 0 && meta.IsStatusConditionTrue(gc.Status.Conditions, string(gatewayv1.GatewayClassConditionStatusAccepted)) {
+			t.Logf("GatewayClass %s accepted after %v; supported features: %v", gatewayClassName, time.Since(waitStart).Round(time.Millisecond), gc.Status.SupportedFeatures)
+			break
+		}
+		if time.Since(waitStart) > tc.GWCMustBeAccepted {
+			t.Fatalf("GatewayClass %s not accepted with supported features within %v (err %v, status %+v)", gatewayClassName, tc.GWCMustBeAccepted, err, gc.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	cSuite, err := suite.NewConformanceTestSuite(opts)
 	if err != nil {
 		t.Fatalf("conformance suite: %v", err)
