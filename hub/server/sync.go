@@ -65,6 +65,10 @@ func helloIdentity(ctx context.Context, hello *fedgatepb.Hello, stream string) (
 // an unknown kind or one that does not decode refuses the message (and ends the stream with InvalidArgument naming
 // the object), so a bad report never reaches the compiler.
 func (s *SyncService) Report(stream fedgatepb.Sync_ReportServer) error {
+	return cutReason(stream.Context(), s.report(stream))
+}
+
+func (s *SyncService) report(stream fedgatepb.Sync_ReportServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
@@ -206,6 +210,10 @@ func checkReported(objs []*fedgatepb.Object, field string) error {
 // change, from an etcd watch on graph/<cluster> that starts right after the revision of the first read, so no change
 // falls between them. ACKs and NACKs are recorded in syncstate/<cluster>.
 func (s *SyncService) Subscribe(stream fedgatepb.Sync_SubscribeServer) error {
+	return cutReason(stream.Context(), s.subscribe(stream))
+}
+
+func (s *SyncService) subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if err != nil {
@@ -339,6 +347,16 @@ func shortHash(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// cutReason is what a stream handler that ended with err returns: once the stream's context has ended, the reason it
+// ended (endedBy), whichever call of the handler noticed first — a store call fails with the context's bare
+// Canceled, and a spoke must be told its cluster was removed or re-joined.
+func cutReason(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return endedBy(ctx)
+	}
+	return err
 }
 
 // endedBy is the status a stream whose context ended returns: the cause hub/auth gave when it cut the stream (the
