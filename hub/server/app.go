@@ -276,41 +276,70 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 		}
 	}()
 
-	if h.ca, err = loadCA(cfg); err != nil {
-		return nil, fmt.Errorf("hub CA: %w", err)
-	}
-
-	if err := h.openStore(ctx, cfg); err != nil {
-		return nil, err
-	}
-	// Before anything is signed or served: every replica sharing this etcd must sign with one CA.
-	if err := agreeCA(ctx, h.store, h.ca, log); err != nil {
-		return nil, err
-	}
-	h.controller = controller.New(h.store, controller.Config{
-		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, KeyRotation: cfg.KeyRotation, Logger: log,
-	})
-	// The registration service watches revocations for as long as the hub runs, hence runCtx.
-	h.reg, err = registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log, Sessions: h.sessions})
-	if err != nil {
-		return nil, fmt.Errorf("registration: %w", err)
-	}
-
+	// Listening comes first, so a start on a taken port fails at once rather than after etcd's. A spoke that reconnects
+	// meanwhile waits in its handshake instead of being refused, and is served as soon as the hub serves.
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	served := false
+	defer func() {
+		if !served {
+			_ = lis.Close()
+		}
+	}()
 	h.addr = lis.Addr()
 	h.advertise = cfg.AdvertiseAddress
 	if h.advertise == "" {
 		h.advertise = h.addr.String()
 	}
+
+	// The CA needs no etcd: it is loaded (made, on a first start) while etcd starts.
+	caErr := make(chan error, 1)
+	go func() {
+		var err error
+		h.ca, err = loadCA(cfg)
+		caErr <- err
+	}()
+	checks, storeErr := h.openStore(ctx, cfg)
+	if err := <-caErr; err != nil {
+		return nil, fmt.Errorf("hub CA: %w", err)
+	}
+	if storeErr != nil {
+		return nil, storeErr
+	}
+	// The store's checks and the first reads below are independent calls to etcd, made at once.
+	err = concurrently(append(checks,
+		// Before anything is signed or served: every replica sharing this etcd must sign with one CA.
+		func() error { return agreeCA(ctx, h.store, h.ca, log) },
+		func() error {
+			// The registration service watches revocations for as long as the hub runs, hence runCtx.
+			reg, err := registration.New(runCtx, h.cli, h.ca, registration.Options{CertTTL: cfg.CertTTL, Logger: log, Sessions: h.sessions})
+			if err != nil {
+				return fmt.Errorf("registration: %w", err)
+			}
+			h.reg = reg
+			return nil
+		},
+	)...)
+	if err != nil {
+		return nil, err
+	}
+	// The compile loop campaigns while the rest of the hub starts, so a restarted hub leads, compiles and watches its
+	// inputs the sooner.
+	h.controller = controller.New(h.store, controller.Config{
+		HoldOff: cfg.CompileHoldOff, MaxDelay: cfg.CompileMaxDelay, KeyRotation: cfg.KeyRotation, Logger: log,
+	})
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		_ = h.controller.Run(runCtx) // returns only when runCtx ends
+	}()
+
 	if err := h.issueServing(); err != nil {
-		_ = lis.Close()
 		return nil, fmt.Errorf("hub serving certificate: %w", err)
 	}
 	if err := h.bootstrapAdmin(cfg.AdminConfig, cfg.AdminCertTTL); err != nil {
-		_ = lis.Close()
 		return nil, fmt.Errorf("admin config %s: %w", cfg.AdminConfig, err)
 	}
 
@@ -327,11 +356,8 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	fedgatepb.RegisterSyncServer(h.grpc, NewSyncService(h.store, log, h.stopping))
 	fedgatepb.RegisterRegistrationServer(h.grpc, h.reg)
 
-	h.wg.Add(3)
-	go func() {
-		defer h.wg.Done()
-		_ = h.controller.Run(runCtx) // returns only when runCtx ends
-	}()
+	h.wg.Add(2)
+	served = true
 	go func() {
 		defer h.wg.Done()
 		if err := h.grpc.Serve(lis); err != nil {
@@ -401,6 +427,22 @@ func (h *Hub) startHubCluster(ctx context.Context, cfg Config) error {
 		_ = syncer.Run(ctx)
 	}()
 	h.log.Info("mirroring the hub cluster", "host", rc.Host)
+	return nil
+}
+
+// concurrently runs steps at once and returns the error of the first of them, in their order, that failed.
+func concurrently(steps ...func() error) error {
+	errs := make([]error, len(steps))
+	var wg sync.WaitGroup
+	for i, step := range steps {
+		wg.Go(func() { errs[i] = step() })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

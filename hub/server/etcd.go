@@ -59,8 +59,10 @@ func (c Config) validateEtcdTLS() []error {
 
 // openStore connects the hub to etcd — the embedded server it starts in DataDir, or the external cluster of
 // EtcdEndpoints over TLS with EtcdCA, EtcdCert and EtcdKey — and opens the store with the key-encryption keys. It
-// refuses to go on when etcd holds key rings sealed with a key-encryption key the hub lacks.
-func (h *Hub) openStore(ctx context.Context, cfg Config) error {
+// returns the checks to pass before the store is used, which Start runs at once with its own first calls to etcd:
+// one refuses to go on when etcd holds key rings sealed with a key-encryption key the hub lacks, the other clears
+// the presence a previous process of this hub left.
+func (h *Hub) openStore(ctx context.Context, cfg Config) ([]func() error, error) {
 	kekFile := cfg.KeyEncryptionKeyFile
 	var kek *store.KeyEncryptionKeys
 	var err error
@@ -71,12 +73,12 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 		kek, err = store.LoadOrCreateKeyEncryptionKeys(kekFile)
 	}
 	if err != nil {
-		return fmt.Errorf("key-encryption-key-file %s: %w", kekFile, err)
+		return nil, fmt.Errorf("key-encryption-key-file %s: %w", kekFile, err)
 	}
 
 	replica, err := hubReplica(cfg.DataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts := store.Options{MaxTxnOps: cfg.EtcdMaxTxnOps, KeyEncryptionKeys: kek, Logger: h.log.With("component", "store"), Replica: replica}
 	endpoints := cfg.EtcdEndpoints
@@ -86,7 +88,7 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 			DataDir: cfg.DataDir, ClientPort: cfg.EtcdClientPort, PeerPort: cfg.EtcdPeerPort, LogLevel: cfg.EtcdLogLevel,
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		endpoints = h.etcd.Endpoints()
 		opts.MaxTxnOps, opts.MaxRequestBytes = store.EmbeddedMaxTxnOps, store.EmbeddedMaxRequestBytes
@@ -98,13 +100,13 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 		if cfg.EtcdCA != "" {
 			tlsCfg, err = store.ClientTLS(store.TLSFiles{CA: cfg.EtcdCA, Cert: cfg.EtcdCert, Key: cfg.EtcdKey})
 			if err != nil {
-				return err
+				return nil, err
 			}
 		}
 		h.cli, err = store.Connect(ctx, endpoints, tlsCfg)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// clientv3.New does not dial eagerly: fail start-up here, with the endpoints named, rather than on the first RPC.
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -120,26 +122,32 @@ func (h *Hub) openStore(ctx context.Context, cfg Config) error {
 				err = fmt.Errorf("%w (no client certificate was given: an etcd that checks them needs etcd-cert and etcd-key)", err)
 			}
 		}
-		return err
+		return nil, err
 	}
 	h.store = store.New(h.cli, opts)
-	if err := h.store.CheckSecrets(ctx); err != nil {
-		if errors.Is(err, store.ErrUnknownKeyEncryptionKey) {
-			return fmt.Errorf("key-encryption-key-file %s: %w; every hub sharing this etcd needs the same key file (while a key is replaced, the old one stays in it as a later line)", kekFile, err)
+	secrets := func() error {
+		if err := h.store.CheckSecrets(ctx); err != nil {
+			if errors.Is(err, store.ErrUnknownKeyEncryptionKey) {
+				return fmt.Errorf("key-encryption-key-file %s: %w; every hub sharing this etcd needs the same key file (while a key is replaced, the old one stays in it as a later line)", kekFile, err)
+			}
+			return err
 		}
-		return err
+		h.log.Info("key rings sealed at rest", "keyEncryptionKeyFile", kekFile, "keyEncryptionKey", kek.ID())
+		return nil
 	}
-	h.log.Info("key rings sealed at rest", "keyEncryptionKeyFile", kekFile, "keyEncryptionKey", kek.ID())
 	// Nothing is served yet, so any presence this replica holds is a previous process's: its clusters are not
 	// connected here, whatever the keys say until their leases lapse. The embedded etcd is this hub's alone.
-	n, err := h.store.ClearPresence(ctx, h.etcd != nil)
-	if err != nil {
-		return err
+	presence := func() error {
+		n, err := h.store.ClearPresence(ctx, h.etcd != nil)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			h.log.Info("cleared the presence a previous hub process left", "keys", n, "replica", replica)
+		}
+		return nil
 	}
-	if n > 0 {
-		h.log.Info("cleared the presence a previous hub process left", "keys", n, "replica", replica)
-	}
-	return nil
+	return []func() error{secrets, presence}, nil
 }
 
 // replicaFile holds, in the data dir, the name this hub replica gives itself in the presence keys it holds.

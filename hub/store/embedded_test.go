@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +226,51 @@ func TestClientTLSNamesFlagAndFile(t *testing.T) {
 	}
 	if _, err := ClientTLS(TLSFiles{CA: missing}); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing CA file: %v, want it to wrap fs.ErrNotExist", err)
+	}
+}
+
+// A restarted embedded etcd elects itself at once and keeps what was written before. It is its cluster's only voter,
+// so its election timeout does nothing but delay its own start: raft waits up to one timeout for the election at
+// every start (0.1–1 s with etcd's defaults). The bound is on that timeout, which decides the wait; the restarts'
+// durations are logged, as one timing on a loaded machine says little.
+func TestEmbeddedRestartElectsItselfAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	for i := range 3 {
+		start := time.Now()
+		e, err := StartEmbedded(ctx, EmbeddedConfig{DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		srv := e.etcd.Server
+		if srv.Leader() != srv.MemberID() {
+			e.Close()
+			t.Fatalf("start %d: ready, but led by %v rather than itself", i+1, srv.Leader())
+		}
+		if timeout := srv.Cfg.ElectionTimeout(); timeout > 50*time.Millisecond {
+			t.Errorf("start %d: election timeout %v: a single member waits up to that for its own election at every start, want ≤ 50ms", i+1, timeout)
+		}
+		if srv.Cfg.UnsafeNoFsync {
+			t.Errorf("start %d: writes are not synced to disk", i+1)
+		}
+		cli, err := e.Connect(ctx)
+		if err != nil {
+			e.Close()
+			t.Fatal(err)
+		}
+		resp, err := cli.Get(ctx, SessionKeysKey)
+		if err == nil && i > 0 && (len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != strconv.Itoa(i)) {
+			err = fmt.Errorf("read %v, want the value %d written before the restart", resp.Kvs, i)
+		}
+		if err == nil {
+			_, err = cli.Put(ctx, SessionKeysKey, strconv.Itoa(i+1))
+		}
+		_ = cli.Close()
+		e.Close()
+		if err != nil {
+			t.Fatalf("start %d: %v", i+1, err)
+		}
+		t.Logf("start %d: ready in %v", i+1, took.Round(time.Millisecond))
 	}
 }
