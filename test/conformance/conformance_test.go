@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -244,6 +245,18 @@ func TestConformance(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	diagnostic := os.Getenv("FEDGATE_CONFORMANCE_DIAGNOSTIC") == "isolate"
+	if diagnostic {
+		base, err := isolatedBaseManifests()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.BaseManifests = "fedgate-diagnostic/base.yaml"
+		opts.ManifestFS = []fs.FS{fstest.MapFS{opts.BaseManifests: &fstest.MapFile{Data: base}}, &gwconformance.Manifests}
+		opts.ReportOutputPath = filepath.Join(out, "report-diagnostic-isolate.yaml")
+		reportPath = opts.ReportOutputPath
+		t.Logf("DIAGNOSTIC run (not a conformance result): base Gateways all-namespaces and backend-namespaces moved to ports 81 and 82, same-namespace-with-https-listener excluded from the readiness check")
+	}
 	cSuite, err := suite.NewConformanceTestSuite(opts)
 	if err != nil {
 		t.Fatalf("conformance suite: %v", err)
@@ -276,6 +289,9 @@ func TestConformance(t *testing.T) {
 			t.Error(err)
 		}
 		summary := summarize(report, results, setupOK, setupNote, addrs)
+		if diagnostic {
+			summary = "DIAGNOSTIC RUN, NOT A CONFORMANCE RESULT: " + diagnosticNote + "\n" + summary
+		}
 		summary += fmt.Sprintf("report: %s\nlogs: %s\n", reportPath, filepath.Join(out, "fedgate.log"))
 		if err := os.WriteFile(filepath.Join(out, "summary.txt"), []byte(summary), 0o644); err != nil {
 			t.Error(err)
@@ -285,6 +301,46 @@ func TestConformance(t *testing.T) {
 	if err := cSuite.Run(t, tests.ConformanceTests); err != nil {
 		t.Errorf("running the suite: %v", err)
 	}
+}
+
+const diagnosticNote = "the suite's base Gateways all-namespaces and backend-namespaces listen on ports 81 and 82 " +
+	"instead of 80 (fedgate judges port conflicts across all Gateways of a cluster, so three HTTP Gateways on port 80 " +
+	"conflict) and same-namespace-with-https-listener (HTTPS, unsupported) is excluded from the setup's readiness " +
+	"check, so that the tests behind the setup run on Gateways fedgate can program"
+
+// isolatedBaseManifests is the suite's base manifests edited for FEDGATE_CONFORMANCE_DIAGNOSTIC=isolate (see
+// diagnosticNote): a way to learn what the tests behind the setup say before fedgate isolates Gateways.
+func isolatedBaseManifests() ([]byte, error) {
+	raw, err := fs.ReadFile(&gwconformance.Manifests, "base/manifests.yaml")
+	if err != nil {
+		return nil, err
+	}
+	docs := strings.Split(string(raw), "\n---\n")
+	edited := 0
+	for i, d := range docs {
+		if !strings.Contains(d, "\nkind: Gateway\n") {
+			continue
+		}
+		switch {
+		case strings.Contains(d, "\n  name: all-namespaces\n"):
+			docs[i] = strings.Replace(d, "port: 80\n", "port: 81\n", 1)
+		case strings.Contains(d, "\n  name: backend-namespaces\n"):
+			docs[i] = strings.Replace(d, "port: 80\n", "port: 82\n", 1)
+		case strings.Contains(d, "\n  name: same-namespace-with-https-listener\n"):
+			docs[i] = strings.Replace(d, "\n  namespace: gateway-conformance-infra\n",
+				"\n  namespace: gateway-conformance-infra\n  annotations:\n    gateway-api/skip-this-for-readiness: \"true\"\n", 1)
+		default:
+			continue
+		}
+		if docs[i] == d {
+			return nil, fmt.Errorf("diagnostic: could not edit the base Gateway document:\n%s", d)
+		}
+		edited++
+	}
+	if edited != 3 {
+		return nil, fmt.Errorf("diagnostic: edited %d base Gateways, want 3 (the suite's base manifests changed)", edited)
+	}
+	return []byte(strings.Join(docs, "\n---\n")), nil
 }
 
 // startSpoke runs the member cluster's agent in this process: the Kubernetes source, the proxy dialing local
