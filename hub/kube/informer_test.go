@@ -201,8 +201,8 @@ func TestMirrorWatchesTheHubCluster(t *testing.T) {
 	eventually(t, ctx, "the second route mirrored", h.inStore(ctx, resources.KindHTTPRoute, "second"))
 	took := time.Since(start)
 	t.Logf("a route created in the hub cluster was in the store %v later", took.Round(time.Millisecond))
-	if took > 2*time.Second {
-		t.Errorf("a hub-cluster change took %v to reach the store, want well under the 1s poll it replaces (2s allowed)", took)
+	if took > 30*time.Second {
+		t.Errorf("a hub-cluster change took %v to reach the store: not the watch, which brings it at once (the resync is an hour away)", took)
 	}
 	// Its status follows the compile (an etcd watch), still without a resync.
 	eventually(t, ctx, "the second route's status written", func() (bool, error) {

@@ -39,14 +39,16 @@ func (k *failingKV) next() commitFault {
 	return f
 }
 
-func (k *failingKV) Txn(ctx context.Context) clientv3.Txn { return &failingTxn{Txn: k.KV.Txn(ctx), kv: k} }
+func (k *failingKV) Txn(ctx context.Context) clientv3.Txn {
+	return &failingTxn{Txn: k.KV.Txn(ctx), kv: k}
+}
 
 type failingTxn struct {
 	clientv3.Txn
 	kv *failingKV
 }
 
-func (t *failingTxn) If(cs ...clientv3.Cmp) clientv3.Txn  { t.Txn = t.Txn.If(cs...); return t }
+func (t *failingTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.Txn = t.Txn.If(cs...); return t }
 func (t *failingTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Then(ops...); return t }
 func (t *failingTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.Txn = t.Txn.Else(ops...); return t }
 
