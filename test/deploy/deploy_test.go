@@ -260,7 +260,7 @@ func TestRBACMatchesWhatTheCodeDoes(t *testing.T) {
 		install bool // as hubctl join --install applies it
 		sa      string
 		exact   bool
-		needs func(*testing.T, []*unstructured.Unstructured) []perm
+		needs   func(*testing.T, []*unstructured.Unstructured) []perm
 	}{
 		{base: "hub", sa: "fedgate-hub", needs: func(*testing.T, []*unstructured.Unstructured) []perm { return perms("", hubkube.RBACRules()) }},
 		{base: "spoke", sa: "fedgate-spoke", exact: true, needs: func(t *testing.T, objs []*unstructured.Unstructured) []perm {
