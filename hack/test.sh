@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's whole test suite, as CI runs it: generated code fresh, vet clean, every test with the race detector.
+# The project's whole test suite, as CI runs it: generated code fresh, gofmt and vet clean, every test with the race
+# detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -9,6 +10,9 @@ hack/generate.sh --verify
 hack/envtest-bins.sh
 # nginx (the differential tests' reference), haproxy, wrk and h2load, from Debian's packages.
 hack/install-peers.sh
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [ -n "$unformatted" ]; then echo "gofmt -l: not formatted:"; echo "$unformatted"; exit 1; fi
 echo "== go vet"
 go vet ./...
 echo "== go test -race"
