@@ -88,6 +88,7 @@ func parseFlags(args []string) (server.Config, string, error) {
 	fs.StringVar(&cfg.EtcdCA, "etcd-ca", cfg.EtcdCA, "CA file that verifies the external etcd's serving certificates (needed for https:// --etcd-endpoints)")
 	fs.StringVar(&cfg.EtcdCert, "etcd-cert", cfg.EtcdCert, "client certificate file for an external etcd that checks client certificates (with --etcd-key)")
 	fs.StringVar(&cfg.EtcdKey, "etcd-key", cfg.EtcdKey, "key file of --etcd-cert")
+	fs.BoolVar(&cfg.EtcdAllowPlaintext, "etcd-allow-plaintext", cfg.EtcdAllowPlaintext, "accept http:// --etcd-endpoints, which anyone on the path to etcd reads and writes: for a throwaway test etcd only")
 	fs.StringVar(&cfg.KeyEncryptionKeyFile, "key-encryption-key-file", cfg.KeyEncryptionKeyFile, "keys sealing the session and gossip key rings in etcd, one base64 32-byte key per line, the first sealing; the same file on every hub sharing an etcd, required with --etcd-endpoints (default: <data-dir>/key-encryption-key, made on first start)")
 	fs.IntVar(&cfg.EtcdMaxTxnOps, "etcd-max-txn-ops", cfg.EtcdMaxTxnOps, "operations the external etcd allows per transaction (its --max-txn-ops); larger non-atomic writes are chunked to it")
 	fs.IntVar(&cfg.EtcdClientPort, "etcd-client-port", cfg.EtcdClientPort, "embedded etcd client port on 127.0.0.1 (0: a free port)")

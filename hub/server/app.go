@@ -78,6 +78,10 @@ type Config struct {
 	EtcdCert string
 	// EtcdKey: see EtcdCert. Default: ``.
 	EtcdKey string
+	// EtcdAllowPlaintext accepts http:// EtcdEndpoints, which anyone on the path to etcd can read and write (the key
+	// rings are sealed, but routes, clusters and certificates' records are not): for a throwaway test etcd only.
+	// Default: false (http:// endpoints are refused).
+	EtcdAllowPlaintext bool
 	// KeyEncryptionKeyFile holds the keys that seal the session and gossip key rings in etcd (one base64 32-byte key
 	// per line: the first seals, every one opens). Every hub sharing an etcd needs the same file, so with
 	// EtcdEndpoints it is required; with the embedded etcd, empty means <DataDir>/key-encryption-key, made on first

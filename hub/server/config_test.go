@@ -80,6 +80,7 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.EtcdEndpoints = []string{"127.0.0.1:2379"} }, "want http://HOST:PORT or https://HOST:PORT"},
 		{func(c *Config) { c.EtcdCA, c.EtcdCert = "ca.crt", "tls.crt" }, "etcd-cert and etcd-key"},
 		{func(c *Config) { c.EtcdCA = "ca.crt" }, "only with etcd-endpoints"},
+		{func(c *Config) { c.EtcdEndpoints = []string{"https://127.0.0.1:2379", "http://127.0.0.1:2380"} }, "etcd-endpoints http://127.0.0.1:2380: plaintext"},
 	} {
 		c := DefaultConfig()
 		tc.mutate(&c)
@@ -90,6 +91,7 @@ func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
 	c.DataDir, c.EtcdEndpoints, c.PKIDir = "", []string{"http://127.0.0.1:2379"}, "/etc/fedgate/pki"
 	c.KeyEncryptionKeyFile = "/etc/fedgate/kek/key-encryption-key"
+	c.EtcdAllowPlaintext = true
 	if err := c.Validate(); err != nil {
 		t.Errorf("external etcd without a data dir: %v", err)
 	}

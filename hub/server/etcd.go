@@ -26,7 +26,8 @@ import (
 const keyEncryptionKeyFile = "key-encryption-key"
 
 // validateEtcdTLS checks that the etcd TLS files go with the endpoints: files only for an external etcd, all of its
-// endpoints https:// when they are given, and an https:// endpoint only with a CA to verify it.
+// endpoints https:// when they are given, an https:// endpoint only with a CA to verify it, and http:// ones only with
+// EtcdAllowPlaintext.
 func (c Config) validateEtcdTLS() []error {
 	var errs []error
 	if (c.EtcdCert == "") != (c.EtcdKey == "") {
@@ -50,6 +51,9 @@ func (c Config) validateEtcdTLS() []error {
 			errs = append(errs, fmt.Errorf("etcd-endpoints %s: https needs etcd-ca (the CA of the etcd servers) and, when etcd checks client certificates, etcd-cert and etcd-key", ep))
 		case u.Scheme == "http" && c.EtcdCA != "":
 			errs = append(errs, fmt.Errorf("etcd-endpoints %s: plaintext, but etcd-ca is given: use https://", ep))
+		case u.Scheme == "http" && !c.EtcdAllowPlaintext:
+			errs = append(errs, fmt.Errorf("etcd-endpoints %s: plaintext: whoever reaches etcd reads and writes the hub's state; "+
+				"use https:// with etcd-ca (and etcd-cert, etcd-key), or etcd-allow-plaintext for a throwaway test etcd", ep))
 		case u.Scheme != "http" && u.Scheme != "https":
 			errs = append(errs, fmt.Errorf("etcd-endpoints %q: want http://HOST:PORT or https://HOST:PORT", ep))
 		}

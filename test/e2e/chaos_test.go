@@ -59,7 +59,7 @@ func TestChaosHAHubs(t *testing.T) {
 	}
 	kekFile := filepath.Join(t.TempDir(), "key-encryption-key")
 	writeFile(t, kekFile, base64.StdEncoding.EncodeToString(kek)+"\n")
-	etcdFlag := []string{"--etcd-endpoints", strings.Join(endpoints, ","), "--key-encryption-key-file", kekFile}
+	etcdFlag := []string{"--etcd-endpoints", strings.Join(endpoints, ","), "--etcd-allow-plaintext", "--key-encryption-key-file", kekFile}
 	hubs := make([]*hub, 3)
 	hubs[0] = startHub(t, filepath.Join(t.TempDir(), "hub-0"), "", etcdFlag...)
 	caFlags := append(etcdFlag, "--ca-cert", filepath.Join(hubs[0].dataDir, "pki", "ca.crt"),
