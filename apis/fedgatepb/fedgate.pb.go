@@ -1028,7 +1028,10 @@ type ApplyResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Results []*ApplyResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	// etcd revision at which the objects were stored.
-	Revision      int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision int64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// What the hub changed in what it was given, for the client to show (as kubectl shows an API server's warnings):
+	// an object written for an older version of its kind, stored as the version fedgate serves.
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1075,6 +1078,13 @@ func (x *ApplyResponse) GetRevision() int64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *ApplyResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type DeleteRequest struct {
@@ -2291,10 +2301,11 @@ const file_fedgate_v1_fedgate_proto_rawDesc = "" +
 	"\aobjects\x18\x01 \x03(\v2\x12.fedgate.v1.ObjectR\aobjects\"N\n" +
 	"\vApplyResult\x12'\n" +
 	"\x03ref\x18\x01 \x01(\v2\x15.fedgate.v1.ObjectRefR\x03ref\x12\x16\n" +
-	"\x06action\x18\x02 \x01(\tR\x06action\"^\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\"z\n" +
 	"\rApplyResponse\x121\n" +
 	"\aresults\x18\x01 \x03(\v2\x17.fedgate.v1.ApplyResultR\aresults\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\":\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\":\n" +
 	"\rDeleteRequest\x12)\n" +
 	"\x04refs\x18\x01 \x03(\v2\x15.fedgate.v1.ObjectRefR\x04refs\"\x91\x01\n" +
 	"\x0eDeleteResponse\x12/\n" +

@@ -76,7 +76,56 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
-// Known reports whether apiVersion/kind is carried by fedgate.
+// upgrades are older versions of a kind whose schema is that of a version fedgate serves: objects written for them
+// (users copy YAML from older release notes) are accepted and stored as the newer version, with a warning (Upgrade).
+var upgrades = map[schema.GroupVersionKind]struct {
+	to  string // the version stored
+	why string
+}{
+	{Group: gatewayv1.GroupName, Version: "v1alpha2", Kind: KindGRPCRoute}: {to: "v1",
+		why: "GRPCRoute v1alpha2, served beside v1 by Gateway API v1.1's experimental channel, has v1's schema"},
+}
+
+// Upgrade stores o, written for an older version of its kind whose schema is that of a version fedgate serves, as
+// that version: it rewrites o's apiVersion (and the one in o.Json) and returns a warning saying so. Objects of a
+// served version are left alone ("").
+func Upgrade(o *fedgatepb.Object) (string, error) {
+	gv, err := schema.ParseGroupVersion(o.ApiVersion)
+	if err != nil {
+		return "", nil // Validate reports it
+	}
+	up, ok := upgrades[gv.WithKind(o.Kind)]
+	if !ok {
+		return "", nil
+	}
+	to := schema.GroupVersion{Group: gv.Group, Version: up.to}.String()
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(o.Json); err != nil {
+		return "", fmt.Errorf("%s: %w", Describe(o.Kind, o.Namespace, o.Name), err)
+	}
+	u.SetAPIVersion(to)
+	js, err := u.MarshalJSON()
+	if err != nil {
+		return "", err
+	}
+	from := o.ApiVersion
+	o.ApiVersion, o.Json = to, js
+	return fmt.Sprintf("%s: %s is stored as %s (%s)", Describe(o.Kind, o.Namespace, o.Name), from, to, up.why), nil
+}
+
+// servedVersions lists the apiVersions fedgate serves kind in (group/version), for errors about others.
+func servedVersions(group, kind string) []string {
+	var out []string
+	for gvk := range Scheme.AllKnownTypes() {
+		if gvk.Group == group && gvk.Kind == kind {
+			out = append(out, gvk.GroupVersion().String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Known reports whether apiVersion/kind is carried by fedgate: a version it serves, or one Upgrade stores as such.
 func Known(apiVersion, kind string) bool {
 	gv, err := schema.ParseGroupVersion(apiVersion)
 	if err != nil {
@@ -84,7 +133,8 @@ func Known(apiVersion, kind string) bool {
 	}
 	for _, gk := range Kinds {
 		if gk.Group == gv.Group && gk.Kind == kind {
-			return Scheme.Recognizes(gv.WithKind(kind))
+			_, up := upgrades[gv.WithKind(kind)]
+			return up || Scheme.Recognizes(gv.WithKind(kind))
 		}
 	}
 	return false
@@ -164,6 +214,10 @@ func FromUnstructured(u *unstructured.Unstructured, defaultNamespace string) (*f
 		return nil, errors.New("apiVersion and kind must be set")
 	}
 	if !Known(apiVersion, kind) {
+		gv, _ := schema.ParseGroupVersion(apiVersion)
+		if served := servedVersions(gv.Group, kind); len(served) > 0 {
+			return nil, fmt.Errorf("%s %q: apiVersion %s is not served by fedgate: %s is served as %s", kind, u.GetName(), apiVersion, kind, strings.Join(served, ", "))
+		}
 		return nil, fmt.Errorf("%s %q: kind %s is not supported by fedgate", apiVersion, u.GetName(), kind)
 	}
 	if u.GetName() == "" {
@@ -189,7 +243,7 @@ func FromUnstructured(u *unstructured.Unstructured, defaultNamespace string) (*f
 }
 
 // Typed decodes a wire Object into its Go type (for example *gatewayv1.HTTPRoute). ReferenceGrants of either served
-// version decode to *gatewayv1beta1.ReferenceGrant.
+// version decode to *gatewayv1beta1.ReferenceGrant, and an older version Upgrade knows to the version it is stored as.
 func Typed(o *fedgatepb.Object) (runtime.Object, error) {
 	gv, err := schema.ParseGroupVersion(o.ApiVersion)
 	if err != nil {
@@ -198,6 +252,9 @@ func Typed(o *fedgatepb.Object) (runtime.Object, error) {
 	gvk := gv.WithKind(o.Kind)
 	if o.Kind == KindReferenceGrant {
 		gvk = gatewayv1beta1.SchemeGroupVersion.WithKind(o.Kind)
+	}
+	if up, ok := upgrades[gvk]; ok {
+		gvk.Version = up.to
 	}
 	obj, err := Scheme.New(gvk)
 	if err != nil {

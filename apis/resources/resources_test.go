@@ -174,6 +174,8 @@ func TestKnown(t *testing.T) {
 		{"gateway.networking.k8s.io/v1", "HTTPRoute", true},
 		{"gateway.networking.k8s.io/v1beta1", "ReferenceGrant", true},
 		{"gateway.networking.k8s.io/v1", "ReferenceGrant", true},
+		{"gateway.networking.k8s.io/v1alpha2", "GRPCRoute", true}, // stored as v1 (Upgrade)
+		{"gateway.networking.k8s.io/v1alpha3", "GRPCRoute", false},
 		{"v1", "Service", true},
 		{"discovery.k8s.io/v1", "EndpointSlice", true},
 		{"v1", "ConfigMap", false},

@@ -40,11 +40,20 @@ type AdminService struct {
 }
 
 // Apply validates every object, then stores all of them in one transaction. One invalid object refuses the whole
-// request, so a multi-document file is never half applied.
+// request, so a multi-document file is never half applied. An object written for an older version of its kind with the
+// schema of a served one is stored as the served version, and the response's warnings say so.
 func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (*fedgatepb.ApplyResponse, error) {
+	var warnings []string
 	for i, o := range req.GetObjects() {
 		if err := checkEnvelope(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
+		}
+		w, err := resources.Upgrade(o)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
+		}
+		if w != "" {
+			warnings = append(warnings, w)
 		}
 		if err := validation.Validate(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
@@ -58,7 +67,7 @@ func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (
 	if err != nil {
 		return nil, storeError(err)
 	}
-	resp := &fedgatepb.ApplyResponse{Revision: rev}
+	resp := &fedgatepb.ApplyResponse{Revision: rev, Warnings: warnings}
 	for _, r := range results {
 		resp.Results = append(resp.Results, &fedgatepb.ApplyResult{Ref: r.Ref, Action: r.Action})
 		if r.Action != store.ActionUnchanged {

@@ -141,6 +141,35 @@ func TestAdminApplyIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// An object written for an older version of its kind with a served version's schema (GRPCRoute v1alpha2) is stored as
+// the served version, and the response warns about it; hubctl shows the warning.
+func TestAdminApplyStoresOlderVersionsAsServed(t *testing.T) {
+	h := startHub(t)
+	ctx := testCtx(t)
+	old := object("gateway.networking.k8s.io/v1alpha2", "GRPCRoute", "default", "echo", `{"rules":[{"backendRefs":[{"name":"echo","port":9000}]}]}`)
+	resp, err := h.admin.Apply(ctx, &fedgatepb.ApplyRequest{Objects: []*fedgatepb.Object{old}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], `GRPCRoute "default/echo": gateway.networking.k8s.io/v1alpha2 is stored as gateway.networking.k8s.io/v1`) {
+		t.Errorf("warnings %q", resp.Warnings)
+	}
+	list, err := h.admin.List(ctx, &fedgatepb.ListRequest{Kind: "grpcroutes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Objects) != 1 || list.Objects[0].Object.ApiVersion != "gateway.networking.k8s.io/v1" ||
+		!strings.Contains(string(list.Objects[0].Object.Json), `"apiVersion":"gateway.networking.k8s.io/v1"`) {
+		t.Fatalf("stored %v, want the route as gateway.networking.k8s.io/v1", list.Objects)
+	}
+	// The same route applied as v1 changes nothing and warns about nothing.
+	resp, err = h.admin.Apply(ctx, &fedgatepb.ApplyRequest{Objects: []*fedgatepb.Object{
+		object("gateway.networking.k8s.io/v1", "GRPCRoute", "default", "echo", `{"rules":[{"backendRefs":[{"name":"echo","port":9000}]}]}`)}})
+	if err != nil || len(resp.Warnings) != 0 || resp.Results[0].Action != "unchanged" {
+		t.Fatalf("the same route as v1: %v %v", resp, err)
+	}
+}
+
 func TestAdminApplyListDelete(t *testing.T) {
 	h := startHub(t)
 	ctx := testCtx(t)

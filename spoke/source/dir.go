@@ -246,6 +246,15 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 		}
 		f.sum = sum
 		objs, err := resources.DecodeYAML(bytes.NewReader(b), p, d.namespace)
+		for _, o := range objs {
+			if err != nil {
+				break
+			}
+			var w string
+			if w, err = resources.Upgrade(o); w != "" {
+				log.Warn("stored an older apiVersion as the served one", "file", p, "upgrade", w)
+			}
+		}
 		if err != nil {
 			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs))
 			continue

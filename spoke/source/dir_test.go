@@ -265,3 +265,15 @@ metadata:
 		t.Fatalf("after edit = %s, want %s", got, want)
 	}
 }
+
+// A GRPCRoute written for v1alpha2 (v1's schema, served beside it by Gateway API v1.1's experimental channel) is
+// reported as v1.
+func TestDirStoresOlderVersionsAsServed(t *testing.T) {
+	dir := t.TempDir()
+	writeAtomic(t, filepath.Join(dir, "route.yaml"), "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: GRPCRoute\nmetadata: {name: echo, namespace: shop}\nspec: {}\n")
+	s := next(t, startDir(t, dir))
+	if len(s.Objects) != 1 || s.Objects[0].ApiVersion != "gateway.networking.k8s.io/v1" ||
+		!strings.Contains(find(t, s, "GRPCRoute/shop/echo"), `"apiVersion":"gateway.networking.k8s.io/v1"`) {
+		t.Fatalf("snapshot %v, want the GRPCRoute as gateway.networking.k8s.io/v1", s.Objects)
+	}
+}

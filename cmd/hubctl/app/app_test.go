@@ -585,3 +585,45 @@ func TestJoinRefusesWithoutCAHash(t *testing.T) {
 		t.Fatalf("join without --ca-hash: code %d stderr %q", code, stderr)
 	}
 }
+
+// YAML written for GRPCRoute v1alpha2 (Gateway API v1.1's experimental channel served it beside v1, same schema) is
+// applied as v1, with a warning naming both; a version fedgate does not serve is refused locally, naming the ones it
+// does.
+func TestApplyOlderVersions(t *testing.T) {
+	f, addr := startHub(t)
+	const route = `apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: GRPCRoute
+metadata:
+  name: echo
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - backendRefs:
+    - name: echo
+      port: 9000
+`
+	stdout, stderr, code := hubctl(t, route, "--hub", addr, "apply", "-f", "-")
+	if code != 0 || stdout != "grpcroute.gateway.networking.k8s.io/echo created\n" {
+		t.Fatalf("apply v1alpha2 GRPCRoute: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	want := `Warning: <stdin>: GRPCRoute "default/echo": gateway.networking.k8s.io/v1alpha2 is stored as gateway.networking.k8s.io/v1`
+	if !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("stderr %q, want one line starting %q", stderr, want)
+	}
+	f.mu.Lock()
+	got := f.objects[key(resources.KindGRPCRoute, "default", "echo")]
+	f.mu.Unlock()
+	if got == nil || got.ApiVersion != "gateway.networking.k8s.io/v1" || !strings.Contains(string(got.Json), `"apiVersion":"gateway.networking.k8s.io/v1"`) {
+		t.Errorf("the hub was sent %+v, want the route as gateway.networking.k8s.io/v1", got)
+	}
+
+	calls := f.calls()
+	_, stderr, code = hubctl(t, strings.Replace(route, "v1alpha2", "v1alpha3", 1), "--hub", addr, "apply", "-f", "-")
+	if code != 1 || !strings.Contains(stderr, `GRPCRoute "echo": apiVersion gateway.networking.k8s.io/v1alpha3 is not served by fedgate: GRPCRoute is served as gateway.networking.k8s.io/v1`) {
+		t.Errorf("v1alpha3 GRPCRoute: exit %d stderr %q, want the versions fedgate serves named", code, stderr)
+	}
+	if f.calls() != calls {
+		t.Error("a refused version reached the hub")
+	}
+}

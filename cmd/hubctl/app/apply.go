@@ -54,6 +54,15 @@ func newApplyCommand(g *globalOptions) *cobra.Command {
 			// the file, which the hub cannot.
 			var errs []error
 			for _, s := range objs {
+				// An older version with a served version's schema is sent as the served one, and the user told.
+				w, err := resources.Upgrade(s.obj)
+				if err != nil {
+					errs = append(errs, describeInvalid(s.source, err))
+					continue
+				}
+				if w != "" {
+					fmt.Fprintf(g.stderr, "Warning: %s: %s\n", s.source, w)
+				}
 				if err := validation.Validate(s.obj); err != nil {
 					errs = append(errs, describeInvalid(s.source, err))
 				}
@@ -73,6 +82,9 @@ func newApplyCommand(g *globalOptions) *cobra.Command {
 			resp, err := call(cmd.Context(), g, client.Apply, req)
 			if err != nil {
 				return err
+			}
+			for _, w := range resp.GetWarnings() {
+				fmt.Fprintf(g.stderr, "Warning: %s\n", w)
 			}
 			for _, r := range resp.GetResults() {
 				fmt.Fprintf(g.stdout, "%s/%s %s\n", resourceName(r.GetRef().GetApiVersion(), r.GetRef().GetKind()), r.GetRef().GetName(), r.GetAction())
