@@ -59,15 +59,25 @@ func Write(path string, c *Config) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Written whole under a temporary name, then linked into place: a reader (hubctl started as soon as the hub's port
+	// opens) sees no file or all of it, and an existing file is never replaced (link fails as O_EXCL would).
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Link(f.Name(), path)
 }
 
 // TLS returns the client TLS settings: the admin certificate, and the hub verified against the CA bundle. The hub's

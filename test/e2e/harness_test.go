@@ -139,7 +139,16 @@ func startHub(t testing.TB, dataDir, addr string, extra ...string) *hub {
 	args := append([]string{"hub", "--listen", addr, "--advertise-address", addr, "--data-dir", dataDir, "--admin-config", cfg,
 		"--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "debug"}, extra...)
 	p := startProc(t, "hub", args...)
+	// The port is bound first thing (connections wait until the hub serves); the admin credential is written once the
+	// hub has its CA and etcd, so hubctl can run only once it is there.
 	waitTCP(t, addr, 30*time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := os.Stat(cfg); err != nil; _, err = os.Stat(cfg) {
+		if time.Now().After(deadline) || p.exited() {
+			t.Fatalf("the hub on %s wrote no admin credential at %s within 30s (exited: %v)", addr, cfg, p.exited())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	adminConfigs.Store(addr, cfg)
 	return &hub{addr: addr, dataDir: dataDir, adminConfig: cfg, p: p}
 }
