@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -113,8 +114,12 @@ func Upgrade(o *fedgatepb.Object) (string, error) {
 	return fmt.Sprintf("%s: %s is stored as %s (%s)", Describe(o.Kind, o.Namespace, o.Name), from, to, up.why), nil
 }
 
-// servedVersions lists the apiVersions fedgate serves kind in (group/version), for errors about others.
+// servedVersions lists the apiVersions fedgate serves kind in (group/version), for errors about others; none for a
+// kind fedgate does not carry.
 func servedVersions(group, kind string) []string {
+	if !slices.Contains(Kinds, schema.GroupKind{Group: group, Kind: kind}) {
+		return nil
+	}
 	var out []string
 	for gvk := range Scheme.AllKnownTypes() {
 		if gvk.Group == group && gvk.Kind == kind {

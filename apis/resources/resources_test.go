@@ -129,7 +129,7 @@ func TestDecodeYAMLErrorsNameTheDocument(t *testing.T) {
 		{
 			name: "known kind at an unserved version",
 			in:   "apiVersion: gateway.networking.k8s.io/v9\nkind: HTTPRoute\nmetadata: {name: r}\n",
-			want: []string{"bad.yaml: document 1", "HTTPRoute", "not supported"},
+			want: []string{"bad.yaml: document 1", `HTTPRoute "r": apiVersion gateway.networking.k8s.io/v9 is not served by fedgate: HTTPRoute is served as gateway.networking.k8s.io/v1, gateway.networking.k8s.io/v1beta1`},
 		},
 		{
 			name: "missing name",
