@@ -103,7 +103,9 @@ func TestProjectionsShareNoStatusMemory(t *testing.T) {
 			}
 			for j := range st.Listeners {
 				st.Listeners[j].Conditions[0].Reason = "Scribbled"
-				st.Listeners[j].SupportedKinds[0].Kind = "Scribbled"
+				if len(st.Listeners[j].SupportedKinds) > 0 { // none on a listener whose protocol is not served
+					st.Listeners[j].SupportedKinds[0].Kind = "Scribbled"
+				}
 			}
 		}
 		sc.ServiceImports[0].Clusters[0] = "scribbled"

@@ -180,6 +180,9 @@ func (c *compiler) newGatewayInstance(cluster, sourceCluster string, gw *gateway
 		}
 		seen[l.name] = true
 		l.kinds, l.invalidKinds = supportedKinds(ls.AllowedRoutes)
+		if l.acceptedReason == gatewayv1.ListenerReasonUnsupportedProtocol {
+			l.kinds = nil // no route kind is served on a protocol fedgate does not serve
+		}
 		gi.listeners = append(gi.listeners, l)
 	}
 	return gi
@@ -256,15 +259,28 @@ func (c *compiler) writeGatewayStatuses() {
 			ref := ObjectRef{Cluster: gi.source.Cluster, Kind: resources.KindGateway, Namespace: gi.gw.Namespace, Name: gi.gw.Name}
 			st := c.status.get(ref, gen)
 			anyAccepted, anyProgrammed := false, false
+			var invalid []string
 			for _, l := range gi.listeners {
 				anyAccepted = anyAccepted || l.accepted
 				anyProgrammed = anyProgrammed || l.programmed()
+				if !l.accepted {
+					invalid = append(invalid, l.name)
+				}
 				st.Listeners = append(st.Listeners, l.status(gen))
 			}
 			var conds []metav1.Condition
-			if anyAccepted {
+			switch {
+			case anyAccepted && len(invalid) > 0:
+				// The spec's reason for a Gateway accepted with some of its listeners not.
+				what := "listener " + invalid[0] + " is"
+				if len(invalid) > 1 {
+					what = "listeners " + strings.Join(invalid, ", ") + " are"
+				}
+				conds = append(conds, condition(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonListenersNotValid),
+					"Gateway is accepted; "+what+" not valid", gen))
+			case anyAccepted:
 				conds = append(conds, condition(string(gatewayv1.GatewayConditionAccepted), true, string(gatewayv1.GatewayReasonAccepted), "Gateway is accepted", gen))
-			} else {
+			default:
 				conds = append(conds, condition(string(gatewayv1.GatewayConditionAccepted), false, string(gatewayv1.GatewayReasonListenersNotValid), "no listener is valid", gen))
 			}
 			if anyProgrammed {
