@@ -408,7 +408,9 @@ func TestLateAnswerDoesNotStretchTheTerm(t *testing.T) {
 	sent := st.heldSent()
 	t.Logf("a's last renewal answered %v late: a stopped leading %v after sending it, b led %v after (lease %v, renew deadline %v)",
 		hold, all[0].end.Sub(sent).Round(time.Millisecond), all[1].start.Sub(sent).Round(time.Millisecond), testLease, testRenew)
-	if d := all[0].end.Sub(sent); d > testRenew+testRetry {
+	// Without the fix a leads until 1.5 s (the late answer) + a retry period + the renew deadline after it sent, 3.9 s;
+	// with it, the renew deadline and the time its duties take to stop.
+	if d := all[0].end.Sub(sent); d > testRenew+3*testRetry {
 		t.Errorf("a led %v after sending its last renewal, want about the renew deadline %v", d, testRenew)
 	}
 	checkExclusive(t, all)
@@ -488,7 +490,8 @@ func TestAwaitNoOtherLeader(t *testing.T) {
 	ts.await(t, "a leads", 10*time.Second, func(all []term) bool { return len(all) == 1 })
 	stopAt := 2 * testRetry
 	go func() { time.Sleep(stopAt); a.stop() }()
-	if d, err := await(); err != nil || d < stopAt || d > stopAt+2*testRetry {
+	// Released, the wait ends within a poll; had it waited for expiry, a lease duration after a's last renewal.
+	if d, err := await(); err != nil || d < stopAt || d > stopAt+testLease-testRetry {
 		t.Errorf("a stopped %v in: AwaitNoOtherLeader took %v, %v; want until a released the lease", stopAt, d, err)
 	}
 
@@ -498,7 +501,7 @@ func TestAwaitNoOtherLeader(t *testing.T) {
 	cut.cut(true)
 	d, err := await()
 	t.Logf("c cut off: AwaitNoOtherLeader returned after %v (lease %v)", d.Round(time.Millisecond), testLease)
-	if err != nil || d < testLease-testRetry || d > testLease+3*testRetry {
+	if err != nil || d < testLease-testRetry || d > testLease+5*testRetry {
 		t.Errorf("c cut off: AwaitNoOtherLeader took %v, %v; want about a lease duration (%v)", d, err, testLease)
 	}
 }
