@@ -38,6 +38,8 @@ const (
 	KindService        = "Service"
 	KindEndpointSlice  = "EndpointSlice"
 	KindServiceExport  = "ServiceExport"
+	// KindNamespace is reported by clusters (metadata only) for allowedRoutes.namespaces.from: Selector.
+	KindNamespace = "Namespace"
 	// KindXBackendTrafficPolicy is gateway.networking.x-k8s.io/v1alpha1 (session persistence, retry budgets).
 	KindXBackendTrafficPolicy = "XBackendTrafficPolicy"
 	// KindBackendLBPolicy is Gateway API v1.1's gateway.networking.k8s.io/v1alpha2 session persistence policy.
@@ -56,10 +58,11 @@ var Kinds = []schema.GroupKind{
 	{Group: mcsv1a1.GroupName, Kind: KindServiceExport},
 	{Group: gatewayxv1a1.GroupName, Kind: KindXBackendTrafficPolicy},
 	{Group: backendlb.GroupName, Kind: KindBackendLBPolicy},
+	{Group: "", Kind: KindNamespace},
 }
 
-// Namespaced reports whether a kind is namespaced (all but GatewayClass).
-func Namespaced(kind string) bool { return kind != KindGatewayClass }
+// Namespaced reports whether a kind is namespaced (all but GatewayClass and Namespace).
+func Namespaced(kind string) bool { return kind != KindGatewayClass && kind != KindNamespace }
 
 // Scheme knows every Go type behind Kinds.
 var Scheme = newScheme()
@@ -318,6 +321,8 @@ func KindFor(word string) ([]string, bool) {
 		return []string{KindXBackendTrafficPolicy}, true
 	case "backendlbpolicy", "backendlbpolicies", "blbpolicy":
 		return []string{KindBackendLBPolicy}, true
+	case "namespace", "namespaces", "ns":
+		return []string{KindNamespace}, true
 	case "policy", "policies":
 		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy}, true
 	}

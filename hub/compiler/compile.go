@@ -130,6 +130,7 @@ func newView(cluster string, r *Resources) *view {
 	v.res.ReferenceGrants = dedupe(r.ReferenceGrants, func(o *gatewayv1beta1.ReferenceGrant) (string, string) { return o.Namespace, o.Name })
 	v.res.Services = dedupe(r.Services, func(o *corev1.Service) (string, string) { return o.Namespace, o.Name })
 	v.res.EndpointSlices = dedupe(r.EndpointSlices, func(o *discoveryv1.EndpointSlice) (string, string) { return o.Namespace, o.Name })
+	v.res.Namespaces = dedupe(r.Namespaces, func(o *corev1.Namespace) (string, string) { return "", o.Name })
 	v.res.ServiceExports = dedupe(r.ServiceExports, func(o *mcsv1a1.ServiceExport) (string, string) { return o.Namespace, o.Name })
 	v.res.XBackendTrafficPolicies = dedupe(r.XBackendTrafficPolicies, func(o *gatewayxv1a1.XBackendTrafficPolicy) (string, string) { return o.Namespace, o.Name })
 	v.res.BackendLBPolicies = dedupe(r.BackendLBPolicies, func(o *backendlb.BackendLBPolicy) (string, string) { return o.Namespace, o.Name })
@@ -211,6 +212,8 @@ func (r *Resources) AddObject(o *fedgatepb.Object) error {
 		r.Services = append(r.Services, t)
 	case *discoveryv1.EndpointSlice:
 		r.EndpointSlices = append(r.EndpointSlices, t)
+	case *corev1.Namespace:
+		r.Namespaces = append(r.Namespaces, t)
 	case *mcsv1a1.ServiceExport:
 		r.ServiceExports = append(r.ServiceExports, t)
 	case *gatewayxv1a1.XBackendTrafficPolicy:

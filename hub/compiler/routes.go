@@ -2,10 +2,13 @@ package compiler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/fedgate/fedgate/apis/resources"
@@ -203,19 +206,12 @@ func (c *compiler) attach(ro *routeObj, pr gatewayv1.ParentReference, gi *gatewa
 	}
 	var allowed []*listener
 	for _, l := range programmed {
-		if routeAllowed(l, ro) {
+		if c.routeAllowed(l, ro) {
 			allowed = append(allowed, l)
 		}
 	}
 	if len(allowed) == 0 {
-		note := ""
-		for _, l := range programmed {
-			if l.allowed != nil && l.allowed.Namespaces != nil && l.allowed.Namespaces.From != nil && *l.allowed.Namespaces.From == gatewayv1.NamespacesFromSelector {
-				note = " (allowedRoutes.namespaces.from Selector admits no namespace: fedgate does not carry Namespace labels yet)"
-				break
-			}
-		}
-		return reject(gatewayv1.RouteReasonNotAllowedByListeners, "listeners of Gateway %s/%s do not allow %s from namespace %q%s", gi.gw.Namespace, gi.gw.Name, ro.kind, ro.meta.Namespace, note)
+		return reject(gatewayv1.RouteReasonNotAllowedByListeners, "listeners of Gateway %s/%s do not allow %s from namespace %q", gi.gw.Namespace, gi.gw.Name, ro.kind, ro.meta.Namespace)
 	}
 	type binding struct {
 		l     *listener
@@ -255,7 +251,7 @@ func selectorText(pr gatewayv1.ParentReference) string {
 }
 
 // routeAllowed applies a listener's allowedRoutes to a route.
-func routeAllowed(l *listener, ro *routeObj) bool {
+func (c *compiler) routeAllowed(l *listener, ro *routeObj) bool {
 	kindOK := false
 	for _, k := range l.kinds {
 		if string(k.Kind) == ro.kind {
@@ -274,11 +270,34 @@ func routeAllowed(l *listener, ro *routeObj) bool {
 		return true
 	case gatewayv1.NamespacesFromSame:
 		return ro.meta.Namespace == l.gi.gw.Namespace
+	case gatewayv1.NamespacesFromSelector:
+		// The route's namespace as the Gateway instance's cluster reported it: a namespace that cluster did not report
+		// (a hub route in a namespace the cluster lacks) has no labels to match.
+		if l.allowed.Namespaces.Selector == nil {
+			return false
+		}
+		sel, err := metav1.LabelSelectorAsSelector(l.allowed.Namespaces.Selector)
+		if err != nil {
+			return false
+		}
+		ns := c.namespace(l.gi.cluster, ro.meta.Namespace)
+		return ns != nil && sel.Matches(labels.Set(ns.Labels))
 	default:
-		// Selector (and anything unknown): fedgate carries no Namespace objects, so no namespace labels are known and
-		// no namespace can be shown to match. Refusing is the safe reading: a selector is meant to narrow access.
-		return false
+		return false // unknown values admit nothing: a selector is meant to narrow access
 	}
+}
+
+// namespace returns the Namespace cluster reported by that name, nil when it reported none.
+func (c *compiler) namespace(cluster, name string) *corev1.Namespace {
+	v := c.reports[cluster]
+	if v == nil {
+		return nil
+	}
+	i, found := slices.BinarySearchFunc(v.res.Namespaces, name, func(n *corev1.Namespace, name string) int { return strings.Compare(n.Name, name) })
+	if !found {
+		return nil
+	}
+	return v.res.Namespaces[i]
 }
 
 // intersectHostnames returns the hostnames a route serves on a listener: the route's hostnames that the listener's

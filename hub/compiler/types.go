@@ -52,7 +52,9 @@ type Resources struct {
 	ReferenceGrants []*gatewayv1beta1.ReferenceGrant `json:"referenceGrants,omitempty"`
 	Services        []*corev1.Service                `json:"services,omitempty"`
 	EndpointSlices  []*discoveryv1.EndpointSlice     `json:"endpointSlices,omitempty"`
-	ServiceExports  []*mcsv1a1.ServiceExport         `json:"serviceExports,omitempty"`
+	// Namespaces, reported by clusters (their labels decide allowedRoutes.namespaces.from: Selector there).
+	Namespaces     []*corev1.Namespace      `json:"namespaces,omitempty"`
+	ServiceExports []*mcsv1a1.ServiceExport `json:"serviceExports,omitempty"`
 	// Backend policies (session persistence, retry budgets) targeting Services.
 	XBackendTrafficPolicies []*gatewayxv1a1.XBackendTrafficPolicy `json:"xBackendTrafficPolicies,omitempty"`
 	BackendLBPolicies       []*backendlb.BackendLBPolicy          `json:"backendLBPolicies,omitempty"`

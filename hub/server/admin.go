@@ -48,6 +48,10 @@ func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (
 		if err := checkEnvelope(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
+		if o.Kind == resources.KindNamespace {
+			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %s: kind: Unsupported value: Namespaces are reported by the clusters, whose labels allowedRoutes selectors match there; they are not applied at the hub",
+				i, resources.Describe(o.Kind, o.Namespace, o.Name))
+		}
 		w, err := resources.Upgrade(o)
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)

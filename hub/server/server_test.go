@@ -120,6 +120,7 @@ func TestAdminApplyIsAllOrNothing(t *testing.T) {
 		{"field of the wrong type", object("gateway.networking.k8s.io/v1", "HTTPRoute", "default", "broken", `{"hostnames":5}`), `objects[1]: HTTPRoute "default/broken"`},
 		{"unknown kind", object("example.com/v1", "Widget", "default", "w", `{}`), `objects[1]: Widget "default/w": kind`},
 		{"envelope disagrees with JSON", func() *fedgatepb.Object { o := route("x"); o.Name = "y"; return o }(), `objects[1]: HTTPRoute "default/y": metadata.name`},
+		{"a Namespace, which clusters report", object("v1", "Namespace", "", "team-a", `{}`), `objects[1]: Namespace "team-a": kind: Unsupported value: Namespaces are reported by the clusters`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 var (
 	coreServiceGK       = schema.GroupKind{Group: "", Kind: resources.KindService}
 	coreEndpointSliceGK = schema.GroupKind{Group: discoveryv1.GroupName, Kind: resources.KindEndpointSlice}
+	coreNamespaceGK     = schema.GroupKind{Group: "", Kind: resources.KindNamespace}
 
 	supportedProtocols = sets.New(string(corev1.ProtocolTCP), string(corev1.ProtocolUDP), string(corev1.ProtocolSCTP))
 )
@@ -93,6 +94,19 @@ const (
 )
 
 var supportedAddressTypes = sets.New(string(discoveryv1.AddressTypeIPv4), string(discoveryv1.AddressTypeIPv6), string(discoveryv1.AddressTypeFQDN))
+
+// validateNamespace checks what the compiler reads of a reported Namespace: its name and labels.
+func validateNamespace(o *fedgatepb.Object) (field.ErrorList, error) {
+	obj, err := resources.Typed(o)
+	if err != nil {
+		return nil, err
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected type %T", resources.Describe(o.Kind, o.Namespace, o.Name), obj)
+	}
+	return apimachineryvalidation.ValidateObjectMeta(&ns.ObjectMeta, false, apimachineryvalidation.ValidateNamespaceName, field.NewPath("metadata")), nil
+}
 
 func validateEndpointSlice(o *fedgatepb.Object) (field.ErrorList, error) {
 	obj, err := resources.Typed(o)

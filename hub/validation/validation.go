@@ -72,6 +72,8 @@ func Normalize(o *fedgatepb.Object) (*fedgatepb.Object, error) {
 		errs, err = validateService(o)
 	case coreEndpointSliceGK:
 		errs, err = validateEndpointSlice(o)
+	case coreNamespaceGK:
+		errs, err = validateNamespace(o)
 	default:
 		v, lookupErr := crdValidatorFor(gvk)
 		if lookupErr != nil {

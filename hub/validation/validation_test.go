@@ -324,7 +324,7 @@ func TestPreloadBuildsEveryEmbeddedCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, gk := range resources.Kinds {
-		if gk == coreServiceGK || gk == coreEndpointSliceGK {
+		if gk == coreServiceGK || gk == coreEndpointSliceGK || gk == coreNamespaceGK {
 			continue
 		}
 		idx, _ := loadIndex()

@@ -112,6 +112,8 @@ func watchedKinds(controllerName string) []kind {
 			selector: labels.NewSelector().Add(*serviceSlices)},
 		{gvk: schema.GroupVersionKind{Group: "multicluster.x-k8s.io", Version: "v1alpha1", Kind: resources.KindServiceExport},
 			resource: "serviceexports", optional: true},
+		// Namespaces for their labels (allowedRoutes.namespaces.from: Selector); Encode keeps only their metadata.
+		{gvk: schema.GroupVersionKind{Version: "v1", Kind: resources.KindNamespace}, resource: "namespaces"},
 		// Policies: watched once apis/resources carries them to the hub (see servedKinds).
 		{gvk: gw("v1", "BackendTLSPolicy"), resource: "backendtlspolicies", optional: true},
 		{gvk: schema.GroupVersionKind{Group: "gateway.networking.x-k8s.io", Version: "v1alpha1", Kind: "XBackendTrafficPolicy"},
@@ -406,12 +408,13 @@ func (st *state) snapshot() source.Snapshot {
 }
 
 // Encode turns an object read from the API server into its wire form, without the fields that change when nothing
-// the hub cares about changed: status, resourceVersion, managedFields and kubectl's last-applied annotation. generation
+// the hub cares about changed: status, resourceVersion, managedFields, kubectl's last-applied annotation and a
+// Namespace's spec (its finalizers). generation
 // and creationTimestamp are kept (the hub uses them for observedGeneration and route precedence). u is not modified.
 func Encode(u *unstructured.Unstructured) (*fedgatepb.Object, error) {
 	c := &unstructured.Unstructured{Object: make(map[string]any, len(u.Object))}
 	for k, v := range u.Object {
-		if k != "status" && k != "metadata" {
+		if k != "status" && k != "metadata" && (k != "spec" || u.GetKind() != resources.KindNamespace) {
 			c.Object[k] = v // shared, read only: FromUnstructured only marshals what it does not remove
 		}
 	}

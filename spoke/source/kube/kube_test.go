@@ -193,6 +193,17 @@ func TestSourceReportsEveryKindButSecrets(t *testing.T) {
 			t.Errorf("snapshot carries %s", source.ObjectID(o))
 		}
 	}
+	// Namespaces are reported for their labels only (allowedRoutes selectors): no spec (finalizers), no status.
+	var nsObj *fedgatepb.Object
+	for _, o := range s.Objects {
+		if o.Kind == resources.KindNamespace && o.Name == ns {
+			nsObj = o
+		}
+	}
+	if nsObj == nil || !strings.Contains(string(nsObj.Json), `"kubernetes.io/metadata.name":"`+ns+`"`) ||
+		strings.Contains(string(nsObj.Json), "finalizers") || strings.Contains(string(nsObj.Json), `"status"`) {
+		t.Errorf("reported Namespace %s: %+v, want its labels and no spec or status", ns, nsObj)
+	}
 	// The hub decodes every reported object with resources.Typed.
 	for id, o := range got {
 		if _, err := resources.Typed(o); err != nil {
@@ -306,7 +317,7 @@ func TestStatusOnlyUpdateEmitsNothing(t *testing.T) {
 	}
 }
 
-// A cluster without the Gateway API and MCS CRDs still reports its Services.
+// A cluster without the Gateway API and MCS CRDs still reports its Services (and Namespaces).
 func TestClusterWithoutCRDs(t *testing.T) {
 	ns := bare.Namespace(t)
 	snaps := run(t, bare)
@@ -314,7 +325,7 @@ func TestClusterWithoutCRDs(t *testing.T) {
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}})
 	s := waitFor(t, snaps, "the Service", func(s source.Snapshot) bool { return inScope(s, ns, "-")["Service/"+ns+"/svc"] != nil })
 	for _, o := range s.Objects {
-		if o.Kind != "Service" && o.Kind != "EndpointSlice" {
+		if o.Kind != "Service" && o.Kind != "EndpointSlice" && o.Kind != resources.KindNamespace {
 			t.Errorf("unexpected %s", source.ObjectID(o))
 		}
 	}
