@@ -233,11 +233,11 @@ func run(args []string) error {
 			}
 			elector = le
 		}
-		// A cluster removed at the hub takes back what fedgate wrote here: statuses, ServiceImports, its revoked
-		// credentials, the leader-election Lease and, with --install-owner, the installation. It starts once no other
-		// replica leads (so no status is written after the cleanup). The credentials and the Lease go only once the
-		// rest is clean: kept, they let a restarted agent hear of the removal again and finish the job; the
-		// installation goes last, since with it go this agent's permissions.
+		// A cluster removed at the hub takes back what fedgate wrote here: statuses, ServiceImports, the
+		// leader-election Lease, its revoked credentials and, with --install-owner, the installation. It starts once no
+		// other replica leads (so no status is written after the cleanup). The credentials go last (with the
+		// installation, by the garbage collector, when there is one): kept, they let a restarted agent hear of the
+		// removal again and finish the job.
 		cleanup = func(ctx context.Context) error {
 			if le != nil {
 				if err := le.AwaitNoOtherLeader(ctx); err != nil {
@@ -247,13 +247,22 @@ func run(args []string) error {
 			if err := w.Clean(ctx); err != nil {
 				return err
 			}
-			errs := []error{creds.Discard(ctx)}
 			if le != nil {
-				errs = append(errs, le.DeleteLease(ctx))
+				if err := le.DeleteLease(ctx); err != nil {
+					return err
+				}
 			}
-			if err := errors.Join(errs...); err != nil || *installOwner == "" {
+			if *installOwner == "" {
+				return creds.Discard(ctx)
+			}
+			// The installation goes only while its credentials are still this agent's: a re-join since (which
+			// rewrites them and re-applies the installation) belongs to the cluster's new agent.
+			ours, err := creds.Held(ctx)
+			if err != nil || !ours {
 				return err
 			}
+			// Before the credentials: should it fail, a restarted agent hears of the removal again and retries. The
+			// Secret is owned by that ClusterRole too, so the garbage collector takes it with the rest.
 			if err := uninstall.Delete(ctx, rc, *installOwner); err != nil {
 				return err
 			}

@@ -312,8 +312,12 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	if storeErr != nil {
 		return nil, storeErr
 	}
-	// The store's checks and the first reads below are independent calls to etcd, made at once.
-	err = concurrently(append(checks,
+	// The store's checks first (a replica with the wrong key-encryption key must not go on to record its CA), then
+	// the first reads, independent calls to etcd made at once.
+	if err := concurrently(checks...); err != nil {
+		return nil, err
+	}
+	err = concurrently(
 		// Before anything is signed or served: every replica sharing this etcd must sign with one CA.
 		func() error { return agreeCA(ctx, h.store, h.ca, log) },
 		func() error {
@@ -325,7 +329,7 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 			h.reg = reg
 			return nil
 		},
-	)...)
+	)
 	if err != nil {
 		return nil, err
 	}

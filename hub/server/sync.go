@@ -18,6 +18,7 @@ import (
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/identity"
+	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/hub/auth"
 	"github.com/fedgate/fedgate/hub/compiler"
 	"github.com/fedgate/fedgate/hub/store"
@@ -192,11 +193,16 @@ func (s *SyncService) report(stream fedgatepb.Sync_ReportServer) error {
 	}
 }
 
-// checkReported decodes every reported object the way the compiler will, so that what is stored always compiles.
+// checkReported decodes every reported object the way the compiler will, so that what is stored always compiles; an
+// object of an older version with a served one's schema is rewritten as the served version.
 func checkReported(objs []*fedgatepb.Object, field string) error {
 	var scratch compiler.Resources
 	for i, o := range objs {
 		if err := checkEnvelope(o); err != nil {
+			return status.Errorf(codes.InvalidArgument, "%s[%d]: %v", field, i, err)
+		}
+		// Stored as the served version, however it arrived (as Apply stores it).
+		if _, err := resources.Upgrade(o); err != nil {
 			return status.Errorf(codes.InvalidArgument, "%s[%d]: %v", field, i, err)
 		}
 		if err := scratch.AddObject(o); err != nil {

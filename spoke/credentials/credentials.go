@@ -41,6 +41,7 @@ type Store struct {
 	save func(ctx context.Context, keyPEM, certPEM, caPEM []byte) error
 	// discard deletes where the identity is kept (Discard); nil keeps it.
 	discard func(ctx context.Context) error
+	held    func(ctx context.Context) (bool, error)
 	cluster string
 
 	mu      sync.RWMutex
@@ -270,6 +271,15 @@ func (s *Store) Discard(ctx context.Context) error {
 		return nil
 	}
 	return s.discard(ctx)
+}
+
+// Held reports whether the kept identity is still this store's: the Secret of LoadSecret holds this store's
+// certificate (a later join rewrites it for the cluster's new agent). A credentials directory is always held.
+func (s *Store) Held(ctx context.Context) (bool, error) {
+	if s == nil || s.held == nil {
+		return true, nil
+	}
+	return s.held(ctx)
 }
 
 // SaveError is a renewal whose new identity is in use but could not be kept for the next start: retry the saving

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,20 +32,28 @@ func LoadSecret(ctx context.Context, client kubernetes.Interface, namespace, nam
 			return writeSecret(ctx, client, namespace, name, keyPEM, certPEM, caPEM)
 		},
 	}
-	s.discard = func(ctx context.Context) error {
-		// Only the identity this agent holds: a Secret a later join rewrote belongs to the cluster's new agent.
+	// held reads the Secret and says whether it still holds this agent's certificate.
+	held := func(ctx context.Context) (*corev1.Secret, bool, error) {
 		cur, err := client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil
+			return nil, false, nil
 		}
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		s.mu.RLock()
-		ours := bytes.Equal(cur.Data[CertFile], s.certPEM)
-		s.mu.RUnlock()
-		if !ours {
-			return nil
+		defer s.mu.RUnlock()
+		return cur, bytes.Equal(cur.Data[CertFile], s.certPEM), nil
+	}
+	s.held = func(ctx context.Context) (bool, error) {
+		_, ours, err := held(ctx)
+		return ours, err
+	}
+	s.discard = func(ctx context.Context) error {
+		// Only the identity this agent holds: a Secret a later join rewrote belongs to the cluster's new agent.
+		cur, ours, err := held(ctx)
+		if err != nil || !ours {
+			return err
 		}
 		err = client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{
 			Preconditions: &metav1.Preconditions{UID: &cur.UID, ResourceVersion: &cur.ResourceVersion}})

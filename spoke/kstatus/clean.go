@@ -97,11 +97,12 @@ func (w *Writer) Clean(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// conditionsWrittenBy returns the types of the status conditions whose fields manager owns in managedFields.
+// conditionsWrittenBy returns the types of the status conditions whose fields manager owns by server-side apply.
 func conditionsWrittenBy(managed []metav1.ManagedFieldsEntry, manager string) map[string]bool {
 	types := map[string]bool{}
 	for _, m := range managed {
-		if m.Manager != manager || m.Subresource != "status" || m.FieldsV1 == nil {
+		// Apply only: what an Update recorded, an empty apply cannot take back, so it is not counted as applied.
+		if m.Manager != manager || m.Operation != metav1.ManagedFieldsOperationApply || m.Subresource != "status" || m.FieldsV1 == nil {
 			continue
 		}
 		var fields struct {

@@ -172,7 +172,7 @@ spoke Deployment of deploy/spoke); the key is never written to this machine's di
 				if namespace == "" {
 					return errors.New("--namespace must not be empty")
 				}
-				resp, err := kubeJoin(cmd.Context(), o, kubeconfig, namespace)
+				resp, err := kubeJoin(cmd.Context(), o, kubeconfig, namespace, install)
 				if errors.Is(err, join.ErrCAMismatch) {
 					return fmt.Errorf("the hub at %s: %w", o.Hub, err)
 				}

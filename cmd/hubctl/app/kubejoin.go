@@ -42,7 +42,7 @@ const (
 // kubeJoin joins like join.Run, but the cluster's key never touches this machine's disk: it goes, with the
 // certificate and CA bundle, straight into the member cluster's Secret. The cluster is checked before the token is
 // spent, so a wrong kubeconfig or missing permission costs no token usage.
-func kubeJoin(ctx context.Context, o join.Options, kubeconfig, namespace string) (*fedgatepb.JoinResponse, error) {
+func kubeJoin(ctx context.Context, o join.Options, kubeconfig, namespace string, install bool) (*fedgatepb.JoinResponse, error) {
 	if err := identity.ValidateCAHash(o.CAHash); err != nil {
 		return nil, err
 	}
@@ -84,7 +84,7 @@ func kubeJoin(ctx context.Context, o join.Options, kubeconfig, namespace string)
 	if o.EastWestAddress != "" {
 		data[SecretKeyEastWestAddress] = []byte(o.EastWestAddress)
 	}
-	if err := writeCredentialsSecret(ctx, c, namespace, data); err != nil {
+	if err := writeCredentialsSecret(ctx, c, namespace, data, install); err != nil {
 		// The cluster joined: say so, or the operator would retry with a token that may be spent.
 		return resp, fmt.Errorf("cluster %s joined the hub, but its credentials could not be stored (join again with a new token): %w", o.ClusterName, err)
 	}
@@ -108,9 +108,13 @@ func kubeClient(kubeconfig string) (client.Client, error) {
 }
 
 // writeCredentialsSecret creates the namespace if it is missing (the spoke's kustomization creates it too; whichever
-// runs first wins) and creates or replaces the Secret's data.
-func writeCredentialsSecret(ctx context.Context, c client.Client, namespace string, data map[string][]byte) error {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: map[string]string{managedByLabel: "hubctl"}}}
+// runs first wins) and creates or replaces the Secret's data. A namespace it creates for an install (forInstall) is
+// marked hubctl's, so the installation owns it; one made for a join alone is not, as it may be used for more later.
+func writeCredentialsSecret(ctx context.Context, c client.Client, namespace string, data map[string][]byte, forInstall bool) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}
+	if forInstall {
+		ns.Labels = map[string]string{managedByLabel: "hubctl"}
+	}
 	if err := c.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", namespace, err)
 	}
@@ -157,8 +161,9 @@ var DefaultSpokeImage = version.Image("spoke", version.ImageTag())
 // namespace, with image: the agent then starts from the credentials Secret kubeJoin wrote. Re-running it converges.
 //
 // The installation can take itself out again: the spoke's ClusterRole owns (metadata.ownerReferences) every other
-// object applied — the namespace only when hubctl created it — and the agent runs with --install-owner naming it, so
-// once the cluster is removed at the hub the agent deletes that ClusterRole and the garbage collector the rest.
+// object applied and the credentials Secret — the namespace only when hubctl created it for an install — and the
+// agent runs with --install-owner naming it, so once the cluster is removed at the hub the agent deletes that
+// ClusterRole and the garbage collector the rest.
 func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]string, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -212,6 +217,17 @@ func installSpoke(ctx context.Context, kubeconfig, namespace, image string) ([]s
 		if err := apply(u); err != nil {
 			return applied, err
 		}
+	}
+	// The credentials Secret kubeJoin wrote goes with the installation too: the removed agent deletes the
+	// ClusterRole before its credentials, so that a failure leaves it the credentials to hear of the removal again.
+	var sec corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: CredentialsSecret}, &sec); err != nil {
+		return applied, fmt.Errorf("reading Secret %s/%s: %w", namespace, CredentialsSecret, err)
+	}
+	base := sec.DeepCopy()
+	sec.OwnerReferences = []metav1.OwnerReference{owner}
+	if err := c.Patch(ctx, &sec, client.MergeFrom(base)); err != nil {
+		return applied, fmt.Errorf("owning Secret %s/%s: %w", namespace, CredentialsSecret, err)
 	}
 	return applied, nil
 }
@@ -283,8 +299,8 @@ func toAny(ss []string) []any {
 // namespace is owned by, and goes with, the installation.
 const managedByLabel = "app.kubernetes.io/managed-by"
 
-// createdByHubctl reports whether the installation may own namespace: hubctl created it (it carries managedByLabel
-// hubctl), or it does not exist yet and the installation creates it.
+// createdByHubctl reports whether the installation may own namespace: hubctl created it for an install (it carries
+// managedByLabel hubctl), or it does not exist yet and the installation creates it.
 func createdByHubctl(ctx context.Context, c client.Client, namespace string) (bool, error) {
 	var ns corev1.Namespace
 	err := c.Get(ctx, client.ObjectKey{Name: namespace}, &ns)

@@ -191,10 +191,22 @@ func TestJoinIntoKubernetesSecret(t *testing.T) {
 	if err := member.Client.Get(ctx, client.ObjectKey{Name: "edge"}, &edgeNS); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range []client.Object{&dep, &rb, &crb, &edgeNS} {
+	for _, o := range []client.Object{&dep, &rb, &crb, &edgeNS, readSecret(t, member.Client, "edge")} {
 		if !owned(o) {
 			t.Errorf("%T %s: owner references %+v, want the ClusterRole %s (%s)", o, o.GetName(), o.GetOwnerReferences(), SpokeClusterRole, owner.UID)
 		}
+	}
+	// The namespace a join without --install made (fedgate-system, above) stays out of a later installation there.
+	if stdout, stderr, code := hubctl(t, "", "join", "--hub", hubAddr, "--token", newToken().String(), "--ca-hash", caHash,
+		"--cluster-name", "east", "--kubeconfig", kubeconfig, "--install"); code != 0 {
+		t.Fatalf("join --install into fedgate-system: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	var fsNS corev1.Namespace
+	if err := member.Client.Get(ctx, client.ObjectKey{Name: "fedgate-system"}, &fsNS); err != nil {
+		t.Fatal(err)
+	}
+	if len(fsNS.OwnerReferences) != 0 {
+		t.Errorf("namespace fedgate-system, made by a join without --install, is owned by the installation: %+v", fsNS.OwnerReferences)
 	}
 	// A namespace that was there before, not made by hubctl, stays out of the installation.
 	if err := member.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shared"}}); err != nil {
