@@ -358,9 +358,7 @@ func TestOneLeaderAndCleanHandover(t *testing.T) {
 // expires, and the standby leads once it has: the two terms never overlap. Reconnected, the old leader stands by.
 func TestCutOffLeaderIsReplacedAfterExpiry(t *testing.T) {
 	ns := cluster.Namespace(t)
-	cut := newCutter(t, cluster.Config.Host)
-	viaCutter := rest.CopyConfig(cluster.Config)
-	viaCutter.Host = "https://" + cut.addr()
+	cut, viaCutter := newCutter(t)
 	ts := newTerms()
 	start(t, "a", Config{REST: viaCutter, Namespace: ns}, ts, 0)
 	ts.await(t, "a leads", 10*time.Second, func(all []term) bool { return len(all) == 1 })
@@ -464,9 +462,7 @@ func (s *staller) heldSent() time.Time {
 // renewing it for a lease duration.
 func TestAwaitNoOtherLeader(t *testing.T) {
 	ns := cluster.Namespace(t)
-	cut := newCutter(t, cluster.Config.Host)
-	viaCutter := rest.CopyConfig(cluster.Config)
-	viaCutter.Host = "https://" + cut.addr()
+	cut, viaCutter := newCutter(t)
 	ts := newTerms()
 	cfg := Config{Namespace: ns, Identity: "b", LeaseDuration: testLease, RenewDeadline: testRenew, RetryPeriod: testRetry,
 		REST: cluster.Config, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -515,8 +511,10 @@ type cutter struct {
 	conns  map[net.Conn]bool
 }
 
-func newCutter(t *testing.T, host string) *cutter {
+// newCutter returns a cutter in front of the test's API server and a config that reaches it through the cutter.
+func newCutter(t *testing.T) (*cutter, *rest.Config) {
 	t.Helper()
+	host := cluster.Config.Host
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -528,7 +526,9 @@ func newCutter(t *testing.T, host string) *cutter {
 	c := &cutter{l: l, target: u.Host, conns: map[net.Conn]bool{}}
 	t.Cleanup(func() { l.Close(); c.cut(true) })
 	go c.serve()
-	return c
+	via := rest.CopyConfig(cluster.Config)
+	via.Host = "https://" + c.addr()
+	return c, via
 }
 
 func (c *cutter) addr() string { return c.l.Addr().String() }

@@ -63,8 +63,15 @@ type proc struct {
 }
 
 // startProc starts args[0] — one of the binaries TestMain built, or a program given by its absolute path — with
-// args[1:].
+// args[1:], in the test's environment; it is killed when the test ends.
 func startProc(t testing.TB, name string, args ...string) *proc {
+	t.Helper()
+	return launch(t, name, nil, syscall.SIGKILL, args...)
+}
+
+// launch starts args[0] as startProc does, with env as its environment (nil: the test's), and stops it with stopSig
+// when the test ends.
+func launch(t testing.TB, name string, env []string, stopSig syscall.Signal, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
 	f, err := os.Create(logPath)
@@ -76,7 +83,7 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 		bin = filepath.Join(binDir, bin)
 	}
 	cmd := exec.Command(bin, args[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -84,7 +91,7 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
 	t.Cleanup(func() {
-		p.stop(syscall.SIGKILL)
+		p.stop(stopSig)
 		if t.Failed() {
 			p.dumpLog(t)
 		}

@@ -332,29 +332,11 @@ func containerPorts(t *testing.T, dep *appsv1.Deployment) map[int32]int {
 	return ports
 }
 
-// startWithEnv is startProc with the process environment given (a pod's, not the test's).
+// startWithEnv starts a built binary with a pod's environment, not the test's, and stops it with SIGTERM, as a
+// kubelet would.
 func startWithEnv(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(binDir, args[0]), args[1:]...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop(syscall.SIGTERM)
-		if t.Failed() {
-			p.dumpLog(t)
-		}
-	})
-	return p
+	return launch(t, name, env, syscall.SIGTERM, args...)
 }
 
 func (p *proc) exited() bool {

@@ -275,7 +275,7 @@ func SpokeInstall(namespace, image string) ([]*unstructured.Unstructured, error)
 				if m, ok := ct.(map[string]any); ok && m["name"] == "spoke" {
 					m["image"] = image
 					args, _, _ := unstructured.NestedStringSlice(m, "args")
-					m["args"] = toAny(append(args, "--install-owner="+SpokeClusterRole))
+					_ = unstructured.SetNestedStringSlice(m, append(args, "--install-owner="+SpokeClusterRole), "args")
 				}
 			}
 			_ = unstructured.SetNestedSlice(u.Object, containers, "spec", "template", "spec", "containers")
@@ -285,14 +285,6 @@ func SpokeInstall(namespace, image string) ([]*unstructured.Unstructured, error)
 		}
 	}
 	return objs, nil
-}
-
-func toAny(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
 }
 
 // managedByLabel marks a namespace hubctl created (for the credentials Secret or the installation): only such a
