@@ -103,6 +103,7 @@ func (c *SpokeConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("ports[%d]: duplicate port %d", i, p.Port))
 		}
 		ports[p.Port] = true
+		errs = append(errs, p.validateTLS(i)...)
 		for j, vh := range p.VirtualHosts {
 			for k, r := range vh.Routes {
 				for l, wb := range r.Action.Backends {
@@ -117,4 +118,34 @@ func (c *SpokeConfig) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateTLS: an HTTPS port has TLS and an HTTP one none; each listener has a unique hostname and certificates that
+// are either local references or carry both PEM blocks.
+func (p *Port) validateTLS(i int) []error {
+	var errs []error
+	switch {
+	case p.Protocol == ProtocolHTTPS && p.TLS == nil:
+		return []error{fmt.Errorf("ports[%d]: protocol HTTPS without tls", i)}
+	case p.Protocol != ProtocolHTTPS && p.TLS != nil:
+		return []error{fmt.Errorf("ports[%d]: tls on a %s port", i, p.Protocol)}
+	case p.TLS == nil:
+		return nil
+	}
+	hosts := map[string]bool{}
+	for j, l := range p.TLS.Listeners {
+		if hosts[l.Hostname] {
+			errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d]: duplicate hostname %q", i, j, l.Hostname))
+		}
+		hosts[l.Hostname] = true
+		if len(l.Certificates) == 0 {
+			errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d] %q: no certificates", i, j, l.Hostname))
+		}
+		for k, c := range l.Certificates {
+			if c.Local != (len(c.CertPEM) == 0 && len(c.KeyPEM) == 0) || (!c.Local && (len(c.CertPEM) == 0 || len(c.KeyPEM) == 0)) {
+				errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d].certificates[%d] %s/%s: want local, or both certPEM and keyPEM", i, j, k, c.Namespace, c.Name))
+			}
+		}
+	}
+	return errs
 }

@@ -75,7 +75,7 @@ type Protocol string
 
 const (
 	ProtocolHTTP  Protocol = "HTTP"  // HTTP/1.1 and h2c (prior knowledge and Upgrade)
-	ProtocolHTTPS Protocol = "HTTPS" // TLS with ALPN h2 / http/1.1 (later issue)
+	ProtocolHTTPS Protocol = "HTTPS" // TLS terminated by the spoke (Port.TLS), ALPN h2 and http/1.1
 )
 
 // Port is one listening socket. Several Gateway listeners may share it; their hostnames select a virtual host.
@@ -90,6 +90,41 @@ type Port struct {
 	// ("*.example.com" matches any deeper name, not "example.com"), then the catch-all "*". No vhost → 404.
 	// Sorted by hostname.
 	VirtualHosts []VirtualHost `json:"virtualHosts,omitempty"`
+	// TLS terminates an HTTPS port: its listeners' certificates. Set exactly when Protocol is HTTPS.
+	TLS *PortTLS `json:"tls,omitempty"`
+}
+
+// PortTLS is how an HTTPS port terminates TLS. A connection's SNI selects one listener the way a request's Host
+// selects a virtual host: the exact hostname first, then the longest matching wildcard, then the listener without a
+// hostname ("*"); a connection without SNI gets the "*" listener. No listener for the SNI → the handshake fails. A
+// request whose Host selects another listener than its connection's SNI did is answered 421 (Misdirected Request).
+type PortTLS struct {
+	// Listeners: one per HTTPS listener on the port that has at least one usable certificate, sorted by hostname; no
+	// two share a hostname.
+	Listeners []TLSListener `json:"listeners"`
+}
+
+// TLSListener is one HTTPS listener's TLS termination.
+type TLSListener struct {
+	// Hostname is the listener's hostname: an exact name, "*.suffix", or "*" when it sets none.
+	Hostname string `json:"hostname"`
+	// Certificates in the order of the listener's certificateRefs, at least one. The handshake serves the first whose
+	// certificate is valid for the SNI, else the first.
+	Certificates []Certificate `json:"certificates"`
+}
+
+// Certificate is one kubernetes.io/tls Secret of a listener's certificateRefs. Its key is never in a status, a log or
+// a report; in etcd it is only inside sealed graph records.
+type Certificate struct {
+	// Namespace and Name of the Secret.
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Local: the Secret is in this spoke's own cluster, where its Gateway is; the spoke reads it there, and the hub
+	// never holds its data. Otherwise the Secret was applied at the hub and its data is below.
+	Local bool `json:"local,omitempty"`
+	// CertPEM and KeyPEM are the Secret's tls.crt and tls.key (a Secret applied at the hub; empty when Local).
+	CertPEM []byte `json:"certPEM,omitempty"`
+	KeyPEM  []byte `json:"keyPEM,omitempty"`
 }
 
 // ListenerRef names a Gateway listener (provenance).
