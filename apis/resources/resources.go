@@ -59,6 +59,7 @@ var Kinds = []schema.GroupKind{
 	{Group: gatewayxv1a1.GroupName, Kind: KindXBackendTrafficPolicy},
 	{Group: backendlb.GroupName, Kind: KindBackendLBPolicy},
 	{Group: "", Kind: KindNamespace},
+	{Group: "", Kind: KindSecret},
 }
 
 // Namespaced reports whether a kind is namespaced (all but GatewayClass and Namespace).
@@ -323,6 +324,8 @@ func KindFor(word string) ([]string, bool) {
 		return []string{KindBackendLBPolicy}, true
 	case "namespace", "namespaces", "ns":
 		return []string{KindNamespace}, true
+	case "secret", "secrets":
+		return []string{KindSecret}, true
 	case "policy", "policies":
 		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy}, true
 	}

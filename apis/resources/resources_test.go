@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"sigs.k8s.io/yaml"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -143,8 +145,8 @@ func TestDecodeYAMLErrorsNameTheDocument(t *testing.T) {
 		},
 		{
 			name: "unknown kind inside a list",
-			in:   "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: s}\n",
-			want: []string{"bad.yaml: document 1 item 1", "Secret"},
+			in:   "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: s}\n",
+			want: []string{"bad.yaml: document 1 item 1", "ConfigMap"},
 		},
 		{
 			name: "malformed YAML",
@@ -380,5 +382,32 @@ func TestSortObjects(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("sorted %v, want %v", got, want)
+	}
+}
+
+// TestSecretIsCarried: a core/v1 Secret decodes like any carried kind and types as *corev1.Secret, so the hub can
+// take a listener certificate from hubctl and a cluster's report.
+func TestSecretIsCarried(t *testing.T) {
+	objs, err := DecodeYAML(strings.NewReader(`apiVersion: v1
+kind: Secret
+metadata: {name: cert}
+type: kubernetes.io/tls
+data: {tls.crt: "", tls.key: ""}
+`), "secret.yaml", "apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 1 || objs[0].Kind != KindSecret || objs[0].Namespace != "apps" || !Namespaced(KindSecret) {
+		t.Fatalf("decoded %+v", objs)
+	}
+	typed, err := Typed(objs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, ok := typed.(*corev1.Secret); !ok || s.Type != corev1.SecretTypeTLS {
+		t.Fatalf("typed %T %+v", typed, typed)
+	}
+	if !Known("v1", KindSecret) || Known("v1", "ConfigMap") {
+		t.Fatal("Known: want v1 Secret carried, ConfigMap not")
 	}
 }
