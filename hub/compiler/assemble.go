@@ -1,6 +1,10 @@
 package compiler
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
 
 // buildGraph is the final pass: it turns each cluster's gateway instances and attachments into ports and virtual
 // hosts with routes in precedence order, and collects the backends those routes name. Every list is sorted here, so
@@ -23,6 +27,7 @@ func (c *compiler) buildGraph() *Graph {
 			return a.Name < b.Name
 		})
 		ports := map[int32]*PortNode{}
+		https := map[int32][]*listener{}
 		for _, gi := range gws {
 			gn := GatewayNode{Source: gi.source, Class: string(gi.gw.Spec.GatewayClassName)}
 			for _, l := range gi.listeners {
@@ -39,10 +44,16 @@ func (c *compiler) buildGraph() *Graph {
 					ports[l.port] = pn
 				}
 				pn.Listeners = append(pn.Listeners, l.source())
+				if pn.Protocol == spokeconfig.ProtocolHTTPS {
+					https[l.port] = append(https[l.port], l)
+				}
 			}
 			cn.Gateways = append(cn.Gateways, gn)
 		}
 		c.fillVirtualHosts(ports, c.attachments[cl])
+		for port, ls := range https {
+			ports[port].TLS = portTLS(ls)
+		}
 		for _, pn := range ports {
 			sort.Slice(pn.Listeners, func(i, j int) bool { return sourceLess(pn.Listeners[i], pn.Listeners[j]) })
 			cn.Ports = append(cn.Ports, *pn)

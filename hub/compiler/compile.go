@@ -70,6 +70,8 @@ type compiler struct {
 	serviceImports []spokeconfig.ServiceImport
 	// policies: the backend policies that won their Services, hub-wide and per cluster (see processPolicies).
 	policies *policyResult
+	// tlsChecks: resources.CheckTLSSecret of each hub Secret a listener names, judged once per compile.
+	tlsChecks map[*corev1.Secret]error
 
 	status *statusCache
 }
@@ -84,6 +86,8 @@ type view struct {
 	slices   map[string][]*discoveryv1.EndpointSlice
 	// grants[namespace]: ReferenceGrants in that namespace.
 	grants map[string][]*gatewayv1beta1.ReferenceGrant
+	// secrets["ns/name"]: TLS Secrets (certificateRefs).
+	secrets map[string]*corev1.Secret
 }
 
 func newCompiler(in *Inputs) *compiler {
@@ -97,6 +101,7 @@ func newCompiler(in *Inputs) *compiler {
 		backends:     map[string]*BackendNode{},
 		backendKeys:  map[string]backendKey{},
 		exported:     map[string]map[string]bool{},
+		tlsChecks:    map[*corev1.Secret]error{},
 		status:       newStatusCache(),
 	}
 	c.hub = newView("", &in.Hub)
@@ -122,6 +127,7 @@ func newView(cluster string, r *Resources) *view {
 		services: map[string]*corev1.Service{},
 		slices:   map[string][]*discoveryv1.EndpointSlice{},
 		grants:   map[string][]*gatewayv1beta1.ReferenceGrant{},
+		secrets:  map[string]*corev1.Secret{},
 	}
 	v.res.GatewayClasses = dedupe(r.GatewayClasses, func(o *gatewayv1.GatewayClass) (string, string) { return "", o.Name })
 	v.res.Gateways = dedupe(r.Gateways, func(o *gatewayv1.Gateway) (string, string) { return o.Namespace, o.Name })
@@ -134,6 +140,10 @@ func newView(cluster string, r *Resources) *view {
 	v.res.ServiceExports = dedupe(r.ServiceExports, func(o *mcsv1a1.ServiceExport) (string, string) { return o.Namespace, o.Name })
 	v.res.XBackendTrafficPolicies = dedupe(r.XBackendTrafficPolicies, func(o *gatewayxv1a1.XBackendTrafficPolicy) (string, string) { return o.Namespace, o.Name })
 	v.res.BackendLBPolicies = dedupe(r.BackendLBPolicies, func(o *backendlb.BackendLBPolicy) (string, string) { return o.Namespace, o.Name })
+	v.res.Secrets = dedupe(r.Secrets, func(o *corev1.Secret) (string, string) { return o.Namespace, o.Name })
+	for _, s := range v.res.Secrets {
+		v.secrets[s.Namespace+"/"+s.Name] = s
+	}
 	for _, s := range v.res.Services {
 		v.services[s.Namespace+"/"+s.Name] = s
 	}
@@ -220,6 +230,8 @@ func (r *Resources) AddObject(o *fedgatepb.Object) error {
 		r.XBackendTrafficPolicies = append(r.XBackendTrafficPolicies, t)
 	case *backendlb.BackendLBPolicy:
 		r.BackendLBPolicies = append(r.BackendLBPolicies, t)
+	case *corev1.Secret:
+		r.Secrets = append(r.Secrets, t)
 	default:
 		return fmt.Errorf("%s: kind %s is not a compiler input", resources.Describe(o.Kind, o.Namespace, o.Name), o.Kind)
 	}

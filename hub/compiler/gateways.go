@@ -36,12 +36,19 @@ type listener struct {
 	invalidKinds   []string
 	conflictReason gatewayv1.ListenerConditionReason // "" = no conflict
 	conflictMsg    string
+	// HTTPS: the usable certificates of tls.certificateRefs, in their order, and why the others are not usable
+	// (certReason "" = every ref resolved).
+	certs      []spokeconfig.Certificate
+	certReason gatewayv1.ListenerConditionReason
+	certMsgs   []string
 	// attached route objects (distinct), for attachedRoutes.
 	attached map[Source]bool
 }
 
-// programmed: the listener opens its port and routes may attach to it.
-func (l *listener) programmed() bool { return l.accepted && l.conflictReason == "" }
+// programmed: the listener opens its port and routes may attach to it. An HTTPS listener needs a certificate to serve.
+func (l *listener) programmed() bool {
+	return l.accepted && l.conflictReason == "" && (l.protocol != gatewayv1.HTTPSProtocolType || len(l.certs) > 0)
+}
 
 func (l *listener) source() Source {
 	s := l.gi.source
@@ -173,10 +180,19 @@ func (c *compiler) newGatewayInstance(cluster, sourceCluster string, gw *gateway
 		case l.port < 1 || l.port > 65535:
 			l.accepted, l.acceptedReason = false, gatewayv1.ListenerReasonPortUnavailable
 			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].port %d: out of range 1-65535", i, l.port)
-		case l.protocol != gatewayv1.HTTPProtocolType:
-			// HTTPS and TLS need certificates, which fedgate does not carry yet; TCP/UDP are not served.
+		case l.protocol != gatewayv1.HTTPProtocolType && l.protocol != gatewayv1.HTTPSProtocolType:
+			// TLS (passthrough, TLSRoute), TCP and UDP are not served.
 			l.accepted, l.acceptedReason = false, gatewayv1.ListenerReasonUnsupportedProtocol
-			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q: fedgate serves only HTTP listeners so far", i, l.protocol)
+			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].protocol %q: fedgate serves HTTP and HTTPS listeners", i, l.protocol)
+		case l.protocol == gatewayv1.HTTPSProtocolType && ls.TLS == nil:
+			l.accepted, l.acceptedReason = false, gatewayv1.ListenerReasonUnsupportedValue
+			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls: Required value: an HTTPS listener terminates TLS with its certificateRefs", i)
+		case l.protocol == gatewayv1.HTTPSProtocolType && ls.TLS.Mode != nil && *ls.TLS.Mode != gatewayv1.TLSModeTerminate:
+			// The CRD refuses it too ("tls mode must be Terminate for protocol HTTPS"); a reported Gateway may predate it.
+			l.accepted, l.acceptedReason = false, gatewayv1.ListenerReasonUnsupportedValue
+			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls.mode %q: tls mode must be Terminate for protocol HTTPS", i, *ls.TLS.Mode)
+		case l.protocol == gatewayv1.HTTPSProtocolType:
+			c.resolveCertificates(l, i, ls.TLS)
 		}
 		seen[l.name] = true
 		l.kinds, l.invalidKinds = supportedKinds(ls.AllowedRoutes)
@@ -345,10 +361,16 @@ func (l *listener) status(gen int64) ListenerStatus {
 	} else {
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionAccepted), false, string(l.acceptedReason), l.acceptedMsg, gen))
 	}
-	if len(l.invalidKinds) > 0 {
-		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds),
-			"allowedRoutes.kinds: unsupported kinds "+strings.Join(l.invalidKinds, ", "), gen))
-	} else {
+	switch {
+	case len(l.invalidKinds) > 0:
+		msg := "allowedRoutes.kinds: unsupported kinds " + strings.Join(l.invalidKinds, ", ")
+		if l.certReason != "" {
+			msg += "; " + strings.Join(l.certMsgs, "; ")
+		}
+		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds), msg, gen))
+	case l.certReason != "":
+		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(l.certReason), strings.Join(l.certMsgs, "; "), gen))
+	default:
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "references are resolved", gen))
 	}
 	if l.conflictReason != "" {
@@ -356,9 +378,12 @@ func (l *listener) status(gen int64) ListenerStatus {
 	} else {
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionConflicted), false, string(gatewayv1.ListenerReasonNoConflicts), "no conflicts", gen))
 	}
-	if l.programmed() {
+	switch {
+	case l.programmed():
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionProgrammed), true, string(gatewayv1.ListenerReasonProgrammed), "listener is programmed", gen))
-	} else {
+	case l.accepted && l.conflictReason == "":
+		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "no certificate of tls.certificateRefs is usable", gen))
+	default:
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionProgrammed), false, string(gatewayv1.ListenerReasonInvalid), "listener is not accepted or conflicts with another", gen))
 	}
 	return ls

@@ -79,6 +79,9 @@ type PortNode struct {
 	// Listeners sharing the port, sorted.
 	Listeners    []Source          `json:"listeners"`
 	VirtualHosts []VirtualHostNode `json:"virtualHosts,omitempty"`
+	// TLS of an HTTPS port: its listeners' certificates (the data of Secrets applied at the hub inline). Only the
+	// projection of this port's cluster carries it.
+	TLS *spokeconfig.PortTLS `json:"tls,omitempty"`
 }
 
 // VirtualHostNode is a hostname pattern on a port ("*" = any) with its routes in precedence order.

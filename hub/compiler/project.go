@@ -51,7 +51,7 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 			continue
 		}
 		for _, pn := range cn.Ports {
-			sp := spokeconfig.Port{Port: pn.Port, Protocol: pn.Protocol}
+			sp := spokeconfig.Port{Port: pn.Port, Protocol: pn.Protocol, TLS: copyPortTLS(pn.TLS)}
 			for _, l := range pn.Listeners {
 				sp.Listeners = append(sp.Listeners, spokeconfig.ListenerRef{Namespace: l.Namespace, Gateway: l.Name, Section: l.Section, Hostname: listenerHostname(cn, l)})
 			}

@@ -58,6 +58,10 @@ type Resources struct {
 	// Backend policies (session persistence, retry budgets) targeting Services.
 	XBackendTrafficPolicies []*gatewayxv1a1.XBackendTrafficPolicy `json:"xBackendTrafficPolicies,omitempty"`
 	BackendLBPolicies       []*backendlb.BackendLBPolicy          `json:"backendLBPolicies,omitempty"`
+	// Secrets of type kubernetes.io/tls that listeners' certificateRefs name: applied at the hub with their data (for
+	// hub Gateways), reported by a cluster without it and judged there (resources.TLSCheckAnnotation; for that
+	// cluster's own Gateways).
+	Secrets []*corev1.Secret `json:"secrets,omitempty"`
 }
 
 // ObjectRef names an object and where it came from.

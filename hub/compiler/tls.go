@@ -1,0 +1,153 @@
+package compiler
+
+import (
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/apis/spokeconfig"
+)
+
+// resolveCertificates judges an HTTPS listener's tls.certificateRefs (mode Terminate) in its Gateway instance's
+// cluster. Where a Secret comes from follows where the Gateway does: a Gateway applied at the hub takes Secrets applied
+// at the hub, whose data the hub holds and checks (resources.CheckTLSSecret); a Gateway a cluster reported takes that
+// cluster's own Secrets, which the cluster judged and reported without data (resources.TLSCheckAnnotation), and
+// which its spoke reads itself (Certificate.Local). A cross-namespace ref needs a ReferenceGrant from the Gateway in
+// the Secret's namespace, in the same scope as backendRefs' (hub grants everywhere, a cluster's own there).
+//
+// Every usable ref is served (l.certs); the first unusable one names ResolvedRefs' reason, and each adds its message.
+// Messages never quote Secret data.
+func (c *compiler) resolveCertificates(l *listener, index int, tls *gatewayv1.ListenerTLSConfig) {
+	gi := l.gi
+	fail := func(reason gatewayv1.ListenerConditionReason, format string, args ...any) {
+		if l.certReason == "" {
+			l.certReason = reason
+		}
+		l.certMsgs = append(l.certMsgs, fmt.Sprintf(format, args...))
+	}
+	if len(tls.CertificateRefs) == 0 {
+		fail(gatewayv1.ListenerReasonInvalidCertificateRef, "spec.listeners[%d].tls.certificateRefs: Required value: fedgate terminates TLS with certificateRefs only", index)
+		return
+	}
+	for j, ref := range tls.CertificateRefs {
+		field := fmt.Sprintf("spec.listeners[%d].tls.certificateRefs[%d]", index, j)
+		group, kind, ns := "", resources.KindSecret, gi.gw.Namespace
+		if ref.Group != nil {
+			group = string(*ref.Group)
+		}
+		if ref.Kind != nil {
+			kind = string(*ref.Kind)
+		}
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			ns = string(*ref.Namespace)
+		}
+		name := string(ref.Name)
+		if group != "" || kind != resources.KindSecret {
+			fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: unsupported kind %q in group %q (want a core Secret)", field, kind, group)
+			continue
+		}
+		if ns != gi.gw.Namespace && !c.certificateGranted(gi, ns, name) {
+			fail(gatewayv1.ListenerReasonRefNotPermitted, "%s: Secret %s/%s: no ReferenceGrant in namespace %q allows Gateways from %q to reference it", field, ns, name, ns, gi.gw.Namespace)
+			continue
+		}
+		if gi.source.Cluster == "" {
+			s := c.hub.secrets[ns+"/"+name]
+			if s == nil {
+				fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: Secret %s/%s not found (a Gateway applied at the hub takes Secrets applied at the hub)", field, ns, name)
+				continue
+			}
+			if err := c.checkTLSSecret(s); err != nil {
+				fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: Secret %s/%s: %v", field, ns, name, err)
+				continue
+			}
+			l.certs = append(l.certs, spokeconfig.Certificate{
+				Namespace: ns, Name: name,
+				CertPEM: append([]byte(nil), s.Data[corev1.TLSCertKey]...), KeyPEM: append([]byte(nil), s.Data[corev1.TLSPrivateKeyKey]...),
+			})
+			continue
+		}
+		s := c.reports[gi.source.Cluster].secrets[ns+"/"+name]
+		if s == nil {
+			fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: Secret %s/%s not found in cluster %s", field, ns, name, gi.source.Cluster)
+			continue
+		}
+		if check := s.Annotations[resources.TLSCheckAnnotation]; check != resources.TLSCheckValid {
+			if check == "" {
+				check = "not checked by the cluster"
+			}
+			fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: Secret %s/%s in cluster %s: %s", field, ns, name, gi.source.Cluster, check)
+			continue
+		}
+		l.certs = append(l.certs, spokeconfig.Certificate{Namespace: ns, Name: name, Local: true})
+	}
+}
+
+// checkTLSSecret is resources.CheckTLSSecret, once per hub Secret and compile: a hub Gateway is instantiated in every
+// cluster, and parsing a key pair per instance would cost the fleet's size in every compile.
+func (c *compiler) checkTLSSecret(s *corev1.Secret) error {
+	if err, ok := c.tlsChecks[s]; ok {
+		return err
+	}
+	err := resources.CheckTLSSecret(s)
+	c.tlsChecks[s] = err
+	return err
+}
+
+// certificateGranted reports whether a ReferenceGrant in the Secret's namespace lets the Gateway reference it.
+func (c *compiler) certificateGranted(gi *gatewayInstance, namespace, name string) bool {
+	for _, v := range c.viewsFor(gi.cluster) {
+		for _, g := range v.grants[namespace] {
+			if grantAllows(g, resources.KindGateway, gi.gw.Namespace, "", resources.KindSecret, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// portTLS is the TLS of an HTTPS port: one TLSListener per programmed listener on it, by hostname ("*" for none).
+// Conflict resolution left at most one listener per port and hostname. Certificates are copied, so projections
+// share no memory with the graph.
+func portTLS(ls []*listener) *spokeconfig.PortTLS {
+	t := &spokeconfig.PortTLS{Listeners: []spokeconfig.TLSListener{}}
+	for _, l := range ls {
+		tl := spokeconfig.TLSListener{Hostname: orStar(l.hostname)}
+		for _, crt := range l.certs {
+			tl.Certificates = append(tl.Certificates, copyCertificate(crt))
+		}
+		t.Listeners = append(t.Listeners, tl)
+	}
+	sort.Slice(t.Listeners, func(i, j int) bool { return t.Listeners[i].Hostname < t.Listeners[j].Hostname })
+	return t
+}
+
+func copyCertificate(c spokeconfig.Certificate) spokeconfig.Certificate {
+	c.CertPEM = append([]byte(nil), c.CertPEM...)
+	c.KeyPEM = append([]byte(nil), c.KeyPEM...)
+	if len(c.CertPEM) == 0 {
+		c.CertPEM = nil
+	}
+	if len(c.KeyPEM) == 0 {
+		c.KeyPEM = nil
+	}
+	return c
+}
+
+// copyPortTLS copies a graph port's TLS into a projection.
+func copyPortTLS(t *spokeconfig.PortTLS) *spokeconfig.PortTLS {
+	if t == nil {
+		return nil
+	}
+	out := &spokeconfig.PortTLS{Listeners: make([]spokeconfig.TLSListener, 0, len(t.Listeners))}
+	for _, tl := range t.Listeners {
+		n := spokeconfig.TLSListener{Hostname: tl.Hostname}
+		for _, crt := range tl.Certificates {
+			n.Certificates = append(n.Certificates, copyCertificate(crt))
+		}
+		out.Listeners = append(out.Listeners, n)
+	}
+	return out
+}
