@@ -15,11 +15,15 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
+	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
 // Defaults for Dir.
@@ -43,6 +47,10 @@ const (
 // Service across clusters, since the hub reaches only exported Services from other clusters. A synthesized export
 // carries the Service's creationTimestamp (the MCS conflict rule picks the oldest export) and no other metadata.
 //
+// Secrets in the directory are listener certificates, treated as the Kubernetes source treats a cluster's: only those
+// a Gateway of the directory references (tlssecrets.GatewayRefs) are read into TLSSecrets, for the proxy to serve, and
+// reported, in their data-free form (resources.ReportedTLSSecret); their data never enters a snapshot or a log.
+//
 // A file that fails to decode is logged and its last good objects are kept, so a half-saved edit never withdraws
 // routes from the hub. If two files define the same object, the first in lexical path order wins and the clash is
 // logged.
@@ -58,6 +66,9 @@ type Dir struct {
 	// inotify is unreliable (network mounts, overlay edge cases). Unchanged files are not re-decoded. Default
 	// DefaultPollInterval.
 	PollInterval time.Duration
+	// TLSSecrets receives the data of the referenced TLS Secrets. Default: a store of the Run's own (the Secrets are
+	// still reported, but nothing serves them).
+	TLSSecrets *tlssecrets.Store
 	// Log, default slog.Default().
 	Log *slog.Logger
 }
@@ -66,12 +77,14 @@ type Dir struct {
 type dirScanner struct {
 	root, namespace string
 	files           map[string]*dirFile
+	secrets         *tlssecrets.Store
 }
 
 // dirFile is what Dir remembers about one file.
 type dirFile struct {
-	sum  [sha256.Size]byte   // of the last content read (good or bad): an unchanged file is neither re-decoded nor re-logged
-	objs []*fedgatepb.Object // of the last content that decoded
+	sum     [sha256.Size]byte   // of the last content read (good or bad): an unchanged file is neither re-decoded nor re-logged
+	objs    []*fedgatepb.Object // of the last content that decoded, without its Secrets
+	secrets []*corev1.Secret    // of the last content that decoded
 }
 
 var _ Source = (*Dir)(nil)
@@ -99,7 +112,11 @@ func (d *Dir) Run(ctx context.Context, emit func(Snapshot)) error {
 	if poll <= 0 {
 		poll = DefaultPollInterval
 	}
-	sc := &dirScanner{root: d.Path, namespace: d.DefaultNamespace, files: map[string]*dirFile{}}
+	secrets := d.TLSSecrets
+	if secrets == nil {
+		secrets = tlssecrets.New()
+	}
+	sc := &dirScanner{root: d.Path, namespace: d.DefaultNamespace, files: map[string]*dirFile{}, secrets: secrets}
 
 	// The watcher is set up before the first scan so that a change made during the scan triggers a second one.
 	w, err := fsnotify.NewWatcher()
@@ -255,11 +272,15 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 				log.Warn("stored an older apiVersion as the served one", "file", p, "upgrade", w)
 			}
 		}
+		var secrets []*corev1.Secret
+		if err == nil {
+			objs, secrets, err = splitSecrets(objs)
+		}
 		if err != nil {
-			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs))
+			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs)+len(f.secrets))
 			continue
 		}
-		f.objs = objs
+		f.objs, f.secrets = objs, secrets
 	}
 	for p := range d.files {
 		if !seen[p] {
@@ -269,6 +290,7 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 
 	byID := map[string]string{}
 	var objs []*fedgatepb.Object
+	var secrets []*corev1.Secret
 	for _, p := range paths {
 		f := d.files[p]
 		if f == nil {
@@ -283,8 +305,80 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 			byID[id] = p
 			objs = append(objs, o)
 		}
+		for _, s := range f.secrets {
+			id := resources.ID(resources.KindSecret, s.Namespace, s.Name)
+			if other, dup := byID[id]; dup {
+				log.Warn("object defined twice, keeping the first", "object", resources.Describe(resources.KindSecret, s.Namespace, s.Name), "file", p, "first", other)
+				continue
+			}
+			byID[id] = p
+			secrets = append(secrets, s)
+		}
 	}
-	return NewSnapshot(synthesizeExports(objs, log))
+	objs = append(synthesizeExports(objs, log), d.readSecrets(objs, secrets, log)...)
+	return NewSnapshot(objs)
+}
+
+// readSecrets holds the Secrets the Gateways among objs reference in the scanner's store, drops the others from it,
+// and returns the reported form of those it holds.
+func (d *dirScanner) readSecrets(objs []*fedgatepb.Object, secrets []*corev1.Secret, log *slog.Logger) []*fedgatepb.Object {
+	refs := map[tlssecrets.Ref]bool{}
+	for _, o := range objs {
+		if o.Kind != resources.KindGateway {
+			continue
+		}
+		t, err := resources.Typed(o)
+		gw, ok := t.(*gatewayv1.Gateway)
+		if err != nil || !ok {
+			log.Error("cannot read Gateway for its certificateRefs", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "err", err)
+			continue
+		}
+		for _, r := range tlssecrets.GatewayRefs(gw) {
+			refs[r] = true
+		}
+	}
+	held := map[tlssecrets.Ref]bool{}
+	for _, s := range secrets {
+		r := tlssecrets.Ref{Namespace: s.Namespace, Name: s.Name}
+		if !refs[r] {
+			continue
+		}
+		if err := d.secrets.Set(s); err != nil {
+			log.Error("cannot hold TLS Secret", "object", resources.Describe(resources.KindSecret, s.Namespace, s.Name), "err", err)
+			continue
+		}
+		held[r] = true
+	}
+	d.secrets.Retain(func(r tlssecrets.Ref) bool { return held[r] })
+	return d.secrets.Objects()
+}
+
+// splitSecrets takes the Secrets out of objs, decoded: they are never reported as they are (see Dir). A Secret's
+// stringData is merged into its data, as the API server does.
+func splitSecrets(objs []*fedgatepb.Object) ([]*fedgatepb.Object, []*corev1.Secret, error) {
+	var secrets []*corev1.Secret
+	rest := objs[:0:0]
+	for _, o := range objs {
+		if o.Kind != resources.KindSecret {
+			rest = append(rest, o)
+			continue
+		}
+		s := &corev1.Secret{}
+		if err := yaml.Unmarshal(o.Json, s); err != nil {
+			// The error of a JSON decoder names fields and types, never the values.
+			return nil, nil, fmt.Errorf("%s: %w", resources.Describe(o.Kind, o.Namespace, o.Name), err)
+		}
+		s.Namespace, s.Name = o.Namespace, o.Name
+		for k, v := range s.StringData {
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			s.Data[k] = []byte(v)
+		}
+		s.StringData = nil
+		secrets = append(secrets, s)
+	}
+	return rest, secrets, nil
 }
 
 // ExportAnnotation on a Service set to "false" keeps Dir from exporting it (see Dir).
