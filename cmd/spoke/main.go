@@ -98,6 +98,7 @@ func run(args []string) error {
 	fs.DurationVar(&lim.UpstreamResponseBodyIdleTimeout, "upstream-response-body-idle-timeout", lim.UpstreamResponseBodyIdleTimeout, "longest wait for the next response body bytes from a backend (longer: the response is cut off)")
 	fs.IntVar(&lim.MaxClientConnections, "max-client-connections", lim.MaxClientConnections, "most open client connections per gateway port (more are closed at accept)")
 	fs.IntVar(&lim.H2CMaxConcurrentStreams, "h2c-max-concurrent-streams", lim.H2CMaxConcurrentStreams, "most concurrent streams on one h2c client connection")
+	fs.DurationVar(&lim.TLSHandshakeTimeout, "tls-handshake-timeout", lim.TLSHandshakeTimeout, "time an HTTPS gateway port's client has to finish its TLS handshake (then closed)")
 	// Active health checks of this cluster's endpoints, for Services that set nothing else (fedgate.io/health-check*).
 	var hc health.Defaults
 	fs.DurationVar(&hc.Interval, "health-check-interval", health.DefaultCheckInterval, "how often each local endpoint is probed; 0 turns default checks off (a Service setting fedgate.io/health-check-interval is still probed)")

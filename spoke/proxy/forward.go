@@ -112,6 +112,11 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request, port int32
 		return
 	}
 	req := request{host: normaliseHost(r.Host), path: r.URL.Path, method: r.Method, header: r.Header, rawQuery: r.URL.RawQuery}
+	if pt.misdirected(r, req.host) {
+		s.stats.Misdirected.Add(1)
+		http.Error(w, "misdirected request: the host is not served on this TLS connection", http.StatusMisdirectedRequest)
+		return
+	}
 	vh := pt.lookupVhost(req.host)
 	if vh == nil {
 		s.notFound(w)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -61,6 +62,8 @@ type portServer struct {
 	h2      *http.Server
 	h2ln    *connListener
 	handler http.Handler
+	// tlsConf terminates TLS on an HTTPS port; nil on an HTTP one.
+	tlsConf *tls.Config
 
 	// open counts the port's client connections, h2c ones handed to the HTTP/2 server included, against
 	// Limits.MaxClientConnections.
@@ -74,6 +77,10 @@ type portServer struct {
 }
 
 type h1Conn struct {
+	// raw is the accepted connection, nc what requests are read from: raw itself, or the TLS connection over it once
+	// the handshake is done. Other goroutines (stopAccepting, shutdown) close raw, never nc: a TLS close may block on
+	// a write in flight.
+	raw  net.Conn
 	nc   net.Conn
 	br   *bufio.Reader
 	idle bool // guarded by portServer.mu
@@ -94,9 +101,18 @@ func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
 	ps.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveGateway(w, r, port) })
 	ps.h2ln = &connListener{addr: ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
 	lim := s.opts.Limits
+	h2p := protocols(false, true)
+	h2p.SetHTTP2(true) // ALPN h2 connections of an HTTPS port, handed over as *tls.Conn
 	ps.h2 = &http.Server{
-		Handler:        ps.handler,
-		Protocols:      protocols(false, true),
+		Handler:   ps.handler,
+		Protocols: h2p,
+		// An h2c connection leaves the port's count when it closes (h2cConn.closed); a TLS one, which the HTTP/2
+		// server must receive as the *tls.Conn itself, when the server reports it closed.
+		ConnState: func(nc net.Conn, st http.ConnState) {
+			if _, ok := nc.(*tls.Conn); ok && (st == http.StateClosed || st == http.StateHijacked) {
+				ps.open.Add(-1)
+			}
+		},
 		IdleTimeout:    lim.KeepaliveIdleTimeout,
 		MaxHeaderBytes: lim.MaxRequestHeaderBytes,
 		HTTP2: &http.HTTP2Config{
@@ -105,6 +121,9 @@ func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
 			MaxEncoderHeaderTableSize: 4096,
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if k.tls {
+		ps.tlsConf = ps.tlsConfig()
 	}
 	return ps
 }
@@ -129,7 +148,7 @@ func (ps *portServer) serve() {
 			continue
 		}
 		backoff = 0
-		c := &h1Conn{nc: nc}
+		c := &h1Conn{raw: nc, nc: nc}
 		ps.mu.Lock()
 		if ps.shutting {
 			ps.mu.Unlock()
@@ -165,7 +184,7 @@ func (ps *portServer) stopAccepting() {
 	ps.ln.Close()
 	for c := range ps.conns {
 		if c.idle {
-			c.nc.Close()
+			c.raw.Close()
 		}
 	}
 }
@@ -191,7 +210,7 @@ func (ps *portServer) shutdown(timeout time.Duration) {
 		// as the backend takes.
 		ps.mu.Lock()
 		for c := range ps.conns {
-			c.nc.Close()
+			c.raw.Close()
 			c.wmu.Lock()
 			if c.req != nil {
 				c.req.cancel()
@@ -216,12 +235,10 @@ func (ps *portServer) setIdle(c *h1Conn, idle bool) (shutting bool) {
 
 func (ps *portServer) serveConn(c *h1Conn) {
 	lim := &ps.s.opts.Limits
-	handedOff := false
+	handedOff := false // an h2c connection, which took br along
+	tlsHandedOff := false
 	cb := connPool.Get().(*connBufs)
 	br, bw, hr := cb.br, cb.bw, cb.hr
-	br.Reset(c.nc)
-	bw.Reset(c.nc)
-	c.br = br
 	defer func() {
 		if p := recover(); p != nil && p != http.ErrAbortHandler {
 			ps.s.log.Error("panic serving request", "addr", ps.key.addr, "panic", p)
@@ -236,7 +253,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 			cb = &connBufs{bw: bw}
 			cb.br = bufio.NewReaderSize(nil, readBufferSize)
 			cb.hr = h1.NewReader(cb.br)
-		} else {
+		} else if !tlsHandedOff {
 			c.nc.Close()
 			ps.open.Add(-1)
 			br.Reset(nil)
@@ -245,26 +262,58 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		ps.wg.Done()
 	}()
 
-	// The first request gets the header timeout from the moment the connection opens; later ones the keep-alive idle
-	// timeout until their first byte, then the header timeout.
+	var tlsState *tls.ConnectionState
+	if ps.tlsConf != nil {
+		// A handshaking connection counts as idle: a port shutting down closes it.
+		if ps.setIdle(c, true) {
+			return
+		}
+		tc, st, ok := ps.handshake(c)
+		if !ok {
+			return
+		}
+		c.nc, tlsState = tc, st
+		if st.NegotiatedProtocol == "h2" {
+			// The HTTP/2 server gets the *tls.Conn itself (net/http serves h2 only on one), and owns it from here: its
+			// ConnState hook takes it off the port's count when it closes.
+			select {
+			case ps.h2ln.ch <- tc:
+				tlsHandedOff = true
+			case <-ps.h2ln.done:
+			}
+			return
+		}
+	}
+	br.Reset(c.nc)
+	bw.Reset(c.nc)
+	c.br = br
+
+	// The first request gets the header timeout from the moment the connection opens (an HTTPS one's from the end of
+	// its handshake); later ones the keep-alive idle timeout until their first byte, then the header timeout.
 	c.nc.SetReadDeadline(time.Now().Add(lim.RequestHeaderTimeout))
 	if ps.setIdle(c, true) {
 		return
 	}
-	if b, err := br.Peek(len(h2Preface)); err != nil {
-		return
-	} else if string(b) == h2Preface {
-		// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns. The
-		// header timeout runs on until the client's first request headers (h2cConn clears it then); after that the
-		// HTTP/2 server's idle timeout applies.
-		hc := &h2cConn{Conn: c.nc, r: br, w: newBatchWriter(c.nc), closed: func() { ps.open.Add(-1) }}
-		handedOff = true
-		select {
-		case ps.h2ln.ch <- hc:
-		case <-ps.h2ln.done:
-			hc.Close()
+	// h2c is sniffed on cleartext connections only: over TLS, ALPN chose HTTP/1.1 (or nothing), and a preface is then
+	// refused as a malformed HTTP/1.1 request.
+	if tlsState == nil {
+		b, err := br.Peek(len(h2Preface))
+		if err != nil {
+			return
 		}
-		return
+		if string(b) == h2Preface {
+			// h2c with prior knowledge: the preface bytes already read stay in br, which the connection now owns.
+			// The header timeout runs on until the client's first request headers (h2cConn clears it then); after
+			// that the HTTP/2 server's idle timeout applies.
+			hc := &h2cConn{Conn: c.nc, r: br, w: newBatchWriter(c.nc), closed: func() { ps.open.Add(-1) }}
+			handedOff = true
+			select {
+			case ps.h2ln.ch <- hc:
+			case <-ps.h2ln.done:
+				hc.Close()
+			}
+			return
+		}
 	}
 	remote := c.nc.RemoteAddr().String()
 	w := &h1Writer{bw: bw, h: make(http.Header, 8), nc: c.nc, sendIdle: lim.ResponseSendIdleTimeout}
@@ -299,6 +348,7 @@ func (ps *portServer) serveConn(c *h1Conn) {
 		}
 		ps.setIdle(c, false)
 		req.RemoteAddr = remote
+		req.TLS = tlsState
 		if e, ok := req.Header["Expect"]; ok {
 			if len(e) != 1 || !strings.EqualFold(e[0], "100-continue") {
 				ps.refuse(c.nc, bw, http.StatusExpectationFailed)

@@ -58,6 +58,10 @@ type Limits struct {
 	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
 	// Default: 100.
 	H2CMaxConcurrentStreams int
+	// TLSHandshakeTimeout bounds an HTTPS port's TLS handshake from the moment the connection is accepted; a client
+	// that has not finished it by then is closed. The first request head then gets RequestHeaderTimeout.
+	// Default: 10s.
+	TLSHandshakeTimeout time.Duration
 }
 
 // DefaultLimits returns the documented defaults.
@@ -77,6 +81,7 @@ func DefaultLimits() Limits {
 		UpstreamResponseBodyIdleTimeout: 5 * time.Minute,
 		MaxClientConnections:            16384,
 		H2CMaxConcurrentStreams:         100,
+		TLSHandshakeTimeout:             10 * time.Second,
 	}
 }
 
@@ -107,6 +112,7 @@ func (l Limits) withDefaults() Limits {
 	setD(&l.UpstreamResponseBodyIdleTimeout, d.UpstreamResponseBodyIdleTimeout)
 	set(&l.MaxClientConnections, d.MaxClientConnections)
 	set(&l.H2CMaxConcurrentStreams, d.H2CMaxConcurrentStreams)
+	setD(&l.TLSHandshakeTimeout, d.TLSHandshakeTimeout)
 	return l
 }
 
@@ -128,6 +134,7 @@ func (l Limits) Validate() error {
 		{"ResponseSendIdleTimeout", int64(l.ResponseSendIdleTimeout)},
 		{"UpstreamResponseHeaderTimeout", int64(l.UpstreamResponseHeaderTimeout)},
 		{"UpstreamResponseBodyIdleTimeout", int64(l.UpstreamResponseBodyIdleTimeout)},
+		{"TLSHandshakeTimeout", int64(l.TLSHandshakeTimeout)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative", f.name))

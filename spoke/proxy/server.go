@@ -72,6 +72,11 @@ type Options struct {
 	// active health checks). Nil means a net.Dialer. Tests use it to map pod IPs, which EndpointSlices require to be
 	// non-loopback, onto loopback backends without sending a packet anywhere else.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LocalSecret, if set, reads a kubernetes.io/tls Secret of this spoke's own cluster (spokeconfig.Certificate.Local)
+	// and returns its tls.crt and tls.key. It is called while a table is built (Apply, Reload), once per Secret and
+	// build; its error is logged with the Secret's name and the certificate skipped. Nil: local certificates are
+	// unusable (skipped and logged the same way).
+	LocalSecret func(namespace, name string) (certPEM, keyPEM []byte, err error)
 }
 
 // GossipOptions say where this spoke gossips.
@@ -104,6 +109,11 @@ type Stats struct {
 	SessionHits atomic.Uint64
 	// ConnectionsRefused: client connections closed at accept because their port had Limits.MaxClientConnections.
 	ConnectionsRefused atomic.Uint64
+	// Misdirected: 421 because a request's Host selects another HTTPS listener than its connection's SNI did.
+	Misdirected atomic.Uint64
+	// TLSHandshakeErrors: HTTPS connections closed because their handshake failed or timed out (no listener or no
+	// certificate for the SNI among them).
+	TLSHandshakeErrors atomic.Uint64
 }
 
 // Server serves the gateway ports and the east-west listener from the current table.
@@ -122,8 +132,9 @@ type Server struct {
 	localH1  *h1Client
 	localH2C *http.Transport
 
-	applyMu sync.Mutex // serialises Apply and Close
-	mu      sync.Mutex // guards the fields below
+	applyMu sync.Mutex               // serialises Apply, Reload and Close
+	lastCfg *spokeconfig.SpokeConfig // the config of the table being served (guarded by applyMu)
+	mu      sync.Mutex               // guards the fields below
 	closed  bool
 	ports   map[portKey]*portServer
 	remotes map[string]*remoteTransport // east-west transports by cluster name + address
@@ -165,6 +176,7 @@ func (s *Server) tableHasEndpoint(addr string) bool {
 type portKey struct {
 	port int32
 	addr string
+	tls  bool // an HTTPS port
 }
 
 // New returns a Server serving nothing until Apply.
@@ -250,6 +262,10 @@ func (s *Server) Handler(port int32) http.Handler {
 func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	return s.applyLocked(cfg)
+}
+
+func (s *Server) applyLocked(cfg *spokeconfig.SpokeConfig) error {
 	t, err := build(cfg, s.opts, s.reg)
 	if err != nil {
 		return fmt.Errorf("revision %d: %w", cfg.Revision, err)
@@ -273,21 +289,31 @@ func (s *Server) Apply(cfg *spokeconfig.SpokeConfig) error {
 	for _, pt := range t.ports {
 		want[s.portKeyFor(pt)] = pt
 	}
-	// Open new ports before publishing, so a bind failure leaves the old table and ports untouched.
-	var opened []*portServer
+	// Open new ports before publishing, so a bind failure leaves the old table and ports untouched. A port that
+	// switches between HTTP and HTTPS is the exception: its socket must be closed before it can be bound again (its
+	// connections drain like a removed port's); if the new bind fails, the old protocol is bound again.
+	var opened, switched []*portServer
 	for k := range want {
 		if s.ports[k] != nil {
 			continue
+		}
+		other := k
+		other.tls = !k.tls
+		if old := s.ports[other]; old != nil {
+			old.stopAccepting()
+			switched = append(switched, old)
 		}
 		ps, err := s.listen(k)
 		if err != nil {
 			for _, o := range opened {
 				o.shutdown(0)
 			}
+			s.rebindSwitched(switched)
 			return fmt.Errorf("revision %d: port %d: %w", cfg.Revision, k.port, err)
 		}
 		opened = append(opened, ps)
 	}
+	s.lastCfg = cfg
 	prev := s.table.Swap(t)
 	s.retain(t)
 	if prev != nil && !maps.Equal(prev.revoked, t.revoked) {
@@ -327,7 +353,31 @@ func (s *Server) portKeyFor(pt *portTable) portKey {
 	if s.opts.ListenHost != "" {
 		host = s.opts.ListenHost
 	}
-	return portKey{port: pt.port, addr: net.JoinHostPort(host, strconv.Itoa(int(pt.port+s.opts.PortOffset)))}
+	return portKey{port: pt.port, addr: net.JoinHostPort(host, strconv.Itoa(int(pt.port+s.opts.PortOffset))), tls: pt.tls != nil}
+}
+
+// rebindSwitched undoes the protocol switch of ports whose new socket could not be opened: each gets its socket back
+// (a fresh port server, serving the old table's protocol), and the stopped one drains.
+func (s *Server) rebindSwitched(switched []*portServer) {
+	for _, old := range switched {
+		s.mu.Lock()
+		delete(s.ports, old.key)
+		s.mu.Unlock()
+		s.drains.Add(1)
+		go func() {
+			defer s.drains.Done()
+			old.shutdown(s.opts.DrainTimeout)
+		}()
+		ps, err := s.listen(old.key)
+		if err != nil {
+			s.log.Error("gateway port lost: cannot bind it again", "addr", old.key.addr, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		s.ports[ps.key] = ps
+		s.mu.Unlock()
+		go ps.serve()
+	}
 }
 
 func (s *Server) listen(k portKey) (*portServer, error) {

@@ -51,6 +51,8 @@ type portTable struct {
 	// wildcards sorted longest suffix first so the first hit is the most specific.
 	wildcards []wildcardHost
 	catchAll  *vhost
+	// tls terminates an HTTPS port (nil for HTTP): its listeners and their parsed certificates.
+	tls *tlsPort
 }
 
 type wildcardHost struct {
@@ -252,9 +254,13 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 			t.backendSP[b.ID] = b.SessionPersistence
 		}
 	}
+	certs := newCertLoader(opts)
 	for i := range cfg.Ports {
 		p := &cfg.Ports[i]
 		pt, err := buildPort(p, t)
+		if err == nil && p.Protocol == spokeconfig.ProtocolHTTPS {
+			pt.tls = buildTLS(p, opts, certs)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ports[%d] (port %d): %w", i, p.Port, err))
 			continue
@@ -270,7 +276,7 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 
 func buildPort(p *spokeconfig.Port, t *Table) (*portTable, error) {
 	pt := &portTable{port: p.Port, bindAddr: p.BindAddress, proto: p.Protocol, exact: map[string]*vhost{}}
-	if p.Protocol != "" && p.Protocol != spokeconfig.ProtocolHTTP {
+	if p.Protocol != "" && p.Protocol != spokeconfig.ProtocolHTTP && p.Protocol != spokeconfig.ProtocolHTTPS {
 		return nil, fmt.Errorf("protocol %q is not supported yet", p.Protocol)
 	}
 	var errs []error
