@@ -110,8 +110,11 @@ func TestRevokedSerialsReachEveryProjection(t *testing.T) {
 	newSerial := serialOf(h.clusters["west"])
 	var last spokeconfig.SpokeConfig
 	waitKey(t, h.Store().Client(), store.GraphKey("east"), func(v []byte) bool {
-		var rec store.GraphRecord
-		if v == nil || json.Unmarshal(v, &rec) != nil || json.Unmarshal(rec.Config, &last) != nil {
+		if v == nil {
+			return false
+		}
+		rec, err := h.Store().DecodeGraph(store.GraphKey("east"), v)
+		if err != nil || json.Unmarshal(rec.Config, &last) != nil {
 			return false
 		}
 		return slices.Contains(last.Members, "west") && slices.Contains(last.RevokedSerials, oldSerial)

@@ -302,7 +302,7 @@ func (s *SyncService) subscribe(stream fedgatepb.Sync_SubscribeServer) error {
 				if ev.Type != clientv3.EventTypePut {
 					continue // the cluster vanished; its spoke keeps serving what it has
 				}
-				r, err := store.DecodeGraph(ev.Kv.Value)
+				r, err := s.st.DecodeGraph(string(ev.Kv.Key), ev.Kv.Value)
 				if err != nil {
 					log.Error("malformed stored graph", "err", err)
 					continue

@@ -16,7 +16,8 @@ import (
 	"github.com/fedgate/fedgate/hub/compiler"
 )
 
-// GraphRecord is one cluster's projected SpokeConfig as stored under graph/<cluster>.
+// GraphRecord is one cluster's projected SpokeConfig as stored under graph/<cluster> (with Config sealed; see
+// storedGraph): what ReadGraph and DecodeGraph return, opened.
 type GraphRecord struct {
 	// Revision is the graph revision of Config: the input revision of the compile that last changed this cluster's
 	// projection. A compile that leaves the projection unchanged leaves the record (and the revision) alone, so
@@ -29,6 +30,60 @@ type GraphRecord struct {
 	// Config is the canonical JSON encoding of spokeconfig.SpokeConfig (already compact, so storing it inside this
 	// record keeps its bytes and Hash valid).
 	Config json.RawMessage `json:"config"`
+}
+
+// storedGraph is what etcd holds under graph/<cluster>: GraphRecord with Config sealed (it carries session, gossip and
+// TLS keys), bound to the key. Config in clear is what hubs wrote before sealing: still read, and re-sealed by the
+// next WriteGraphs.
+type storedGraph struct {
+	Revision     int64           `json:"revision"`
+	Hash         string          `json:"hash"`
+	ContentHash  string          `json:"contentHash"`
+	Config       json.RawMessage `json:"config,omitempty"`
+	SealedConfig *sealedRing     `json:"sealedConfig,omitempty"`
+}
+
+// sealedBy names the key-encryption key the record is sealed with ("" in clear).
+func (g *storedGraph) sealedBy() string {
+	if g.SealedConfig == nil {
+		return ""
+	}
+	return g.SealedConfig.KeyID
+}
+
+// sealGraph is the value to store under key for rec.
+func (s *Store) sealGraph(key string, rec GraphRecord) ([]byte, error) {
+	if s.kek == nil {
+		return nil, fmt.Errorf("graph %s: %w", key, errNoKeyEncryptionKeys)
+	}
+	sealed, err := s.kek.seal(key, rec.Config)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(storedGraph{Revision: rec.Revision, Hash: rec.Hash, ContentHash: rec.ContentHash, SealedConfig: &sealed})
+}
+
+// DecodeGraph reads the value stored under a graph key (GraphKey), opening its config. Errors never quote the value.
+func (s *Store) DecodeGraph(key string, v []byte) (*GraphRecord, error) {
+	var st storedGraph
+	if err := json.Unmarshal(v, &st); err != nil {
+		return nil, fmt.Errorf("graph %s: malformed", key)
+	}
+	rec := &GraphRecord{Revision: st.Revision, Hash: st.Hash, ContentHash: st.ContentHash, Config: st.Config}
+	if st.SealedConfig != nil {
+		if s.kek == nil {
+			return nil, fmt.Errorf("graph %s: %w", key, errNoKeyEncryptionKeys)
+		}
+		plain, err := s.kek.open(key, *st.SealedConfig)
+		if err != nil {
+			return nil, err
+		}
+		rec.Config = plain
+	}
+	if len(rec.Config) == 0 {
+		return nil, fmt.Errorf("graph %s: no config", key)
+	}
+	return rec, nil
 }
 
 // Projection is one cluster's compile output for WriteGraphs: its config, or the error that kept the compile from
@@ -66,7 +121,11 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 	if err != nil {
 		return GraphWrite{}, fmt.Errorf("read graphs: %w", err)
 	}
-	stored := make(map[string]GraphRecord, len(cur.Kvs))
+	if s.kek == nil {
+		return GraphWrite{}, fmt.Errorf("write graphs: %w", errNoKeyEncryptionKeys)
+	}
+	stored := make(map[string]storedGraph, len(cur.Kvs))
+	values := make(map[string][]byte, len(cur.Kvs))
 	var b batch
 	for _, kv := range cur.Kvs {
 		cluster := strings.TrimPrefix(string(kv.Key), GraphPrefix)
@@ -74,9 +133,9 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 			b.del(string(kv.Key))
 			continue
 		}
-		var rec GraphRecord
+		var rec storedGraph
 		if err := json.Unmarshal(kv.Value, &rec); err == nil {
-			stored[cluster] = rec
+			stored[cluster], values[cluster] = rec, kv.Value
 		}
 	}
 	names := make([]string, 0, len(projections))
@@ -103,6 +162,15 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 		}
 		if old, ok := stored[name]; ok && old.ContentHash == contentHash {
 			revisions[name] = old.Revision
+			if old.sealedBy() != s.kek.ID() {
+				// In clear (a hub before sealing) or sealed with another key-encryption key: the same record,
+				// re-sealed with the sealing key, so the spoke is sent nothing new.
+				if v, err := s.resealGraph(GraphKey(name), values[name]); err == nil {
+					b.put(GraphKey(name), v)
+				} else {
+					s.log.Warn("graph record not re-sealed; it is rewritten at its next change", "cluster", name, "err", err)
+				}
+			}
 			continue
 		}
 		c.Revision = rev
@@ -116,7 +184,7 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 			failed[name] = fmt.Errorf("%w: the config of %d bytes exceeds the %d-byte limit of a config update", ErrProjectionTooLarge, len(js), spokeconfig.MaxUpdateBytes)
 			continue
 		}
-		v, err := json.Marshal(GraphRecord{Revision: rev, Hash: hash, ContentHash: contentHash, Config: js})
+		v, err := s.sealGraph(GraphKey(name), GraphRecord{Revision: rev, Hash: hash, ContentHash: contentHash, Config: js})
 		if err != nil {
 			return GraphWrite{}, err
 		}
@@ -186,20 +254,20 @@ func (s *Store) ReadGraph(ctx context.Context, cluster string) (rec *GraphRecord
 	if len(resp.Kvs) == 0 {
 		return nil, resp.Header.Revision, nil
 	}
-	r, err := DecodeGraph(resp.Kvs[0].Value)
+	r, err := s.DecodeGraph(GraphKey(cluster), resp.Kvs[0].Value)
 	if err != nil {
 		return nil, 0, fmt.Errorf("graph of %s: %w", cluster, err)
 	}
 	return r, resp.Header.Revision, nil
 }
 
-// DecodeGraph parses a graph/<cluster> value.
-func DecodeGraph(v []byte) (*GraphRecord, error) {
-	var rec GraphRecord
-	if err := json.Unmarshal(v, &rec); err != nil {
+// resealGraph is the stored graph value v sealed with the sealing key, its revision and hashes unchanged.
+func (s *Store) resealGraph(key string, v []byte) ([]byte, error) {
+	rec, err := s.DecodeGraph(key, v)
+	if err != nil {
 		return nil, err
 	}
-	return &rec, nil
+	return s.sealGraph(key, *rec)
 }
 
 // WriteStatuses makes the status/ prefix equal to statuses (writing only changed values), guarded like WriteGraphs.
@@ -309,7 +377,7 @@ func (s *Store) readInputs(ctx context.Context) (*compiler.Inputs, error) {
 	}
 	in := &compiler.Inputs{Revision: rev, Clusters: map[string]*compiler.ClusterInputs{}}
 	for _, kv := range hub.Kvs {
-		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
+		o, err := s.decodeHubKV(string(kv.Key), kv.Value)
 		if err == nil {
 			err = in.Hub.AddObject(o)
 		}

@@ -17,8 +17,9 @@ import (
 	"github.com/fedgate/fedgate/internal/atomicfile"
 )
 
-// Key-encryption keys seal the session and gossip key rings before they are written to etcd (AES-256-GCM), so
-// whoever reads etcd — its data files, a snapshot, a backup, a client of an external cluster — finds no key material.
+// Key-encryption keys seal the session and gossip key rings, the Secrets applied at the hub and the graph records
+// (which carry keys to spokes) before they are written to etcd (AES-256-GCM), so whoever reads etcd — its data files,
+// a snapshot, a backup, a client of an external cluster — finds no key material.
 // They are never stored in etcd. A key file holds one or more keys, each the standard base64 of KeyEncryptionKeySize
 // random bytes on a line of its own (`head -c 32 /dev/urandom | base64`): the first seals, every one opens. To replace
 // a key, add the new one as a second line on every hub, then make it the first (each hub re-seals the rings with it
@@ -37,7 +38,7 @@ type keyEncryptionKey struct {
 	aead cipher.AEAD
 }
 
-// ErrUnknownKeyEncryptionKey: a ring is sealed with a key-encryption key the hub does not hold.
+// ErrUnknownKeyEncryptionKey: a value is sealed with a key-encryption key the hub does not hold.
 var ErrUnknownKeyEncryptionKey = errors.New("sealed with a key-encryption key this hub does not hold")
 
 // ParseKeyEncryptionKeys reads the content of a key file. Errors name lines, never their content.
@@ -140,13 +141,13 @@ func (k *KeyEncryptionKeys) open(etcdKey string, s sealedRing) ([]byte, error) {
 			continue
 		}
 		if len(s.Nonce) != kek.aead.NonceSize() {
-			return nil, fmt.Errorf("key ring %s: malformed", etcdKey)
+			return nil, fmt.Errorf("sealed value %s: malformed", etcdKey)
 		}
 		plain, err := kek.aead.Open(nil, s.Nonce, s.Sealed, []byte(etcdKey))
 		if err != nil {
-			return nil, fmt.Errorf("key ring %s: does not open with key-encryption key %s (altered, or moved from another key)", etcdKey, s.KeyID)
+			return nil, fmt.Errorf("sealed value %s: does not open with key-encryption key %s (altered, or moved from another key)", etcdKey, s.KeyID)
 		}
 		return plain, nil
 	}
-	return nil, fmt.Errorf("key ring %s is %w (key id %s)", etcdKey, ErrUnknownKeyEncryptionKey, s.KeyID)
+	return nil, fmt.Errorf("sealed value %s is %w (key id %s)", etcdKey, ErrUnknownKeyEncryptionKey, s.KeyID)
 }

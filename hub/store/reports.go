@@ -15,7 +15,8 @@ import (
 // missing from the snapshot are deleted, identical ones are left alone (so an unchanged resync costs no revision and
 // no recompile). When the diff fits one transaction it is applied atomically, guarded against a concurrent writer of
 // the same cluster's report; a larger diff is chunked, and the compile may briefly see a partly replaced report.
-// The caller has decoded every object already: nothing here judges content.
+// The caller has decoded every object already: nothing here judges content, except that a Secret must come without
+// its data (checkReportedSecret; ErrInvalidObject).
 func (s *Store) ReplaceReport(ctx context.Context, cluster string, snapshot []*fedgatepb.Object) (int64, error) {
 	if err := CheckSegment("cluster", cluster, false); err != nil {
 		return 0, err
@@ -23,6 +24,9 @@ func (s *Store) ReplaceReport(ctx context.Context, cluster string, snapshot []*f
 	want := make(map[string][]byte, len(snapshot))
 	for i, o := range snapshot {
 		if err := checkObject(o); err != nil {
+			return 0, fmt.Errorf("snapshot.objects[%d]: %w", i, err)
+		}
+		if err := checkReportedSecret(o); err != nil {
 			return 0, fmt.Errorf("snapshot.objects[%d]: %w", i, err)
 		}
 		want[ReportKey(cluster, o.Kind, o.Namespace, o.Name)] = o.Json
@@ -80,6 +84,9 @@ func (s *Store) ApplyReportDelta(ctx context.Context, cluster string, upserts []
 	// Upserts after deletes: a delta that deletes and re-adds an object keeps it.
 	for i, o := range upserts {
 		if err := checkObject(o); err != nil {
+			return 0, fmt.Errorf("delta.upserts[%d]: %w", i, err)
+		}
+		if err := checkReportedSecret(o); err != nil {
 			return 0, fmt.Errorf("delta.upserts[%d]: %w", i, err)
 		}
 		b.put(ReportKey(cluster, o.Kind, o.Namespace, o.Name), o.Json)

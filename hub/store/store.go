@@ -179,15 +179,17 @@ func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys [
 		for i, o := range objs {
 			kvs := rr.Responses[i].GetResponseRange().Kvs
 			ref := &fedgatepb.ObjectRef{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
-			if stamp && len(kvs) > 0 && Mirrored(kvs[0].Value) {
+			var prev []byte // the stored object's JSON, opened when its kind is sealed
+			if len(kvs) > 0 {
+				if prev, err = s.openHub(keys[i], kvs[0].Value); err != nil {
+					return nil, 0, fmt.Errorf("objects[%d]: %s: %w", offset+i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
+				}
+			}
+			if stamp && len(kvs) > 0 && Mirrored(prev) {
 				return nil, 0, mirroredError(offset+i, "objects", o.Kind, o.Namespace, o.Name)
 			}
 			value := o.Json
 			if stamp {
-				var prev []byte
-				if len(kvs) > 0 {
-					prev = kvs[0].Value
-				}
 				if value, err = stampMetadata(prev, o.Json, s.now()); err != nil {
 					return nil, 0, fmt.Errorf("objects[%d]: %s: %w", offset+i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
 				}
@@ -196,12 +198,15 @@ func (s *Store) applyChunk(ctx context.Context, objs []*fedgatepb.Object, keys [
 			case len(kvs) == 0:
 				results[i] = ApplyResult{Ref: ref, Action: ActionCreated}
 				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(keys[i]), "=", 0))
-			case bytes.Equal(kvs[0].Value, value):
+			case bytes.Equal(prev, value):
 				results[i] = ApplyResult{Ref: ref, Action: ActionUnchanged}
 				continue
 			default:
 				results[i] = ApplyResult{Ref: ref, Action: ActionConfigured}
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(keys[i]), "=", kvs[0].ModRevision))
+			}
+			if value, err = s.sealHub(keys[i], value); err != nil {
+				return nil, 0, fmt.Errorf("objects[%d]: %s: %w", offset+i, resources.Describe(o.Kind, o.Namespace, o.Name), err)
 			}
 			puts = append(puts, clientv3.OpPut(keys[i], string(value)))
 			size += len(keys[i]) + len(value)
@@ -416,7 +421,7 @@ func (s *Store) ListObjects(ctx context.Context, kinds []string, namespace strin
 	}
 	var out []StoredObject
 	for _, kv := range resp.Kvs {
-		o, err := decodeObjectKV(string(kv.Key), HubPrefix, kv.Value)
+		o, err := s.decodeHubKV(string(kv.Key), kv.Value)
 		if err != nil {
 			s.log.Warn("skipping malformed stored object", "key", string(kv.Key), "err", err)
 			continue
@@ -490,6 +495,15 @@ func decodeObjectKV(key, prefix string, value []byte) (*fedgatepb.Object, error)
 		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	return &fedgatepb.Object{ApiVersion: head.APIVersion, Kind: kind, Namespace: ns, Name: name, Json: value}, nil
+}
+
+// decodeHubKV is decodeObjectKV for a key under HubPrefix, opening a sealed value.
+func (s *Store) decodeHubKV(key string, value []byte) (*fedgatepb.Object, error) {
+	plain, err := s.openHub(key, value)
+	if err != nil {
+		return nil, err
+	}
+	return decodeObjectKV(key, HubPrefix, plain)
 }
 
 func decodeReportKV(key string, value []byte) (string, *fedgatepb.Object, error) {
