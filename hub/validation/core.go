@@ -26,6 +26,7 @@ var (
 	coreServiceGK       = schema.GroupKind{Group: "", Kind: resources.KindService}
 	coreEndpointSliceGK = schema.GroupKind{Group: discoveryv1.GroupName, Kind: resources.KindEndpointSlice}
 	coreNamespaceGK     = schema.GroupKind{Group: "", Kind: resources.KindNamespace}
+	coreSecretGK        = schema.GroupKind{Group: "", Kind: resources.KindSecret}
 
 	supportedProtocols = sets.New(string(corev1.ProtocolTCP), string(corev1.ProtocolUDP), string(corev1.ProtocolSCTP))
 )
@@ -215,4 +216,34 @@ func validateProtocol(p *field.Path, proto corev1.Protocol, defaulted bool) fiel
 		return field.ErrorList{field.NotSupported(p, string(proto), sets.List(supportedProtocols))}
 	}
 	return nil
+}
+
+// validateSecret: fedgate carries Secrets as listener certificates only, so any type but kubernetes.io/tls is refused
+// (naming the field type); a TLS Secret needs tls.crt and tls.key, as the API server requires (stringData counts,
+// as the API server merges it into data first). Whether they hold a usable key pair is the compiler's to judge
+// (listener ResolvedRefs), as a cluster accepts any bytes there too.
+func validateSecret(o *fedgatepb.Object) (field.ErrorList, error) {
+	obj, err := resources.Typed(o)
+	if err != nil {
+		return nil, err
+	}
+	sec, ok := obj.(*corev1.Secret)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected type %T", resources.Describe(o.Kind, o.Namespace, o.Name), obj)
+	}
+	if sec.Namespace == "" {
+		sec.Namespace = o.Namespace
+	}
+	errs := apimachineryvalidation.ValidateObjectMeta(&sec.ObjectMeta, true, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+	if sec.Type != corev1.SecretTypeTLS {
+		return append(errs, field.NotSupported(field.NewPath("type"), sec.Type, []string{string(corev1.SecretTypeTLS)})), nil
+	}
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+		_, inData := sec.Data[k]
+		_, inString := sec.StringData[k]
+		if !inData && !inString {
+			errs = append(errs, field.Required(field.NewPath("data").Key(k), ""))
+		}
+	}
+	return errs, nil
 }

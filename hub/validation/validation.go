@@ -74,6 +74,8 @@ func Normalize(o *fedgatepb.Object) (*fedgatepb.Object, error) {
 		errs, err = validateEndpointSlice(o)
 	case coreNamespaceGK:
 		errs, err = validateNamespace(o)
+	case coreSecretGK:
+		errs, err = validateSecret(o)
 	default:
 		v, lookupErr := crdValidatorFor(gvk)
 		if lookupErr != nil {

@@ -324,7 +324,7 @@ func TestPreloadBuildsEveryEmbeddedCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, gk := range resources.Kinds {
-		if gk == coreServiceGK || gk == coreEndpointSliceGK || gk == coreNamespaceGK {
+		if gk == coreServiceGK || gk == coreEndpointSliceGK || gk == coreNamespaceGK || gk == coreSecretGK {
 			continue
 		}
 		idx, _ := loadIndex()
@@ -548,5 +548,41 @@ func wantValidation(t *testing.T, err error, want []string) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error lacks %q:\n%v", w, err)
 		}
+	}
+}
+
+// TestSecret: only kubernetes.io/tls Secrets are carried; another type is refused naming the object and field type,
+// and a TLS Secret needs both keys (data or stringData), as the API server requires. No message quotes the data.
+func TestSecret(t *testing.T) {
+	secret := func(typ corev1.SecretType, data, stringData map[string]string) *fedgatepb.Object {
+		s := &corev1.Secret{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Name: "cert", Namespace: "infra"},
+			Type:       typ, StringData: stringData,
+		}
+		for k, v := range data {
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			s.Data[k] = []byte(v)
+		}
+		return toObject(t, s)
+	}
+	both := map[string]string{"tls.crt": "CERT", "tls.key": "SECRET-KEY-BYTES"}
+	if err := Validate(secret(corev1.SecretTypeTLS, both, nil)); err != nil {
+		t.Errorf("TLS Secret: %v", err)
+	}
+	if err := Validate(secret(corev1.SecretTypeTLS, map[string]string{"tls.crt": "CERT"}, map[string]string{"tls.key": "SECRET-KEY-BYTES"})); err != nil {
+		t.Errorf("TLS Secret with stringData: %v", err)
+	}
+	err := Validate(secret(corev1.SecretTypeOpaque, both, nil))
+	if err == nil || !strings.Contains(err.Error(), `Secret "infra/cert"`) || strings.Contains(err.Error(), "SECRET-KEY-BYTES") {
+		t.Fatalf("Opaque Secret: %v", err)
+	}
+	if diff := cmp.Diff([]string{`type: Unsupported value: "Opaque": supported values: "kubernetes.io/tls"`}, invalidMessages(t, err)); diff != "" {
+		t.Errorf("Opaque (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"data[tls.key]: Required value"}, invalidMessages(t, Validate(secret(corev1.SecretTypeTLS, map[string]string{"tls.crt": "CERT"}, nil)))); diff != "" {
+		t.Errorf("missing tls.key (-want +got):\n%s", diff)
 	}
 }
