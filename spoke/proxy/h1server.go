@@ -157,8 +157,10 @@ func (ps *portServer) serve() {
 		}
 		if ps.open.Load() >= int64(ps.s.opts.Limits.MaxClientConnections) {
 			ps.mu.Unlock()
+			// Counted before the close, so whoever sees the close also sees the count.
+			refused := ps.s.stats.ConnectionsRefused.Add(1)
 			nc.Close()
-			if ps.s.stats.ConnectionsRefused.Add(1)%1000 == 1 {
+			if refused%1000 == 1 {
 				ps.s.log.Warn("client connection limit reached; closing new connections", "addr", ps.key.addr,
 					"limit", ps.s.opts.Limits.MaxClientConnections, "refused", ps.s.stats.ConnectionsRefused.Load())
 			}

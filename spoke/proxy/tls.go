@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -204,12 +206,29 @@ func (ps *portServer) handshake(c *h1Conn) (*tls.Conn, *tls.ConnectionState, boo
 	tc.SetDeadline(time.Now().Add(ps.s.opts.Limits.TLSHandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		ps.s.stats.TLSHandshakeErrors.Add(1)
+		// A cleartext HTTP request on an HTTPS port is told so (as net/http does) instead of seeing a bare close.
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+			const msg = "client sent an HTTP request to an HTTPS port\n"
+			re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(re.Conn, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"+
+				"Content-Length: "+strconv.Itoa(len(msg))+"\r\n\r\n"+msg)
+		}
 		ps.s.log.Debug("TLS handshake", "addr", ps.key.addr, "remote", c.raw.RemoteAddr().String(), "err", err)
 		return nil, nil, false
 	}
 	tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
 	return tc, &st, true
+}
+
+// looksLikeHTTP reports whether a TLS record header's five bytes are the start of a cleartext HTTP/1 request.
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE", "TRACE":
+		return true
+	}
+	return false
 }
 
 // misdirected reports whether a request on a TLS connection names (by Host) another HTTPS listener than the one its
@@ -223,12 +242,29 @@ func (pt *portTable) misdirected(r *http.Request, host string) bool {
 }
 
 // Reload rebuilds the table from the last applied config and swaps it in, as Apply does: for when a certificate's
-// local Secret changed (Options.LocalSecret now returns something else). Without an applied config it does nothing.
+// local Secret changed (Options.LocalSecret now returns something else). Without an applied config, or when that
+// config has no local certificates, it does nothing.
 func (s *Server) Reload() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	if s.lastCfg == nil {
+	if s.lastCfg == nil || !hasLocalCertificates(s.lastCfg) {
 		return nil
 	}
 	return s.applyLocked(s.lastCfg)
+}
+
+func hasLocalCertificates(cfg *spokeconfig.SpokeConfig) bool {
+	for _, p := range cfg.Ports {
+		if p.TLS == nil {
+			continue
+		}
+		for _, l := range p.TLS.Listeners {
+			for _, c := range l.Certificates {
+				if c.Local {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

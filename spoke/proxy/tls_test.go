@@ -571,6 +571,10 @@ func TestHTTPSHandshakeTimeout(t *testing.T) {
 			t.Errorf("%s: closed after %v, before the handshake timeout", name, took)
 		}
 	}
+	// Cleartext HTTP on the HTTPS port is told so.
+	if out := exchangeRaw(t, addr, "GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n"); !strings.HasPrefix(out, "HTTP/1.1 400 ") {
+		t.Errorf("cleartext request on the HTTPS port: %q, want 400", out)
+	}
 	// Meanwhile and afterwards, handshakes that do finish are served: the slow ones never held the accept loop.
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
