@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +56,9 @@ func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (
 		}
 		w, err := resources.Upgrade(o)
 		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
+		}
+		if err := mergeStringData(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
 		if w != "" {
@@ -131,6 +136,9 @@ func (a *AdminService) List(ctx context.Context, req *fedgatepb.ListRequest) (*f
 	var reported []*fedgatepb.ListedObject
 	for _, o := range ptrs {
 		cluster := byObj[o]
+		if o.Kind == resources.KindSecret {
+			o = redactSecret(o)
+		}
 		lo := &fedgatepb.ListedObject{Object: o, Cluster: cluster, StatusJson: statuses[store.StatusKey(cluster, o.Kind, o.Namespace, o.Name)]}
 		if cluster == "" {
 			resp.Objects = append(resp.Objects, lo)
@@ -352,10 +360,61 @@ func storeError(err error) error {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, store.ErrMirrored):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, store.ErrInvalidObject):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	}
 	return status.Error(codes.Unavailable, err.Error())
+}
+
+// mergeStringData writes a Secret's stringData into its data, as the API server does on write, so that the hub stores
+// (sealed) and compiles one form. Other kinds are left alone. Errors never quote the data.
+func mergeStringData(o *fedgatepb.Object) error {
+	if o.Kind != resources.KindSecret {
+		return nil
+	}
+	var body map[string]any
+	if err := json.Unmarshal(o.Json, &body); err != nil {
+		return fmt.Errorf("%s: body is not a JSON object", resources.Describe(o.Kind, o.Namespace, o.Name))
+	}
+	sd, ok := body["stringData"].(map[string]any)
+	if !ok {
+		return nil
+	}
+	data, _ := body["data"].(map[string]any)
+	if data == nil {
+		data = map[string]any{}
+	}
+	for k, v := range sd {
+		str, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("%s: stringData[%s]: Invalid value: must be a string", resources.Describe(o.Kind, o.Namespace, o.Name), k)
+		}
+		data[k] = base64.StdEncoding.EncodeToString([]byte(str))
+	}
+	body["data"] = data
+	delete(body, "stringData")
+	js, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	o.Json = js
+	return nil
+}
+
+// redactSecret is a Secret as hubctl may see it: metadata and type, never data or stringData (the hub holds listener
+// keys; they leave it only inside the projections of the clusters serving them).
+func redactSecret(o *fedgatepb.Object) *fedgatepb.Object {
+	out := &fedgatepb.Object{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
+	var body map[string]any
+	if json.Unmarshal(o.Json, &body) != nil {
+		body = map[string]any{"apiVersion": o.ApiVersion, "kind": o.Kind, "metadata": map[string]any{"name": o.Name, "namespace": o.Namespace}}
+	}
+	delete(body, "data")
+	delete(body, "stringData")
+	out.Json, _ = json.Marshal(body)
+	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -387,6 +388,14 @@ func columnsFor(kind string) []column {
 				return string(obj.(*gatewayv1.GatewayClass).Spec.ControllerName)
 			}},
 			{"ACCEPTED", func(_ any, st *compiler.ObjectStatus) string { return conditionText(st.Conditions, "Accepted") }},
+		}
+	case resources.KindSecret:
+		// The hub never lists a Secret's data; a reported one says whether its cluster found it usable.
+		return []column{
+			{"TYPE", func(obj any, _ *compiler.ObjectStatus) string { return string(obj.(*corev1.Secret).Type) }},
+			{"TLS-CHECK", func(obj any, _ *compiler.ObjectStatus) string {
+				return obj.(*corev1.Secret).Annotations[resources.TLSCheckAnnotation]
+			}},
 		}
 	case resources.KindReferenceGrant:
 		return []column{
