@@ -104,8 +104,16 @@ func newPortServer(s *Server, k portKey, ln net.Listener) *portServer {
 	h2p := protocols(false, true)
 	h2p.SetHTTP2(true) // ALPN h2 connections of an HTTPS port, handed over as *tls.Conn
 	ps.h2 = &http.Server{
-		Handler:   ps.handler,
+		Handler:   firstHeadersSeen(ps.handler),
 		Protocols: h2p,
+		// A TLS connection must send its first request headers within Limits.RequestHeaderTimeout (h2c ones: see
+		// h2cConn).
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			if tc, ok := nc.(*tls.Conn); ok {
+				return withHeaderDeadline(ctx, tc.NetConn(), lim.RequestHeaderTimeout)
+			}
+			return ctx
+		},
 		// An h2c connection leaves the port's count when it closes (h2cConn.closed); a TLS one, which the HTTP/2
 		// server must receive as the *tls.Conn itself, when the server reports it closed.
 		ConnState: func(nc net.Conn, st http.ConnState) {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
@@ -267,4 +269,39 @@ func hasLocalCertificates(cfg *spokeconfig.SpokeConfig) bool {
 		}
 	}
 	return false
+}
+
+// An HTTP/2 connection over TLS reaches net/http as the *tls.Conn itself, which cannot be wrapped like an h2c one to
+// hold a read deadline until its first request headers; instead a timer closes it unless a request has reached the
+// handler by then (net/http calls the handler once a request's headers are complete).
+type headerDeadlineKey struct{}
+
+type headerDeadline struct {
+	seen  atomic.Bool
+	timer *time.Timer
+}
+
+// withHeaderDeadline arms the timer for one connection (raw is closed, not the TLS connection: a TLS close may wait
+// on a write).
+func withHeaderDeadline(ctx context.Context, raw interface{ Close() error }, d time.Duration) context.Context {
+	hd := &headerDeadline{}
+	hd.timer = time.AfterFunc(d, func() {
+		if !hd.seen.Load() {
+			raw.Close()
+		}
+	})
+	return context.WithValue(ctx, headerDeadlineKey{}, hd)
+}
+
+// firstHeadersSeen disarms a connection's header timer at its first request.
+func firstHeadersSeen(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			if hd, ok := r.Context().Value(headerDeadlineKey{}).(*headerDeadline); ok && !hd.seen.Load() {
+				hd.seen.Store(true)
+				hd.timer.Stop()
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

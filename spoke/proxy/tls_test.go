@@ -19,11 +19,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/fedgate/fedgate/apis/spokeconfig"
 )
@@ -690,4 +693,57 @@ func TestHTTPSPortSwitchesProtocol(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d port servers after switching back and forth, want 1", n)
 	}
+}
+
+// An h2 connection over TLS, like an h2c one, must send its first request headers within RequestHeaderTimeout; once
+// it has, the keep-alive idle timeout governs it.
+func TestHTTPSH2FirstHeadersTimeout(t *testing.T) {
+	ca := newGatewayCA(t)
+	be := tlsBackend(t, "b")
+	p := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	s := httpsServer(t, Options{Limits: Limits{RequestHeaderTimeout: 300 * time.Millisecond}})
+	port := httpsPort(p, map[string]string{"*": "b"}, listener("*", ca.inline(t, "star", "a.example.com")))
+	if err := s.Apply(tlsConfigFor(1, port, map[string]string{"b": addrOf(be)})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, ServerName: "a.example.com", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if np := c.ConnectionState().NegotiatedProtocol; np != "h2" {
+		t.Fatalf("ALPN %q, want h2", np)
+	}
+	io.WriteString(c, http2.ClientPreface)
+	http2.NewFramer(c, c).WriteSettings()
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+	var ne net.Error
+	if el := time.Since(start); errors.As(err, &ne) && ne.Timeout() || el > 3*time.Second {
+		t.Fatalf("h2 connection without a request still open after %v (header timeout 300ms)", el)
+	}
+
+	// A connection that sent its request in time outlives the header timeout.
+	cl := httpsClient(addr, "a.example.com", ca.pool, true)
+	defer cl.CloseIdleConnections()
+	resp, _ := doHost(t, cl, "a.example.com", "/")
+	first := resp.TLS.PeerCertificates[0].SerialNumber
+	time.Sleep(500 * time.Millisecond)
+	var reused bool
+	req, _ := http.NewRequest("GET", "https://a.example.com/", nil)
+	req = req.WithContext(httptraceGotConn(req.Context(), &reused))
+	resp, err = cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !reused || resp.StatusCode != 200 || resp.TLS.PeerCertificates[0].SerialNumber.Cmp(first) != 0 {
+		t.Errorf("second request after the header timeout: status %d, connection reused %v; want the first connection kept", resp.StatusCode, reused)
+	}
+}
+
+func httptraceGotConn(ctx context.Context, reused *bool) context.Context {
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { *reused = i.Reused }})
 }
