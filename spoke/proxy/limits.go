@@ -27,15 +27,16 @@ type Limits struct {
 	// MaxInformationalResponses bounds the 1xx responses a backend may send before its final one; more → 502.
 	// Default: 10.
 	MaxInformationalResponses int
-	// RequestHeaderTimeout bounds reading a request head from its first byte (slowloris), and an h2c connection's
-	// preface and first request headers.
+	// RequestHeaderTimeout bounds reading a request head from its first byte (slowloris), and an HTTP/2 connection's
+	// (h2c, or h2 over TLS after its handshake) preface and first request headers.
 	// Default: 15s.
 	RequestHeaderTimeout time.Duration
 	// RequestBodyIdleTimeout bounds each wait for request body bytes (between two reads, like nginx's
 	// client_body_timeout); a client that stalls longer gets 408 and its connection closed.
 	// Default: 1m0s.
 	RequestBodyIdleTimeout time.Duration
-	// KeepaliveIdleTimeout closes a client connection (HTTP/1.1 or h2c) idle that long between requests.
+	// KeepaliveIdleTimeout closes a client connection (HTTP/1.1 or HTTP/2, cleartext or TLS) idle that long between
+	// requests.
 	// Default: 1m15s.
 	KeepaliveIdleTimeout time.Duration
 	// ResponseSendIdleTimeout bounds each wait to write response bytes to a client (between two successful writes, like
@@ -51,11 +52,13 @@ type Limits struct {
 	// truncated, never completed). Long-lived streams (SSE, gRPC) need data or keepalives more often than this.
 	// Default: 5m0s.
 	UpstreamResponseBodyIdleTimeout time.Duration
-	// MaxClientConnections bounds the open client connections of one gateway port (HTTP/1.1 and h2c); a connection
+	// MaxClientConnections bounds the open client connections of one gateway port (every protocol, TLS handshakes in
+	// progress included); a connection
 	// accepted beyond it is closed at once, as Envoy's listener connection limit does.
 	// Default: 16384.
 	MaxClientConnections int
-	// H2CMaxConcurrentStreams bounds the concurrent streams of one h2c client connection.
+	// H2CMaxConcurrentStreams bounds the concurrent streams of one HTTP/2 client connection (h2c, and h2 over TLS on
+	// an HTTPS port).
 	// Default: 100.
 	H2CMaxConcurrentStreams int
 	// TLSHandshakeTimeout bounds an HTTPS port's TLS handshake from the moment the connection is accepted; a client

@@ -747,3 +747,47 @@ func TestHTTPSH2FirstHeadersTimeout(t *testing.T) {
 func httptraceGotConn(ctx context.Context, reused *bool) context.Context {
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { *reused = i.Reused }})
 }
+
+// A port switching protocol must give its socket up before binding it again; when another port of the same config
+// cannot be bound, Apply fails and the switched port serves its old protocol again.
+func TestHTTPSPortSwitchRolledBackOnBindFailure(t *testing.T) {
+	ca := newGatewayCA(t)
+	be := tlsBackend(t, "b")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyPort := int32(busy.Addr().(*net.TCPAddr).Port)
+	p := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	s := httpsServer(t, Options{})
+	backends := map[string]string{"b": addrOf(be)}
+	plainPort := func(n int32) spokeconfig.Port {
+		pt := httpsPort(n, map[string]string{"*": "b"})
+		pt.Protocol, pt.TLS = spokeconfig.ProtocolHTTP, nil
+		return pt
+	}
+	if err := s.Apply(tlsConfigFor(1, plainPort(p), backends)); err != nil {
+		t.Fatal(err)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := range 4 {
+		cfg := tlsConfigFor(int64(2+i), httpsPort(p, map[string]string{"*": "b"}, listener("*", ca.inline(t, "star", "a.example.com"))), backends)
+		cfg.Ports = append(cfg.Ports, plainPort(busyPort))
+		if err := s.Apply(cfg); err == nil {
+			t.Fatal("Apply with a port that cannot be bound succeeded")
+		}
+		resp, err := plain.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatalf("attempt %d: the port no longer serves HTTP after the failed switch: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || s.Table().Revision != 1 {
+			t.Fatalf("attempt %d: %d, table revision %d; want 200 from revision 1", i, resp.StatusCode, s.Table().Revision)
+		}
+		if _, err := handshakeCN(addr, "a.example.com", ca.pool); err == nil {
+			t.Fatalf("attempt %d: the port serves TLS after the failed switch", i)
+		}
+	}
+}
