@@ -167,12 +167,19 @@ func buildTLS(p *spokeconfig.Port, opts Options, cl *certLoader) *tlsPort {
 }
 
 // tlsConfig is an HTTPS port's TLS configuration: certificates come from the current table at each handshake.
+// GetConfigForClient runs for every ClientHello, resumptions included (GetCertificate does not: a resumed session
+// presents no certificate), so a session ticket cannot reopen a listener the current table no longer serves.
 func (ps *portServer) tlsConfig() *tls.Config {
-	return &tls.Config{
+	conf := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: ps.getCertificate,
 	}
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		_, err := ps.listenerFor(hello.ServerName)
+		return nil, err
+	}
+	return conf
 }
 
 var (
@@ -181,7 +188,8 @@ var (
 	errNoCertificate = errors.New("the HTTPS listener has no usable certificate")
 )
 
-func (ps *portServer) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+// listenerFor returns the current table's listener for a ClientHello's server name, or why there is none to serve.
+func (ps *portServer) listenerFor(serverName string) (*tlsListener, error) {
 	t := ps.s.table.Load()
 	if t == nil {
 		return nil, errNoTLSPort
@@ -190,15 +198,22 @@ func (ps *portServer) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 	if pt == nil || pt.tls == nil {
 		return nil, errNoTLSPort
 	}
-	sni := normaliseHost(hello.ServerName)
-	l := pt.tls.lookup(sni)
+	l := pt.tls.lookup(normaliseHost(serverName))
 	if l == nil {
 		return nil, errNoTLSListener
 	}
-	if c := l.certificate(sni); c != nil {
-		return c, nil
+	if len(l.certs) == 0 {
+		return nil, errNoCertificate
 	}
-	return nil, errNoCertificate
+	return l, nil
+}
+
+func (ps *portServer) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	l, err := ps.listenerFor(hello.ServerName)
+	if err != nil {
+		return nil, err
+	}
+	return l.certificate(normaliseHost(hello.ServerName)), nil
 }
 
 // handshake terminates TLS on c within Limits.TLSHandshakeTimeout. On success c.nc is the TLS connection, its

@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,31 +112,16 @@ func tlsBackend(t *testing.T, name string) *httptest.Server {
 func httpsPort(p int32, vhosts map[string]string, listeners ...spokeconfig.TLSListener) spokeconfig.Port {
 	pt := spokeconfig.Port{Port: p, Protocol: spokeconfig.ProtocolHTTPS, BindAddress: "127.0.0.1",
 		TLS: &spokeconfig.PortTLS{Listeners: listeners}}
-	for _, h := range sortedKeys(vhosts) {
+	for _, h := range slices.Sorted(maps.Keys(vhosts)) {
 		pt.VirtualHosts = append(pt.VirtualHosts, spokeconfig.VirtualHost{Hostname: h,
 			Routes: []spokeconfig.Route{forwardRoute("r-"+h, "/", spokeconfig.WeightedBackend{BackendID: vhosts[h], Weight: 1})}})
 	}
 	return pt
 }
 
-func sortedKeys(m map[string]string) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	for i := range ks {
-		for j := i + 1; j < len(ks); j++ {
-			if ks[j] < ks[i] {
-				ks[i], ks[j] = ks[j], ks[i]
-			}
-		}
-	}
-	return ks
-}
-
 func tlsConfigFor(rev int64, p spokeconfig.Port, backends map[string]string) *spokeconfig.SpokeConfig {
 	cfg := &spokeconfig.SpokeConfig{Cluster: "c", Revision: rev, Ports: []spokeconfig.Port{p}}
-	for _, id := range sortedKeys(backends) {
+	for _, id := range slices.Sorted(maps.Keys(backends)) {
 		cfg.Backends = append(cfg.Backends, spokeconfig.Backend{ID: id, Namespace: "ns", Name: id, Port: 80,
 			Endpoints: []spokeconfig.Endpoint{{Cluster: "c", Address: backends[id], Ready: true}}})
 	}
@@ -789,5 +776,59 @@ func TestHTTPSPortSwitchRolledBackOnBindFailure(t *testing.T) {
 		if _, err := handshakeCN(addr, "a.example.com", ca.pool); err == nil {
 			t.Fatalf("attempt %d: the port serves TLS after the failed switch", i)
 		}
+	}
+}
+
+// A session ticket must not reopen a listener the current table no longer serves: resumption skips the certificate,
+// so the listener is checked for every ClientHello.
+func TestHTTPSResumptionChecksTheCurrentListener(t *testing.T) {
+	ca := newGatewayCA(t)
+	be := tlsBackend(t, "b")
+	p := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	s := httpsServer(t, Options{})
+	cfg := func(rev int64, listeners ...spokeconfig.TLSListener) *spokeconfig.SpokeConfig {
+		return tlsConfigFor(rev, httpsPort(p, map[string]string{"*": "b"}, listeners...), map[string]string{"b": addrOf(be)})
+	}
+	a := listener("a.example.com", ca.inline(t, "exact-a", "a.example.com"))
+	if err := s.Apply(cfg(1, a, listener("b.example.com", ca.inline(t, "exact-b", "b.example.com")))); err != nil {
+		t.Fatal(err)
+	}
+	cache := tls.NewLRUClientSessionCache(4)
+	dial := func() (*tls.Conn, error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, ServerName: "a.example.com",
+			NextProtos: []string{"http/1.1"}, ClientSessionCache: cache})
+		if err != nil {
+			return nil, err
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		// A request and its answer: the client reads the ticket sent after the handshake.
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			c.Close()
+			return nil, fmt.Errorf("request: %v %v", resp, err)
+		}
+		return c, nil
+	}
+	c, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	c, err = dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ConnectionState().DidResume {
+		t.Fatal("second connection did not resume: the test proves nothing")
+	}
+	c.Close()
+	// a.example.com's listener goes; b's stays.
+	if err := s.Apply(cfg(2, listener("b.example.com", ca.inline(t, "exact-b", "b.example.com")))); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := dial(); err == nil {
+		c.Close()
+		t.Fatalf("a resumed session reopened a removed listener (resumed %v)", c.ConnectionState().DidResume)
 	}
 }
