@@ -92,12 +92,16 @@ var upgrades = map[schema.GroupVersionKind]struct {
 }
 
 // Upgrade stores o, written for an older version of its kind whose schema is that of a version fedgate serves, as
-// that version: it rewrites o's apiVersion (and the one in o.Json) and returns a warning saying so. Objects of a
-// served version are left alone ("").
+// that version: it rewrites o's apiVersion (and the one in o.Json) and returns a warning saying so. A Gateway written
+// in Gateway API v1.1's shape for client-certificate validation is rewritten to today's (upgradeGatewayV11). Other
+// objects are left alone ("").
 func Upgrade(o *fedgatepb.Object) (string, error) {
 	gv, err := schema.ParseGroupVersion(o.ApiVersion)
 	if err != nil {
 		return "", nil // Validate reports it
+	}
+	if gv.Group == gatewayv1.GroupName && o.Kind == KindGateway {
+		return upgradeGatewayV11(o)
 	}
 	up, ok := upgrades[gv.WithKind(o.Kind)]
 	if !ok {

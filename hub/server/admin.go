@@ -47,16 +47,20 @@ type AdminService struct {
 func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (*fedgatepb.ApplyResponse, error) {
 	var warnings []string
 	for i, o := range req.GetObjects() {
+		// Upgrade first: an older shape (a v1.1 Gateway's client validation) does not decode into today's types.
+		var w string
+		if o != nil {
+			var err error
+			if w, err = resources.Upgrade(o); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
+			}
+		}
 		if err := checkEnvelope(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
 		if o.Kind == resources.KindNamespace {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %s: kind: Unsupported value: Namespaces are reported by the clusters, whose labels allowedRoutes selectors match there; they are not applied at the hub",
 				i, resources.Describe(o.Kind, o.Namespace, o.Name))
-		}
-		w, err := resources.Upgrade(o)
-		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
 		if err := mergeStringData(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
