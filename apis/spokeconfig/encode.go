@@ -141,6 +141,14 @@ func (p *Port) validateTLS(i int) []error {
 		if len(l.Certificates) == 0 {
 			errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d] %q: no certificates", i, j, l.Hostname))
 		}
+		if cv := l.ClientValidation; cv != nil {
+			if len(cv.CACertificatesPEM) == 0 {
+				errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d] %q: clientValidation without CA certificates", i, j, l.Hostname))
+			}
+			if cv.Mode != AllowValidOnly && cv.Mode != AllowInsecureFallback {
+				errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d] %q: clientValidation.mode %q: want %s or %s", i, j, l.Hostname, cv.Mode, AllowValidOnly, AllowInsecureFallback))
+			}
+		}
 		for k, c := range l.Certificates {
 			if c.Local != (len(c.CertPEM) == 0 && len(c.KeyPEM) == 0) || (!c.Local && (len(c.CertPEM) == 0 || len(c.KeyPEM) == 0)) {
 				errs = append(errs, fmt.Errorf("ports[%d].tls.listeners[%d].certificates[%d] %s/%s: want local, or both certPEM and keyPEM", i, j, k, c.Namespace, c.Name))

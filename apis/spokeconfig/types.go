@@ -111,6 +111,27 @@ type TLSListener struct {
 	// Certificates in the order of the listener's certificateRefs, at least one. The handshake serves the first whose
 	// certificate is valid for the SNI, else the first.
 	Certificates []Certificate `json:"certificates"`
+	// ClientValidation asks clients for a certificate and verifies it (the Gateway's spec.tls.frontend: the entry of
+	// perPort for this port, else default). Nil: no client certificate is requested.
+	ClientValidation *ClientValidation `json:"clientValidation,omitempty"`
+}
+
+// ClientValidationMode is gatewayv1.FrontendValidationModeType's values.
+type ClientValidationMode string
+
+const (
+	// AllowValidOnly: a client without a certificate that chains to CACertificatesPEM fails the handshake.
+	AllowValidOnly ClientValidationMode = "AllowValidOnly"
+	// AllowInsecureFallback: such a client is admitted, as one without a verified identity.
+	AllowInsecureFallback ClientValidationMode = "AllowInsecureFallback"
+)
+
+// ClientValidation verifies client certificates on an HTTPS listener.
+type ClientValidation struct {
+	// CACertificatesPEM: the trust anchors, the ca.crt of every usable ConfigMap of caCertificateRefs, concatenated
+	// in their order. Not secret.
+	CACertificatesPEM []byte               `json:"caCertificatesPEM"`
+	Mode              ClientValidationMode `json:"mode"`
 }
 
 // Certificate is one kubernetes.io/tls Secret of a listener's certificateRefs. Its key is never in a status, a log or
