@@ -216,8 +216,8 @@ func (ps *portServer) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 	return l.certificate(normaliseHost(hello.ServerName)), nil
 }
 
-// handshake terminates TLS on c within Limits.TLSHandshakeTimeout. On success c.nc is the TLS connection, its
-// deadlines are cleared, and the connection state is returned.
+// handshake terminates TLS on c's raw connection within Limits.TLSHandshakeTimeout, on the connection's goroutine. On
+// success it returns the TLS connection, with its deadlines cleared, and its state.
 func (ps *portServer) handshake(c *h1Conn) (*tls.Conn, *tls.ConnectionState, bool) {
 	tc := tls.Server(c.raw, ps.tlsConf)
 	tc.SetDeadline(time.Now().Add(ps.s.opts.Limits.TLSHandshakeTimeout))
