@@ -4,7 +4,9 @@
 // how end-to-end tests start spokes.
 //
 // A cluster may run several replicas. With an Elector, only the leader runs the cluster-wide duties (source, Report
-// stream, status writer); every replica subscribes, serves traffic and gossips under its own member name.
+// stream, status writer); every replica subscribes, serves traffic and gossips under its own member name. The TLS
+// Secrets the proxy serves are read on every replica (Config.SecretReader), since every replica serves; only the
+// leader's Source reports them, without their data.
 package agent
 
 import (
@@ -31,14 +33,22 @@ import (
 	"github.com/fedgate/fedgate/spoke/reporter"
 	"github.com/fedgate/fedgate/spoke/source"
 	"github.com/fedgate/fedgate/spoke/subscriber"
+	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
 // Proxy is what the agent needs from the embedded proxy; *proxy.Server implements it.
 type Proxy interface {
 	Apply(*spokeconfig.SpokeConfig) error
+	// Reload rebuilds the table from the last applied config: a local certificate's Secret changed.
+	Reload() error
 	ServeEastWest(net.Listener) error
 	Close() error
 }
+
+// secretReloadDelay: after a change of a local TLS Secret's data, the agent waits this long (collecting further
+// changes, without extending the wait) before it reloads the proxy, so that a burst of Secret updates (a certificate
+// manager renewing several) costs one table build.
+const secretReloadDelay = 200 * time.Millisecond
 
 var _ Proxy = (*proxy.Server)(nil)
 
@@ -68,6 +78,7 @@ type Agent struct {
 	repOpts   reporter.Options
 	streams   *countingSync // nil without a hub
 	leading   atomic.Bool   // the cluster-wide duties are running
+	secrets   *tlssecrets.Store
 }
 
 // New validates cfg and binds the east-west listener, so callers learn the advertised address (and port conflicts)
@@ -90,10 +101,14 @@ func New(cfg Config) (*Agent, error) {
 				"this one until --east-west-address names a reachable host", "advertised", advertise)
 		}
 	}
+	secrets := cfg.TLSSecrets
+	if secrets == nil {
+		secrets = tlssecrets.New()
+	}
 	p := cfg.Proxy
 	if p == nil {
 		po := proxy.Options{Cluster: cfg.Cluster, ListenHost: cfg.ListenHost, PortOffset: cfg.PortOffset,
-			DrainTimeout: cfg.DrainTimeout, Limits: cfg.Limits, HealthCheck: cfg.HealthCheck}
+			DrainTimeout: cfg.DrainTimeout, Limits: cfg.Limits, HealthCheck: cfg.HealthCheck, LocalSecret: secrets.Lookup}
 		if cfg.Credentials != nil {
 			// East-west is mTLS with the hub-issued identities: only clusters joined to the same hub get in, and this
 			// spoke only talks to a listener presenting the identity of the very cluster it dialled.
@@ -114,7 +129,7 @@ func New(cfg Config) (*Agent, error) {
 		log.Warn("gossip listener binds every address and no gossip address is set; spokes of other clusters cannot "+
 			"join this one until --gossip-address names a reachable host (in a pod: its IP)", "listen", cfg.GossipListen)
 	}
-	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise}
+	a := &Agent{cfg: cfg, log: log, proxy: p, eastWest: l, advertise: advertise, secrets: secrets}
 	var client fedgatepb.SyncClient
 	if cfg.HubAddress != "" {
 		target, opts := hubTarget(cfg.hubAddresses())
@@ -188,6 +203,8 @@ func Run(ctx context.Context, cfg Config) error {
 // at start).
 func (a *Agent) Run(ctx context.Context) error {
 	log := a.log
+	// What the proxy's first build (the cache's) reads of the local TLS Secrets: any change from here on reloads it.
+	servedSecrets := a.secrets.DataGeneration()
 	// The cache goes live before anything touches the network: a spoke restarted while the hub is down serves at once.
 	if ok, err := a.sub.LoadCache(); err != nil {
 		log.Error("ignoring config cache; waiting for the hub", "err", err)
@@ -229,10 +246,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	log.Info("east-west listening", "listen", a.eastWest.Addr().String(), "advertised", a.advertise)
 
+	// On every replica, with or without a hub (a cached config may name local certificates): see Config.SecretReader.
+	if a.cfg.SecretReader != nil {
+		goRun("TLS secret reader", func() error { return a.cfg.SecretReader.Run(ctx) })
+	}
+	goRun("TLS secret reload", func() error { a.reloadOnSecretChange(ctx, servedSecrets); return nil })
+
 	if a.conn != nil {
 		src := a.cfg.Source
 		if src == nil && a.cfg.SourceDir != "" {
-			src = &source.Dir{Path: a.cfg.SourceDir, Log: log}
+			src = &source.Dir{Path: a.cfg.SourceDir, TLSSecrets: a.secrets, Log: log}
 		}
 		if src == nil {
 			src = source.Static{}
@@ -280,6 +303,36 @@ func (a *Agent) Run(ctx context.Context) error {
 		return a.removed(removed)
 	}
 	return errors.Join(firstErr, perr)
+}
+
+// reloadOnSecretChange reloads the proxy, debounced by secretReloadDelay, whenever the data of a local TLS Secret
+// changes from served on, until ctx ends. A failed reload is logged: the proxy keeps its table, and the next change
+// retries.
+func (a *Agent) reloadOnSecretChange(ctx context.Context, served uint64) {
+	for {
+		changed := a.secrets.Changed()
+		if a.secrets.DataGeneration() == served {
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+				continue
+			}
+		}
+		t := time.NewTimer(secretReloadDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		served = a.secrets.DataGeneration()
+		if err := a.proxy.Reload(); err != nil {
+			a.log.Error("reloading the proxy for a changed TLS Secret; the previous table keeps serving", "err", err)
+			continue
+		}
+		a.log.Info("reloaded the proxy: a local TLS Secret changed", "secrets", len(a.secrets.Refs()))
+	}
 }
 
 // cleanupTimeout bounds the cleanup of a removed cluster.

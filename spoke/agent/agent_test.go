@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ type fakeProxy struct {
 	eastWest  chan string
 	closeOnce sync.Once
 	closed    chan struct{}
+	reloads   atomic.Int64
 }
 
 func newFakeProxy() *fakeProxy {
@@ -29,6 +31,8 @@ func newFakeProxy() *fakeProxy {
 }
 
 func (p *fakeProxy) Apply(c *spokeconfig.SpokeConfig) error { p.applied <- c; return nil }
+
+func (p *fakeProxy) Reload() error { p.reloads.Add(1); return nil }
 
 func (p *fakeProxy) ServeEastWest(l net.Listener) error {
 	p.eastWest <- l.Addr().String()

@@ -17,6 +17,7 @@ import (
 	"github.com/fedgate/fedgate/spoke/health"
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
+	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
 // Version is the agent version reported to the hub by default: the build's (internal/version, which make build and
@@ -28,6 +29,11 @@ var Version = version.Version()
 // StatusWriter receives each accepted config (spoke/kstatus.Writer).
 type StatusWriter interface {
 	Offer(*spokeconfig.SpokeConfig)
+	Run(ctx context.Context) error
+}
+
+// Runner is a component that runs until ctx ends: nil then, an error when it cannot continue.
+type Runner interface {
 	Run(ctx context.Context) error
 }
 
@@ -116,6 +122,14 @@ type Config struct {
 	// HealthCheck is the active health check of this cluster's endpoints for Services that set none of their own
 	// (the --health-check-* flags); the zero value is spoke/health's built-in defaults.
 	HealthCheck health.Defaults
+	// TLSSecrets holds the data of the cluster's own TLS Secrets that its Gateways reference: the proxy serves the
+	// certificates the hub marks Local from it (proxy Options.LocalSecret), and is reloaded when their data changes.
+	// SecretReader (Kubernetes) or the directory source (SourceDir) fills it. Nil: the agent makes one.
+	TLSSecrets *tlssecrets.Store
+	// SecretReader, when set, keeps TLSSecrets (spoke/source/kube SecretReader). It runs on every replica, leader or
+	// not — every replica serves, so every replica needs the certificates — while reporting them stays with the
+	// leader's Source.
+	SecretReader Runner
 	// Proxy overrides the embedded proxy (tests). Nil builds proxy.New from Cluster, ListenHost, PortOffset,
 	// DrainTimeout, Limits and HealthCheck.
 	Proxy Proxy
