@@ -161,17 +161,17 @@ func (s *Store) WriteGraphs(ctx context.Context, guard []clientv3.Cmp, rev int64
 			continue
 		}
 		if old, ok := stored[name]; ok && old.ContentHash == contentHash {
-			revisions[name] = old.Revision
-			if old.sealedBy() != s.kek.ID() {
-				// In clear (a hub before sealing) or sealed with another key-encryption key: the same record,
-				// re-sealed with the sealing key, so the spoke is sent nothing new.
-				if v, err := s.resealGraph(GraphKey(name), values[name]); err == nil {
-					b.put(GraphKey(name), v)
-				} else {
-					s.log.Warn("graph record not re-sealed; it is rewritten at its next change", "cluster", name, "err", err)
-				}
+			if old.sealedBy() == s.kek.ID() {
+				revisions[name] = old.Revision
+				continue
 			}
-			continue
+			// In clear (a hub before sealing) or sealed with another key-encryption key: the same record, re-sealed
+			// with the sealing key, so the spoke is sent nothing new. One this hub cannot open is written anew below.
+			if v, err := s.resealGraph(GraphKey(name), values[name]); err == nil {
+				b.put(GraphKey(name), v)
+				revisions[name] = old.Revision
+				continue
+			}
 		}
 		c.Revision = rev
 		js, hash, err := spokeconfig.Encode(&c)

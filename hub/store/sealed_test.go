@@ -190,4 +190,17 @@ func TestGraphRecordsSealed(t *testing.T) {
 	if again, _, err := s.ReadGraph(ctx, "east"); err != nil || again.Revision != 7 || again.Hash != rec.Hash {
 		t.Fatalf("re-sealed record: %+v %v", again, err)
 	}
+
+	// A hub whose key file lacks the record's key cannot open it: it writes the record anew, under a new revision.
+	other := New(s.cli, Options{KeyEncryptionKeys: testKEK(t, 2), Logger: quietLogger()})
+	if _, _, err := other.ReadGraph(ctx, "east"); !errors.Is(err, ErrUnknownKeyEncryptionKey) {
+		t.Fatalf("read with another key: %v", err)
+	}
+	w, err = other.WriteGraphs(ctx, nil, 11, map[string]Projection{"east": {Config: cfg}})
+	if err != nil || len(w.Changed) != 1 || w.Revisions["east"] != 11 {
+		t.Fatalf("write over an unreadable record: %+v %v", w, err)
+	}
+	if got, _, err := other.ReadGraph(ctx, "east"); err != nil || got.Revision != 11 {
+		t.Fatalf("rewritten record: %v", err)
+	}
 }
