@@ -33,6 +33,7 @@ import (
 	"github.com/fedgate/fedgate/spoke/proxy"
 	"github.com/fedgate/fedgate/spoke/source"
 	"github.com/fedgate/fedgate/spoke/source/kube"
+	"github.com/fedgate/fedgate/spoke/tlssecrets"
 	"github.com/fedgate/fedgate/spoke/uninstall"
 )
 
@@ -190,6 +191,8 @@ func run(args []string) error {
 	var cleanup func(context.Context) error
 	var statusWriter agent.StatusWriter
 	var elector agent.Elector
+	var tlsSecrets *tlssecrets.Store
+	var secretReader agent.Runner
 	if *installOwner != "" && !*kubernetes {
 		return errors.New("--install-owner needs --kubernetes")
 	}
@@ -201,7 +204,13 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("--kubeconfig: %w", err)
 		}
-		if src, err = kube.New(kube.Config{REST: rc, Log: log}); err != nil {
+		// The TLS Secrets the Gateways reference are read on every replica (each serves them); the leader's source
+		// reports them from the same store, without their data.
+		tlsSecrets = tlssecrets.New()
+		if secretReader, err = kube.NewSecretReader(kube.SecretReaderConfig{REST: rc, Store: tlsSecrets, Log: log}); err != nil {
+			return fmt.Errorf("kubernetes TLS secrets: %w", err)
+		}
+		if src, err = kube.New(kube.Config{REST: rc, TLSSecrets: tlsSecrets, Log: log}); err != nil {
 			return fmt.Errorf("kubernetes source: %w", err)
 		}
 		w, err := kstatus.New(kstatus.Config{REST: rc, GatewayAddresses: gatewayAddrs, Log: log})
@@ -276,6 +285,8 @@ func run(args []string) error {
 	}
 	return agent.Run(ctx, agent.Config{
 		Source:          src,
+		TLSSecrets:      tlsSecrets,
+		SecretReader:    secretReader,
 		StatusWriter:    statusWriter,
 		Cleanup:         cleanup,
 		Elector:         elector,

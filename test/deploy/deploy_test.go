@@ -295,9 +295,20 @@ func TestRBACMatchesWhatTheCodeDoes(t *testing.T) {
 				}
 			}
 		}
+		// Secrets cluster-wide: the hub never; the spoke only list and watch, for its watches of the TLS Secrets its
+		// Gateways reference, each by name (spoke/source/kube SecretReader) — never get (which would read any Secret
+		// by name) nor a write.
 		for _, o := range objs {
-			if o.GetKind() == "ClusterRole" && granted([]*unstructured.Unstructured{o}, "", "secrets", "list") {
-				t.Errorf("deploy/%s: ClusterRole %s can list Secrets cluster-wide", tc.base, o.GetName())
+			if o.GetKind() != "ClusterRole" {
+				continue
+			}
+			for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"} {
+				if !granted([]*unstructured.Unstructured{o}, "", "secrets", verb) {
+					continue
+				}
+				if tc.base != "spoke" || (verb != "list" && verb != "watch") {
+					t.Errorf("deploy/%s: ClusterRole %s can %s Secrets cluster-wide", tc.base, o.GetName(), verb)
+				}
 			}
 		}
 		t.Logf("deploy/%s: %d permissions needed, %d granted", tc.base, len(need), len(grants))

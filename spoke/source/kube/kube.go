@@ -1,8 +1,10 @@
 // Package kube is the spoke's Kubernetes source: it watches the objects of the spoke's own cluster through
 // controller-runtime informers and emits full snapshots of what the spoke reports to the hub (see package source).
 //
-// It only reads. Secrets and ConfigMaps are never watched here: certificates and keys stay in the cluster and are the
-// proxy's business, never the hub's. EndpointSlices are reported only when they belong to a Service (label
+// It only reads. ConfigMaps are never watched, and Secrets only one by one: SecretReader reads exactly the Secrets the
+// cluster's Gateways reference as listener certificates (a watch per Secret, by name), keeping their data in memory
+// (tlssecrets.Store) for the proxy; the Source reports them without their data (resources.ReportedTLSSecret), so
+// certificates' keys stay in the cluster and never reach the hub, a log or a disk. EndpointSlices are reported only when they belong to a Service (label
 // kubernetes.io/service-name), and GatewayClasses only when fedgate is their controller.
 package kube
 
@@ -33,6 +35,7 @@ import (
 	"github.com/fedgate/fedgate/apis/fedgatepb"
 	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/spoke/source"
+	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
 // Defaults for Config.
@@ -58,6 +61,9 @@ type Config struct {
 	// SyncTimeout bounds the wait for the first complete list of every kind. An informer that is refused (missing
 	// RBAC) retries forever; this turns that into an error naming the kinds. Default DefaultSyncTimeout.
 	SyncTimeout time.Duration
+	// TLSSecrets, when set, is the store a SecretReader keeps: its Secrets are reported, in their data-free form, and
+	// the first snapshot waits (within SyncTimeout) until the reader has read the Secrets referenced at its start.
+	TLSSecrets *tlssecrets.Store
 	// Log, default slog.Default().
 	Log *slog.Logger
 }
@@ -121,17 +127,23 @@ func watchedKinds(controllerName string) []kind {
 	}
 }
 
-// RBACRules are the permissions a Source needs in its cluster: list and watch of every kind it may report, nothing
-// else (no Secrets, no ConfigMaps, no writes). Discovery needs no rule (system:discovery grants it).
+// RBACRules are the permissions a Source and a SecretReader need in their cluster: list and watch of every kind the
+// Source may report, and of Secrets (the SecretReader's watch of each referenced Secret by name; RBAC cannot narrow
+// a grant to the Secrets some Gateway references, so the code does), nothing else (no ConfigMaps, no get, no writes).
+// Discovery needs no rule (system:discovery grants it).
 func RBACRules() []rbacv1.PolicyRule {
 	byGroup := map[string][]string{}
 	var groups []string
-	for _, k := range watchedKinds(DefaultControllerName) {
-		if byGroup[k.gvk.Group] == nil {
-			groups = append(groups, k.gvk.Group)
+	add := func(group, resource string) {
+		if byGroup[group] == nil {
+			groups = append(groups, group)
 		}
-		byGroup[k.gvk.Group] = append(byGroup[k.gvk.Group], k.resource)
+		byGroup[group] = append(byGroup[group], resource)
 	}
+	for _, k := range watchedKinds(DefaultControllerName) {
+		add(k.gvk.Group, k.resource)
+	}
+	add("", "secrets")
 	sort.Strings(groups)
 	rules := make([]rbacv1.PolicyRule, 0, len(groups))
 	for _, g := range groups {
@@ -234,7 +246,27 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 			s.cfg.SyncTimeout, unsynced(kinds, regs))
 	}
 
-	last := st.snapshot()
+	var secretsChanged <-chan struct{}
+	if sec := s.cfg.TLSSecrets; sec != nil {
+		// The first snapshot holds the Secrets referenced now, so that the hub never judges a listener's certificate
+		// missing because the reader had not read it yet.
+		syncCtx, syncCancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+		select {
+		case <-sec.Synced():
+		case <-syncCtx.Done():
+		}
+		syncCancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-sec.Synced():
+		default:
+			return fmt.Errorf("kube source: the referenced TLS Secrets were not read within %s; check the spoke's RBAC (list and watch of secrets) and the API server", s.cfg.SyncTimeout)
+		}
+		secretsChanged = sec.Changed()
+	}
+	last := st.snapshot(s.cfg.TLSSecrets)
 	s.log.Info("initial snapshot", "objects", len(last.Objects), "kinds", len(kinds))
 	emit(last)
 
@@ -255,6 +287,12 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 				return nil
 			}
 			return fmt.Errorf("kube source: cache stopped: %w", err)
+		case <-secretsChanged:
+			secretsChanged = s.cfg.TLSSecrets.Changed()
+			if timer == nil {
+				timer = time.NewTimer(s.cfg.Debounce)
+				timerC = timer.C
+			}
 		case <-st.kick:
 			if timer == nil {
 				timer = time.NewTimer(s.cfg.Debounce)
@@ -262,7 +300,7 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 			}
 		case <-timerC:
 			timer, timerC = nil, nil
-			snap := st.snapshot()
+			snap := st.snapshot(s.cfg.TLSSecrets)
 			// A change can be undone within the debounce window (A→B→A): no snapshot then.
 			if snap.Equal(last) {
 				continue
@@ -397,13 +435,17 @@ func (st *state) changed() {
 	}
 }
 
-func (st *state) snapshot() source.Snapshot {
+// snapshot is every reported object, with the data-free form of the Secrets in secrets (when set).
+func (st *state) snapshot(secrets *tlssecrets.Store) source.Snapshot {
 	st.mu.Lock()
 	objs := make([]*fedgatepb.Object, 0, len(st.objs))
 	for _, o := range st.objs {
 		objs = append(objs, o)
 	}
 	st.mu.Unlock()
+	if secrets != nil {
+		objs = append(objs, secrets.Objects()...)
+	}
 	return source.NewSnapshot(objs) // IDs are unique, so the sort fully determines the order despite map iteration
 }
 
