@@ -114,6 +114,13 @@ type Stats struct {
 	// TLSHandshakeErrors: HTTPS connections closed because their handshake failed or timed out (no listener or no
 	// certificate for the SNI among them).
 	TLSHandshakeErrors atomic.Uint64
+	// ClientCertRefused: handshakes on an AllowValidOnly listener refused because the client sent no certificate, or
+	// one that does not verify against the listener's CA bundle, or because that bundle is unusable (also counted
+	// in TLSHandshakeErrors).
+	ClientCertRefused atomic.Uint64
+	// ClientCertUnverified: handshakes on an AllowInsecureFallback listener admitted without a valid client
+	// certificate.
+	ClientCertUnverified atomic.Uint64
 }
 
 // Server serves the gateway ports and the east-west listener from the current table.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,73 @@ type tlsWildcard struct {
 type tlsListener struct {
 	hostname string
 	certs    []*tls.Certificate
+	cv       *clientValidation // nil: no client certificate is requested
+}
+
+// clientValidation is an HTTPS listener's client-certificate validation (spokeconfig.ClientValidation), built once
+// per table. Its handshakes request a client certificate (tls.RequestClientCert, with the CA names as a hint) and
+// verifyClient checks it at the end of every handshake, resumed ones included, against the pool of the listener the
+// handshake selected: chained to the pool, unexpired, with client-auth extended key usage when it names any.
+type clientValidation struct {
+	// insecureFallback: AllowInsecureFallback, a client whose certificate is missing or fails verification is
+	// admitted (counted in Stats.ClientCertUnverified). Otherwise (AllowValidOnly, the default, and any unknown mode)
+	// its handshake fails.
+	insecureFallback bool
+	// pool is nil when the CA bundle is unusable: every certificate then fails verification (AllowValidOnly: every
+	// handshake on the listener is refused; never no validation).
+	pool *x509.CertPool
+}
+
+var (
+	errClientCAUnusable    = errors.New("the HTTPS listener's client CA bundle is unusable")
+	errNoClientCertificate = errors.New("the client sent no certificate")
+)
+
+// verify checks a client's certificate chain (leaf first, as sent) against the pool at now.
+func (cv *clientValidation) verify(certs []*x509.Certificate, now time.Time) error {
+	if cv.pool == nil {
+		return errClientCAUnusable
+	}
+	if len(certs) == 0 {
+		return errNoClientCertificate
+	}
+	opts := x509.VerifyOptions{Roots: cv.pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if len(certs) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range certs[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	_, err := certs[0].Verify(opts)
+	return err
+}
+
+// parseCABundle parses a PEM bundle of CA certificates. Text between blocks is ignored (as in bundles that carry
+// openssl's subject lines), but every block must be a certificate that parses, and there must be at least one: a
+// bundle that is partly broken is unusable rather than silently narrower.
+func parseCABundle(b []byte) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("PEM block %d is a %q, not a CERTIFICATE", n+1, blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PEM block %d: %w", n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return pool, nil
 }
 
 // lookup selects the listener for a normalised host name ("" selects "*"); nil when none matches.
@@ -79,6 +147,7 @@ type certLoader struct {
 	local  func(namespace, name string) (certPEM, keyPEM []byte, err error)
 	log    *slog.Logger
 	parsed map[certKey]*tls.Certificate // nil value: unusable (already logged)
+	pools  map[string]*x509.CertPool    // client CA bundles by content; nil value: unusable (already logged)
 }
 
 type certKey struct {
@@ -91,7 +160,8 @@ func newCertLoader(opts Options) *certLoader {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &certLoader{local: opts.LocalSecret, log: log.With("component", "proxy"), parsed: map[certKey]*tls.Certificate{}}
+	return &certLoader{local: opts.LocalSecret, log: log.With("component", "proxy"), parsed: map[certKey]*tls.Certificate{},
+		pools: map[string]*x509.CertPool{}}
 }
 
 // load returns c's parsed certificate, or nil (logged with the Secret's name, never its data) when it cannot be used.
@@ -107,6 +177,31 @@ func (cl *certLoader) load(c *spokeconfig.Certificate) *tls.Certificate {
 	}
 	cl.parsed[k] = cert
 	return cert
+}
+
+// clientValidation builds a listener's client validation; a CA bundle several listeners share is parsed, and when
+// unusable logged, once per build.
+func (cl *certLoader) clientValidation(in *spokeconfig.ClientValidation, port int32, hostname string) *clientValidation {
+	cv := &clientValidation{}
+	switch in.Mode {
+	case spokeconfig.AllowInsecureFallback:
+		cv.insecureFallback = true
+	case spokeconfig.AllowValidOnly, "":
+	default:
+		cl.log.Warn("HTTPS listener's client validation mode is unknown; treated as AllowValidOnly", "port", port,
+			"hostname", hostname, "mode", in.Mode)
+	}
+	pool, ok := cl.pools[string(in.CACertificatesPEM)]
+	if !ok {
+		var err error
+		if pool, err = parseCABundle(in.CACertificatesPEM); err != nil {
+			cl.log.Warn("HTTPS client CA bundle is unusable: AllowValidOnly listeners refuse every handshake, "+
+				"AllowInsecureFallback ones admit every client unverified", "port", port, "hostname", hostname, "err", err)
+		}
+		cl.pools[string(in.CACertificatesPEM)] = pool
+	}
+	cv.pool = pool
+	return cv
 }
 
 func (cl *certLoader) parse(c *spokeconfig.Certificate) (*tls.Certificate, error) {
@@ -144,6 +239,9 @@ func buildTLS(p *spokeconfig.Port, opts Options, cl *certLoader) *tlsPort {
 	for i := range p.TLS.Listeners {
 		in := &p.TLS.Listeners[i]
 		l := &tlsListener{hostname: in.Hostname}
+		if in.ClientValidation != nil {
+			l.cv = cl.clientValidation(in.ClientValidation, p.Port, in.Hostname)
+		}
 		for j := range in.Certificates {
 			if cert := cl.load(&in.Certificates[j]); cert != nil {
 				l.certs = append(l.certs, cert)
@@ -168,7 +266,11 @@ func buildTLS(p *spokeconfig.Port, opts Options, cl *certLoader) *tlsPort {
 
 // tlsConfig is an HTTPS port's TLS configuration: certificates come from the current table at each handshake.
 // GetConfigForClient runs for every ClientHello, resumptions included (GetCertificate does not: a resumed session
-// presents no certificate), so a session ticket cannot reopen a listener the current table no longer serves.
+// presents no certificate), so a session ticket cannot reopen a listener the current table no longer serves. A
+// listener with client validation gets a configuration of its own for the handshake (ClientAuth, ClientCAs and
+// VerifyConnection are per tls.Config, and the listener is known only from the ClientHello); session tickets stay
+// the port's (crypto/tls uses the original configuration's keys when the returned one sets none), and a resumed
+// session's client certificate is verified again against the listener the resumption selected.
 func (ps *portServer) tlsConfig() *tls.Config {
 	conf := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
@@ -176,10 +278,44 @@ func (ps *portServer) tlsConfig() *tls.Config {
 		GetCertificate: ps.getCertificate,
 	}
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		_, err := ps.listenerFor(hello.ServerName)
-		return nil, err
+		l, err := ps.listenerFor(hello.ServerName)
+		if err != nil || l.cv == nil {
+			return nil, err
+		}
+		cv := l.cv
+		if cv.pool == nil && !cv.insecureFallback {
+			// Fail closed, before any certificate is sent.
+			ps.s.stats.ClientCertRefused.Add(1)
+			return nil, errClientCAUnusable
+		}
+		return &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			NextProtos: conf.NextProtos,
+			GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+				return l.certificate(normaliseHost(hello.ServerName)), nil
+			},
+			ClientAuth:       tls.RequestClientCert,
+			ClientCAs:        cv.pool,
+			VerifyConnection: func(cs tls.ConnectionState) error { return ps.verifyClient(cv, &cs) },
+		}, nil
 	}
 	return conf
+}
+
+// verifyClient decides, at the end of a handshake on a listener with client validation, whether the client is
+// admitted. Nothing about the client's identity is passed on to backends (no header is added).
+func (ps *portServer) verifyClient(cv *clientValidation, cs *tls.ConnectionState) error {
+	err := cv.verify(cs.PeerCertificates, time.Now())
+	if err == nil {
+		return nil
+	}
+	if cv.insecureFallback {
+		ps.s.stats.ClientCertUnverified.Add(1)
+		ps.s.log.Debug("TLS client admitted unverified (AllowInsecureFallback)", "addr", ps.key.addr, "sni", cs.ServerName, "err", err)
+		return nil
+	}
+	ps.s.stats.ClientCertRefused.Add(1)
+	return fmt.Errorf("client certificate refused: %w", err)
 }
 
 var (
@@ -250,12 +386,20 @@ func looksLikeHTTP(hdr []byte) bool {
 
 // misdirected reports whether a request on a TLS connection names (by Host) another HTTPS listener than the one its
 // connection's SNI selected: such a request must be answered 421 (RFC 9110 §15.5.20), as a client that reuses a
-// connection for another host name would otherwise be served with the wrong listener's certificate and routes.
+// connection for another host name would otherwise be served with the wrong listener's certificate and routes, and
+// would bypass the Host's listener's client validation (the handshake validated the client for the SNI's listener
+// only: another listener, whatever its validation, is another listener). It is also misdirected when the SNI's
+// listener now requires a valid client certificate (AllowValidOnly) and the connection, opened before that, presented
+// none: the client retries on a new connection, whose handshake applies the current validation.
 func (pt *portTable) misdirected(r *http.Request, host string) bool {
 	if pt.tls == nil || r.TLS == nil {
 		return false
 	}
-	return pt.tls.lookup(normaliseHost(r.TLS.ServerName)) != pt.tls.lookup(host)
+	l := pt.tls.lookup(normaliseHost(r.TLS.ServerName))
+	if l != pt.tls.lookup(host) {
+		return true
+	}
+	return l != nil && l.cv != nil && !l.cv.insecureFallback && len(r.TLS.PeerCertificates) == 0
 }
 
 // Reload rebuilds the table from the last applied config and swaps it in, as Apply does: for when a certificate's
