@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,35 @@ type clientValidation struct {
 	// pool is nil when the CA bundle is unusable: every certificate then fails verification (AllowValidOnly: every
 	// handshake on the listener is refused; never no validation).
 	pool *x509.CertPool
+	// verified caches, for this table's lifetime, whether a connection's client certificate verifies against pool,
+	// by its leaf (the same *x509.Certificate for every request of a connection), so that requests on connections
+	// opened under an earlier table are checked against this one's pool once (misdirected). Cleared when it holds
+	// maxVerifiedCache entries.
+	verified sync.Map // *x509.Certificate → bool
+	cached   atomic.Int64
+}
+
+const maxVerifiedCache = 4096
+
+// admits reports whether a TLS connection's client certificate chain verifies against the pool (cached per leaf).
+func (cv *clientValidation) admits(certs []*x509.Certificate) bool {
+	if len(certs) == 0 {
+		return false
+	}
+	if v, ok := cv.verified.Load(certs[0]); ok {
+		return v.(bool)
+	}
+	ok := cv.verify(certs, time.Now()) == nil
+	cv.remember(certs[0], ok)
+	return ok
+}
+
+func (cv *clientValidation) remember(leaf *x509.Certificate, ok bool) {
+	if cv.cached.Add(1) > maxVerifiedCache {
+		cv.verified.Clear()
+		cv.cached.Store(1)
+	}
+	cv.verified.Store(leaf, ok)
 }
 
 var (
@@ -307,6 +337,7 @@ func (ps *portServer) tlsConfig() *tls.Config {
 func (ps *portServer) verifyClient(cv *clientValidation, cs *tls.ConnectionState) error {
 	err := cv.verify(cs.PeerCertificates, time.Now())
 	if err == nil {
+		cv.remember(cs.PeerCertificates[0], true)
 		return nil
 	}
 	if cv.insecureFallback {
@@ -389,8 +420,10 @@ func looksLikeHTTP(hdr []byte) bool {
 // connection for another host name would otherwise be served with the wrong listener's certificate and routes, and
 // would bypass the Host's listener's client validation (the handshake validated the client for the SNI's listener
 // only: another listener, whatever its validation, is another listener). It is also misdirected when the SNI's
-// listener now requires a valid client certificate (AllowValidOnly) and the connection, opened before that, presented
-// none: the client retries on a new connection, whose handshake applies the current validation.
+// listener requires a valid client certificate (AllowValidOnly) and the connection, opened under an earlier table,
+// presented none or one that does not verify against the current CA bundle: the client retries on a new connection,
+// whose handshake applies the current validation. (Verified once per connection and table, see
+// clientValidation.verified; an Apply that keeps the bundle keeps the connections.)
 func (pt *portTable) misdirected(r *http.Request, host string) bool {
 	if pt.tls == nil || r.TLS == nil {
 		return false
@@ -399,7 +432,7 @@ func (pt *portTable) misdirected(r *http.Request, host string) bool {
 	if l != pt.tls.lookup(host) {
 		return true
 	}
-	return l != nil && l.cv != nil && !l.cv.insecureFallback && len(r.TLS.PeerCertificates) == 0
+	return l != nil && l.cv != nil && !l.cv.insecureFallback && !l.cv.admits(r.TLS.PeerCertificates)
 }
 
 // Reload rebuilds the table from the last applied config and swaps it in, as Apply does: for when a certificate's

@@ -366,9 +366,38 @@ func TestHTTPSClientValidationRotation(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	h2 := mtlsClient(addr, "a.example.com", gw.pool, true, &cert2, 0)
-	if status, body, _, err := tryHost(h2, "a.example.com", "/"); err != nil || status != 200 || body != "b" {
-		t.Errorf("h2 with a certificate of CA 2: %d %q %v", status, body, err)
+	// Open connections: one with a certificate of CA 2 goes on across an Apply that keeps CA 2; one with a
+	// certificate of CA 1, opened while CA 1 and CA 2 were both trusted, is misdirected once CA 1 goes.
+	apply(4, validating(listener("a.example.com", cert), spokeconfig.AllowValidOnly, append(ca1.pemCA(), ca2.pemCA()...)))
+	conns := map[string]*http.Client{}
+	for _, h2 := range []bool{false, true} {
+		for name, cc := range map[string]*tls.Certificate{"one": &cert1, "two": &cert2} {
+			c := mtlsClient(addr, "a.example.com", gw.pool, h2, cc, 0)
+			if status, body, _, err := tryHost(c, "a.example.com", "/"); err != nil || status != 200 || body != "b" {
+				t.Fatalf("h2=%v certificate %s under CA 1 and CA 2: %d %q %v", h2, name, status, body, err)
+			}
+			conns[fmt.Sprint(h2, name)] = c
+		}
 	}
-	h2.CloseIdleConnections()
+	apply(5, validating(listener("a.example.com", cert), spokeconfig.AllowValidOnly, ca2.pemCA()))
+	apply(6, validating(listener("a.example.com", cert), spokeconfig.AllowValidOnly, ca2.pemCA()))
+	for k, c := range conns {
+		want := 200
+		if strings.HasSuffix(k, "one") {
+			want = 421
+		}
+		var reused bool
+		req, _ := http.NewRequest("GET", "https://a.example.com/", nil)
+		req = req.WithContext(httptraceGotConn(req.Context(), &reused))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Errorf("%s on its open connection after CA 1 went: %v", k, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || !reused {
+			t.Errorf("%s on its open connection after CA 1 went: %d (connection reused: %v), want %d on the open connection", k, resp.StatusCode, reused, want)
+		}
+		c.CloseIdleConnections()
+	}
 }
