@@ -1,0 +1,241 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testPKI is a CA and the certificates it signs, made for one test.
+type testPKI struct {
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+	pool  *x509.CertPool
+}
+
+func newTestPKI(t testing.TB, name string) *testPKI {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &testPKI{ca: ca, caKey: key, pool: pool}
+}
+
+// leaf issues a certificate for hosts and returns its PEM certificate and key.
+func (p *testPKI) leaf(t testing.TB, hosts ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// tlsSecretYAML is a kubernetes.io/tls Secret.
+func tlsSecretYAML(namespace, name string, certPEM, keyPEM []byte) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Secret
+metadata: {name: %s, namespace: %s}
+type: kubernetes.io/tls
+data:
+  tls.crt: %s
+  tls.key: %s
+`, name, namespace, base64.StdEncoding.EncodeToString(certPEM), base64.StdEncoding.EncodeToString(keyPEM))
+}
+
+// keyFingerprints are substrings by which a private key would be recognised anywhere: its PEM body's first line,
+// and that of its base64 (how a Secret's data and JSON []byte fields carry it).
+func keyFingerprints(keyPEM []byte) [][]byte {
+	blk, _ := pem.Decode(keyPEM)
+	body := base64.StdEncoding.EncodeToString(blk.Bytes)
+	b64 := base64.StdEncoding.EncodeToString(keyPEM)
+	return [][]byte{[]byte(body[16:56]), []byte(b64[40:80]), blk.Bytes[8:40]}
+}
+
+// filesHolding lists the files under dir whose bytes hold any fingerprint.
+func filesHolding(t testing.TB, dir string, fps [][]byte) []string {
+	t.Helper()
+	var hits []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil
+		}
+		for _, fp := range fps {
+			if bytes.Contains(b, fp) {
+				hits = append(hits, path)
+				break
+			}
+		}
+		return nil
+	})
+	return hits
+}
+
+// httpsClient trusts pool and dials only the given loopback address, whatever the URL says.
+func httpsClient(pool *x509.CertPool, addr string, h2 bool, certs ...tls.Certificate) *http.Client {
+	d := &net.Dialer{Timeout: 2 * time.Second}
+	tr := &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, Certificates: certs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: h2,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	if !h2 {
+		tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr}
+}
+
+// TestHTTPSGatewayWithLocalCertificate: east's Gateway has an HTTPS listener whose certificate is a Secret in east
+// only; the route's backend runs in west. Clients reach west's backend through east over TLS (HTTP/1.1 and h2), with
+// the certificate east holds. The key never leaves east: not in the hub's etcd files or logs, not in either spoke's
+// projection cache, not in west's log.
+func TestHTTPSGatewayWithLocalCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: runs hub and spoke processes")
+	}
+	pki := newTestPKI(t, "e2e-listener-ca")
+	certPEM, keyPEM := pki.leaf(t, "secure.example.com")
+	app := startEcho(t, "west", "app")
+	h := startHub(t, filepath.Join(t.TempDir(), "hub-data"), "")
+	mk := func(cluster, host, extra string, b ...*echoBackend) *spoke {
+		s := &spoke{
+			cluster: cluster, host: host, gwPort: freePort(t, host),
+			eastWest:  net.JoinHostPort(host, strconv.Itoa(freePort(t, host))),
+			sourceDir: filepath.Join(t.TempDir(), cluster+"-source"),
+			cacheDir:  filepath.Join(t.TempDir(), cluster+"-cache"),
+			hubAddr:   h.addr,
+		}
+		writeFile(t, filepath.Join(s.sourceDir, "cluster.yaml"), clusterYAML(s.gwPort, b...)+extra)
+		return s
+	}
+	west := mk("west", "127.0.0.3", "", app)
+	east := mk("east", "127.0.0.2", "")
+	tlsPort := freePort(t, east.host)
+	writeFile(t, filepath.Join(east.sourceDir, "tls.yaml"), fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw-tls, namespace: default}
+spec:
+  gatewayClassName: fedgate
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: %d
+    hostname: secure.example.com
+    tls:
+      certificateRefs: [{name: secure-cert}]
+    allowedRoutes: {namespaces: {from: All}}
+---
+`, tlsPort)+tlsSecretYAML("default", "secure-cert", certPEM, keyPEM))
+	west.start(t)
+	east.start(t)
+	mustHubctl(t, h.addr, `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: gw-tls}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: app, port: 80}]}]
+`, "apply", "-f", "-")
+
+	addr := net.JoinHostPort(east.host, strconv.Itoa(tlsPort))
+	url := "https://secure.example.com/hello"
+	for _, h2 := range []bool{false, true} {
+		c := httpsClient(pki.pool, addr, h2)
+		var last string
+		if _, ok := eventually(30*time.Second, func() bool {
+			resp, err := c.Get(url)
+			if err != nil {
+				last = err.Error()
+				return false
+			}
+			defer resp.Body.Close()
+			var body bytes.Buffer
+			_, _ = body.ReadFrom(resp.Body)
+			last = fmt.Sprintf("%s %d %s", resp.Proto, resp.StatusCode, body.String())
+			return resp.StatusCode == 200 && strings.Contains(body.String(), "cluster=west") && (resp.ProtoMajor == 2) == h2
+		}); !ok {
+			t.Fatalf("https via east (h2=%v) never reached west's backend; last: %s", h2, last)
+		}
+	}
+	// A name the listener does not serve: the handshake fails (no certificate for it), nothing is routed.
+	bad := &tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "other.example.com"}}
+	if conn, err := bad.DialContext(context.Background(), "tcp", addr); err == nil {
+		conn.Close()
+		t.Error("a handshake for other.example.com succeeded on a listener for secure.example.com")
+	}
+
+	fps := keyFingerprints(keyPEM)
+	for _, where := range []struct{ what, dir string }{
+		{"the hub's data directory (etcd)", h.dataDir}, {"east's projection cache", east.cacheDir}, {"west's projection cache", west.cacheDir},
+	} {
+		if hits := filesHolding(t, where.dir, fps); len(hits) > 0 {
+			t.Errorf("the private key of east's local Secret is in %s: %v", where.what, hits)
+		}
+	}
+	for _, p := range []*proc{h.p, west.p, east.p} {
+		if log, _ := os.ReadFile(p.log); containsAny(log, fps) {
+			t.Errorf("the private key appears in the log of %s", p.name)
+		}
+	}
+}
+
+func containsAny(b []byte, fps [][]byte) bool {
+	for _, fp := range fps {
+		if bytes.Contains(b, fp) {
+			return true
+		}
+	}
+	return false
+}
