@@ -65,7 +65,7 @@ func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpe
 	default:
 		return invalid(gatewayv1.RouteReasonInvalidKind, "%s/%s %q: unsupported backend kind (Service or %s/%s)", group, kind, name, mcsv1a1.GroupName, kindServiceImport)
 	}
-	if ns != ro.meta.Namespace && !c.granted(ro, cluster, group, kind, ns, name) {
+	if ns != ro.meta.Namespace && !c.granted(cluster, ro.kind, ro.meta.Namespace, group, kind, ns, name) {
 		return invalid(gatewayv1.RouteReasonRefNotPermitted, "%s %s/%s: no ReferenceGrant in namespace %q allows %s from namespace %q",
 			kind, ns, name, ns, ro.kind, ro.meta.Namespace)
 	}
@@ -120,12 +120,13 @@ func servicePort(svc *corev1.Service, port int32) *corev1.ServicePort {
 	return nil
 }
 
-// granted reports whether a ReferenceGrant in the target namespace lets the route reference the backend. Grants
-// applied at the hub count in every cluster; grants a cluster reported count only for route instances in it.
-func (c *compiler) granted(ro *routeObj, cluster, toGroup, toKind, toNamespace, toName string) bool {
+// granted reports whether a ReferenceGrant in the target namespace lets an object (a route naming a backend, a
+// Gateway naming a certificate) in cluster reference the target. Grants applied at the hub count in every cluster;
+// grants a cluster reported count only for object instances in it.
+func (c *compiler) granted(cluster, fromKind, fromNamespace, toGroup, toKind, toNamespace, toName string) bool {
 	for _, v := range c.viewsFor(cluster) {
 		for _, g := range v.grants[toNamespace] {
-			if grantAllows(g, ro.kind, ro.meta.Namespace, toGroup, toKind, toName) {
+			if grantAllows(g, fromKind, fromNamespace, toGroup, toKind, toName) {
 				return true
 			}
 		}

@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,7 +50,7 @@ func (c *compiler) resolveCertificates(l *listener, index int, tls *gatewayv1.Li
 			fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: unsupported kind %q in group %q (want a core Secret)", field, kind, group)
 			continue
 		}
-		if ns != gi.gw.Namespace && !c.certificateGranted(gi, ns, name) {
+		if ns != gi.gw.Namespace && !c.granted(gi.cluster, resources.KindGateway, gi.gw.Namespace, "", resources.KindSecret, ns, name) {
 			fail(gatewayv1.ListenerReasonRefNotPermitted, "%s: Secret %s/%s: no ReferenceGrant in namespace %q allows Gateways from %q to reference it", field, ns, name, ns, gi.gw.Namespace)
 			continue
 		}
@@ -65,7 +66,7 @@ func (c *compiler) resolveCertificates(l *listener, index int, tls *gatewayv1.Li
 			}
 			l.certs = append(l.certs, spokeconfig.Certificate{
 				Namespace: ns, Name: name,
-				CertPEM: append([]byte(nil), s.Data[corev1.TLSCertKey]...), KeyPEM: append([]byte(nil), s.Data[corev1.TLSPrivateKeyKey]...),
+				CertPEM: slices.Clone(s.Data[corev1.TLSCertKey]), KeyPEM: slices.Clone(s.Data[corev1.TLSPrivateKeyKey]),
 			})
 			continue
 		}
@@ -96,47 +97,19 @@ func (c *compiler) checkTLSSecret(s *corev1.Secret) error {
 	return err
 }
 
-// certificateGranted reports whether a ReferenceGrant in the Secret's namespace lets the Gateway reference it.
-func (c *compiler) certificateGranted(gi *gatewayInstance, namespace, name string) bool {
-	for _, v := range c.viewsFor(gi.cluster) {
-		for _, g := range v.grants[namespace] {
-			if grantAllows(g, resources.KindGateway, gi.gw.Namespace, "", resources.KindSecret, name) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // portTLS is the TLS of an HTTPS port: one TLSListener per programmed listener on it, by hostname ("*" for none).
-// Conflict resolution left at most one listener per port and hostname. Certificates are copied, so projections
-// share no memory with the graph.
+// Conflict resolution left at most one listener per port and hostname. The certificates are the listeners' own
+// (resolveCertificates copied the Secrets' data), so the graph shares no memory with the inputs.
 func portTLS(ls []*listener) *spokeconfig.PortTLS {
-	t := &spokeconfig.PortTLS{Listeners: []spokeconfig.TLSListener{}}
+	t := &spokeconfig.PortTLS{Listeners: make([]spokeconfig.TLSListener, 0, len(ls))}
 	for _, l := range ls {
-		tl := spokeconfig.TLSListener{Hostname: orStar(l.hostname)}
-		for _, crt := range l.certs {
-			tl.Certificates = append(tl.Certificates, copyCertificate(crt))
-		}
-		t.Listeners = append(t.Listeners, tl)
+		t.Listeners = append(t.Listeners, spokeconfig.TLSListener{Hostname: orStar(l.hostname), Certificates: l.certs})
 	}
 	sort.Slice(t.Listeners, func(i, j int) bool { return t.Listeners[i].Hostname < t.Listeners[j].Hostname })
 	return t
 }
 
-func copyCertificate(c spokeconfig.Certificate) spokeconfig.Certificate {
-	c.CertPEM = append([]byte(nil), c.CertPEM...)
-	c.KeyPEM = append([]byte(nil), c.KeyPEM...)
-	if len(c.CertPEM) == 0 {
-		c.CertPEM = nil
-	}
-	if len(c.KeyPEM) == 0 {
-		c.KeyPEM = nil
-	}
-	return c
-}
-
-// copyPortTLS copies a graph port's TLS into a projection.
+// copyPortTLS copies a graph port's TLS into a projection, so projections share no memory with the graph.
 func copyPortTLS(t *spokeconfig.PortTLS) *spokeconfig.PortTLS {
 	if t == nil {
 		return nil
@@ -145,7 +118,8 @@ func copyPortTLS(t *spokeconfig.PortTLS) *spokeconfig.PortTLS {
 	for _, tl := range t.Listeners {
 		n := spokeconfig.TLSListener{Hostname: tl.Hostname}
 		for _, crt := range tl.Certificates {
-			n.Certificates = append(n.Certificates, copyCertificate(crt))
+			crt.CertPEM, crt.KeyPEM = slices.Clone(crt.CertPEM), slices.Clone(crt.KeyPEM)
+			n.Certificates = append(n.Certificates, crt)
 		}
 		out.Listeners = append(out.Listeners, n)
 	}

@@ -104,11 +104,7 @@ func (s *Store) sealRing(key string, ring KeyRing) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sealed, err := s.kek.seal(key, plain)
-	if err != nil {
-		return "", err
-	}
-	v, err := json.Marshal(sealed)
+	v, err := s.sealValue(key, plain)
 	return string(v), err
 }
 
