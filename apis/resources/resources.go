@@ -60,6 +60,7 @@ var Kinds = []schema.GroupKind{
 	{Group: backendlb.GroupName, Kind: KindBackendLBPolicy},
 	{Group: "", Kind: KindNamespace},
 	{Group: "", Kind: KindSecret},
+	{Group: "", Kind: KindConfigMap},
 }
 
 // Namespaced reports whether a kind is namespaced (all but GatewayClass and Namespace).
@@ -330,6 +331,8 @@ func KindFor(word string) ([]string, bool) {
 		return []string{KindNamespace}, true
 	case "secret", "secrets":
 		return []string{KindSecret}, true
+	case "configmap", "configmaps", "cm":
+		return []string{KindConfigMap}, true
 	case "policy", "policies":
 		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy}, true
 	}

@@ -125,8 +125,8 @@ func TestDecodeYAMLErrorsNameTheDocument(t *testing.T) {
 	}{
 		{
 			name: "unknown kind",
-			in:   "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n",
-			want: []string{"bad.yaml: document 2", "ConfigMap", `"cm"`, "not supported"},
+			in:   "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: cm}\n",
+			want: []string{"bad.yaml: document 2", "Pod", `"cm"`, "not supported"},
 		},
 		{
 			name: "known kind at an unserved version",
@@ -145,8 +145,8 @@ func TestDecodeYAMLErrorsNameTheDocument(t *testing.T) {
 		},
 		{
 			name: "unknown kind inside a list",
-			in:   "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: s}\n",
-			want: []string{"bad.yaml: document 1 item 1", "ConfigMap"},
+			in:   "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: s}\n",
+			want: []string{"bad.yaml: document 1 item 1", "Pod"},
 		},
 		{
 			name: "malformed YAML",
@@ -180,7 +180,8 @@ func TestKnown(t *testing.T) {
 		{"gateway.networking.k8s.io/v1alpha3", "GRPCRoute", false},
 		{"v1", "Service", true},
 		{"discovery.k8s.io/v1", "EndpointSlice", true},
-		{"v1", "ConfigMap", false},
+		{"v1", "Pod", false},
+		{"v1", "ConfigMap", true},
 		{"apps/v1", "Service", false},
 		{"not/a/version", "Service", false},
 	} {
@@ -346,8 +347,11 @@ func TestKindFor(t *testing.T) {
 			t.Errorf("KindFor(%q) = %v, %v; want %v", word, got, ok, want)
 		}
 	}
-	if got, ok := KindFor("configmap"); ok || got != nil {
-		t.Errorf("KindFor(configmap) = %v, %v; want nothing", got, ok)
+	if got, ok := KindFor("pod"); ok || got != nil {
+		t.Errorf("KindFor(pod) = %v, %v; want nothing", got, ok)
+	}
+	if got, ok := KindFor("cm"); !ok || !reflect.DeepEqual(got, []string{KindConfigMap}) {
+		t.Errorf("KindFor(cm) = %v, %v; want [ConfigMap]", got, ok)
 	}
 	// Every kind fedgate carries has a word that resolves to it alone.
 	for _, gk := range Kinds {
@@ -407,7 +411,7 @@ data: {tls.crt: "", tls.key: ""}
 	if s, ok := typed.(*corev1.Secret); !ok || s.Type != corev1.SecretTypeTLS {
 		t.Fatalf("typed %T %+v", typed, typed)
 	}
-	if !Known("v1", KindSecret) || Known("v1", "ConfigMap") {
-		t.Fatal("Known: want v1 Secret carried, ConfigMap not")
+	if !Known("v1", KindSecret) || !Known("v1", KindConfigMap) || !Namespaced(KindConfigMap) || Known("v1", "Pod") {
+		t.Fatal("Known: want v1 Secret and ConfigMap (namespaced) carried, Pod not")
 	}
 }

@@ -27,6 +27,7 @@ var (
 	coreEndpointSliceGK = schema.GroupKind{Group: discoveryv1.GroupName, Kind: resources.KindEndpointSlice}
 	coreNamespaceGK     = schema.GroupKind{Group: "", Kind: resources.KindNamespace}
 	coreSecretGK        = schema.GroupKind{Group: "", Kind: resources.KindSecret}
+	coreConfigMapGK     = schema.GroupKind{Group: "", Kind: resources.KindConfigMap}
 
 	supportedProtocols = sets.New(string(corev1.ProtocolTCP), string(corev1.ProtocolUDP), string(corev1.ProtocolSCTP))
 )
@@ -244,6 +245,28 @@ func validateSecret(o *fedgatepb.Object) (field.ErrorList, error) {
 		if !inData && !inString {
 			errs = append(errs, field.Required(field.NewPath("data").Key(k), ""))
 		}
+	}
+	return errs, nil
+}
+
+// validateConfigMap: fedgate carries ConfigMaps as CA bundles of Gateways' client-certificate validation
+// (spec.tls.frontend caCertificateRefs) only, so one applied at the hub needs data[ca.crt]. Whether it holds usable
+// certificates is the compiler's to judge (listener ResolvedRefs), as a cluster accepts any text there too.
+func validateConfigMap(o *fedgatepb.Object) (field.ErrorList, error) {
+	obj, err := resources.Typed(o)
+	if err != nil {
+		return nil, err
+	}
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected type %T", resources.Describe(o.Kind, o.Namespace, o.Name), obj)
+	}
+	if cm.Namespace == "" {
+		cm.Namespace = o.Namespace
+	}
+	errs := apimachineryvalidation.ValidateObjectMeta(&cm.ObjectMeta, true, apimachineryvalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+	if _, ok := cm.Data[resources.CACertKey]; !ok {
+		errs = append(errs, field.Required(field.NewPath("data").Key(resources.CACertKey), "fedgate carries ConfigMaps as CA bundles of spec.tls.frontend caCertificateRefs"))
 	}
 	return errs, nil
 }

@@ -76,6 +76,8 @@ func Normalize(o *fedgatepb.Object) (*fedgatepb.Object, error) {
 		errs, err = validateNamespace(o)
 	case coreSecretGK:
 		errs, err = validateSecret(o)
+	case coreConfigMapGK:
+		errs, err = validateConfigMap(o)
 	default:
 		v, lookupErr := crdValidatorFor(gvk)
 		if lookupErr != nil {

@@ -324,7 +324,7 @@ func TestPreloadBuildsEveryEmbeddedCRD(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, gk := range resources.Kinds {
-		if gk == coreServiceGK || gk == coreEndpointSliceGK || gk == coreNamespaceGK || gk == coreSecretGK {
+		if gk == coreServiceGK || gk == coreEndpointSliceGK || gk == coreNamespaceGK || gk == coreSecretGK || gk == coreConfigMapGK {
 			continue
 		}
 		idx, _ := loadIndex()
@@ -584,5 +584,28 @@ func TestSecret(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"data[tls.key]: Required value"}, invalidMessages(t, Validate(secret(corev1.SecretTypeTLS, map[string]string{"tls.crt": "CERT"}, nil)))); diff != "" {
 		t.Errorf("missing tls.key (-want +got):\n%s", diff)
+	}
+}
+
+// TestConfigMap: a ConfigMap (a CA bundle of spec.tls.frontend caCertificateRefs) is accepted with data[ca.crt]; one
+// without it is refused naming the object and the field.
+func TestConfigMap(t *testing.T) {
+	cm := func(data map[string]string) *fedgatepb.Object {
+		return toObject(t, &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: "client-ca", Namespace: "infra"},
+			Data:       data,
+		})
+	}
+	if err := Validate(cm(map[string]string{"ca.crt": "-----BEGIN CERTIFICATE-----\n"})); err != nil {
+		t.Errorf("ConfigMap with ca.crt: %v", err)
+	}
+	err := Validate(cm(map[string]string{"other": "x"}))
+	if err == nil || !strings.Contains(err.Error(), `ConfigMap "infra/client-ca"`) {
+		t.Fatalf("ConfigMap without ca.crt: %v", err)
+	}
+	msgs := invalidMessages(t, err)
+	if len(msgs) != 1 || !strings.HasPrefix(msgs[0], "data[ca.crt]: Required value") {
+		t.Errorf("messages %q, want data[ca.crt]: Required value", msgs)
 	}
 }
