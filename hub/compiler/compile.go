@@ -72,6 +72,8 @@ type compiler struct {
 	policies *policyResult
 	// tlsChecks: resources.CheckTLSSecret of each hub Secret a listener names, judged once per compile.
 	tlsChecks map[*corev1.Secret]error
+	// caChecks: resources.CheckCABundle of each ConfigMap a Gateway's caCertificateRefs name, judged once per compile.
+	caChecks map[*corev1.ConfigMap]error
 
 	status *statusCache
 }
@@ -88,6 +90,8 @@ type view struct {
 	grants map[string][]*gatewayv1beta1.ReferenceGrant
 	// secrets["ns/name"]: TLS Secrets (certificateRefs).
 	secrets map[string]*corev1.Secret
+	// configMaps["ns/name"]: CA bundles (caCertificateRefs).
+	configMaps map[string]*corev1.ConfigMap
 }
 
 func newCompiler(in *Inputs) *compiler {
@@ -102,6 +106,7 @@ func newCompiler(in *Inputs) *compiler {
 		backendKeys:  map[string]backendKey{},
 		exported:     map[string]map[string]bool{},
 		tlsChecks:    map[*corev1.Secret]error{},
+		caChecks:     map[*corev1.ConfigMap]error{},
 		status:       newStatusCache(),
 	}
 	c.hub = newView("", &in.Hub)
@@ -123,11 +128,12 @@ func newCompiler(in *Inputs) *compiler {
 // keeps the first object of each namespace/name so that duplicated input cannot produce duplicated status.
 func newView(cluster string, r *Resources) *view {
 	v := &view{
-		cluster:  cluster,
-		services: map[string]*corev1.Service{},
-		slices:   map[string][]*discoveryv1.EndpointSlice{},
-		grants:   map[string][]*gatewayv1beta1.ReferenceGrant{},
-		secrets:  map[string]*corev1.Secret{},
+		cluster:    cluster,
+		services:   map[string]*corev1.Service{},
+		slices:     map[string][]*discoveryv1.EndpointSlice{},
+		grants:     map[string][]*gatewayv1beta1.ReferenceGrant{},
+		secrets:    map[string]*corev1.Secret{},
+		configMaps: map[string]*corev1.ConfigMap{},
 	}
 	v.res.GatewayClasses = dedupe(r.GatewayClasses, func(o *gatewayv1.GatewayClass) (string, string) { return "", o.Name })
 	v.res.Gateways = dedupe(r.Gateways, func(o *gatewayv1.Gateway) (string, string) { return o.Namespace, o.Name })
@@ -143,6 +149,10 @@ func newView(cluster string, r *Resources) *view {
 	v.res.Secrets = dedupe(r.Secrets, func(o *corev1.Secret) (string, string) { return o.Namespace, o.Name })
 	for _, s := range v.res.Secrets {
 		v.secrets[s.Namespace+"/"+s.Name] = s
+	}
+	v.res.ConfigMaps = dedupe(r.ConfigMaps, func(o *corev1.ConfigMap) (string, string) { return o.Namespace, o.Name })
+	for _, cm := range v.res.ConfigMaps {
+		v.configMaps[cm.Namespace+"/"+cm.Name] = cm
 	}
 	for _, s := range v.res.Services {
 		v.services[s.Namespace+"/"+s.Name] = s
@@ -232,6 +242,8 @@ func (r *Resources) AddObject(o *fedgatepb.Object) error {
 		r.BackendLBPolicies = append(r.BackendLBPolicies, t)
 	case *corev1.Secret:
 		r.Secrets = append(r.Secrets, t)
+	case *corev1.ConfigMap:
+		r.ConfigMaps = append(r.ConfigMaps, t)
 	default:
 		return fmt.Errorf("%s: kind %s is not a compiler input", resources.Describe(o.Kind, o.Namespace, o.Name), o.Kind)
 	}

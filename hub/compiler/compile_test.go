@@ -38,7 +38,7 @@ func TestAddObject(t *testing.T) {
 
 	for _, bad := range []*fedgatepb.Object{
 		nil,
-		{ApiVersion: "v1", Kind: "ConfigMap", Namespace: "default", Name: "cm", Json: []byte(`{}`)},
+		{ApiVersion: "v1", Kind: "Pod", Namespace: "default", Name: "pod", Json: []byte(`{}`)},
 		{ApiVersion: "v1", Kind: "Service", Namespace: "default", Name: "web", Json: []byte(`{"spec":`)},
 	} {
 		err := r.AddObject(bad)

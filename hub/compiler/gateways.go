@@ -41,6 +41,11 @@ type listener struct {
 	certs      []spokeconfig.Certificate
 	certReason gatewayv1.ListenerConditionReason
 	certMsgs   []string
+	// HTTPS with client-certificate validation (the Gateway's spec.tls.frontend for this port): the CA bundle and
+	// mode served (nil: no validation), and why refs of caCertificateRefs are not usable (caReason "" = all resolved).
+	clientValidation *spokeconfig.ClientValidation
+	caReason         gatewayv1.ListenerConditionReason
+	caMsgs           []string
 	// attached route objects (distinct), for attachedRoutes.
 	attached map[Source]bool
 }
@@ -193,6 +198,7 @@ func (c *compiler) newGatewayInstance(cluster, sourceCluster string, gw *gateway
 			l.acceptedMsg = fmt.Sprintf("spec.listeners[%d].tls.mode %q: tls mode must be Terminate for protocol HTTPS", i, *ls.TLS.Mode)
 		case l.protocol == gatewayv1.HTTPSProtocolType:
 			c.resolveCertificates(l, i, ls.TLS)
+			c.resolveClientValidation(l)
 		}
 		seen[l.name] = true
 		l.kinds, l.invalidKinds = supportedKinds(ls.AllowedRoutes)
@@ -361,15 +367,18 @@ func (l *listener) status(gen int64) ListenerStatus {
 	} else {
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionAccepted), false, string(l.acceptedReason), l.acceptedMsg, gen))
 	}
+	refMsgs := append(append([]string(nil), l.certMsgs...), l.caMsgs...)
 	switch {
 	case len(l.invalidKinds) > 0:
 		msg := "allowedRoutes.kinds: unsupported kinds " + strings.Join(l.invalidKinds, ", ")
-		if l.certReason != "" {
-			msg += "; " + strings.Join(l.certMsgs, "; ")
+		if len(refMsgs) > 0 {
+			msg += "; " + strings.Join(refMsgs, "; ")
 		}
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(gatewayv1.ListenerReasonInvalidRouteKinds), msg, gen))
 	case l.certReason != "":
-		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(l.certReason), strings.Join(l.certMsgs, "; "), gen))
+		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(l.certReason), strings.Join(refMsgs, "; "), gen))
+	case l.caReason != "":
+		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), false, string(l.caReason), strings.Join(refMsgs, "; "), gen))
 	default:
 		ls.Conditions = append(ls.Conditions, condition(string(gatewayv1.ListenerConditionResolvedRefs), true, string(gatewayv1.ListenerReasonResolvedRefs), "references are resolved", gen))
 	}

@@ -103,7 +103,7 @@ func (c *compiler) checkTLSSecret(s *corev1.Secret) error {
 func portTLS(ls []*listener) *spokeconfig.PortTLS {
 	t := &spokeconfig.PortTLS{Listeners: make([]spokeconfig.TLSListener, 0, len(ls))}
 	for _, l := range ls {
-		t.Listeners = append(t.Listeners, spokeconfig.TLSListener{Hostname: orStar(l.hostname), Certificates: l.certs})
+		t.Listeners = append(t.Listeners, spokeconfig.TLSListener{Hostname: orStar(l.hostname), Certificates: l.certs, ClientValidation: l.clientValidation})
 	}
 	sort.Slice(t.Listeners, func(i, j int) bool { return t.Listeners[i].Hostname < t.Listeners[j].Hostname })
 	return t
@@ -116,7 +116,7 @@ func copyPortTLS(t *spokeconfig.PortTLS) *spokeconfig.PortTLS {
 	}
 	out := &spokeconfig.PortTLS{Listeners: make([]spokeconfig.TLSListener, 0, len(t.Listeners))}
 	for _, tl := range t.Listeners {
-		n := spokeconfig.TLSListener{Hostname: tl.Hostname}
+		n := spokeconfig.TLSListener{Hostname: tl.Hostname, ClientValidation: copyClientValidation(tl.ClientValidation)}
 		for _, crt := range tl.Certificates {
 			crt.CertPEM, crt.KeyPEM = slices.Clone(crt.CertPEM), slices.Clone(crt.KeyPEM)
 			n.Certificates = append(n.Certificates, crt)

@@ -62,6 +62,10 @@ type Resources struct {
 	// hub Gateways), reported by a cluster without it and judged there (resources.TLSCheckAnnotation; for that
 	// cluster's own Gateways).
 	Secrets []*corev1.Secret `json:"secrets,omitempty"`
+	// ConfigMaps holding CA bundles (ca.crt) that Gateways' spec.tls.frontend caCertificateRefs name: applied at the
+	// hub (for hub Gateways), reported by a cluster with ca.crt alone (resources.ReportedCAConfigMap; for that
+	// cluster's own Gateways).
+	ConfigMaps []*corev1.ConfigMap `json:"configMaps,omitempty"`
 }
 
 // ObjectRef names an object and where it came from.
