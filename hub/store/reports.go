@@ -16,7 +16,7 @@ import (
 // no recompile). When the diff fits one transaction it is applied atomically, guarded against a concurrent writer of
 // the same cluster's report; a larger diff is chunked, and the compile may briefly see a partly replaced report.
 // The caller has decoded every object already: nothing here judges content, except that a Secret must come without
-// its data (checkReportedSecret; ErrInvalidObject).
+// its data (checkReportedSecret) and a ConfigMap with its ca.crt alone (checkReportedConfigMap; ErrInvalidObject).
 func (s *Store) ReplaceReport(ctx context.Context, cluster string, snapshot []*fedgatepb.Object) (int64, error) {
 	if err := CheckSegment("cluster", cluster, false); err != nil {
 		return 0, err
@@ -27,6 +27,9 @@ func (s *Store) ReplaceReport(ctx context.Context, cluster string, snapshot []*f
 			return 0, fmt.Errorf("snapshot.objects[%d]: %w", i, err)
 		}
 		if err := checkReportedSecret(o); err != nil {
+			return 0, fmt.Errorf("snapshot.objects[%d]: %w", i, err)
+		}
+		if err := checkReportedConfigMap(o); err != nil {
 			return 0, fmt.Errorf("snapshot.objects[%d]: %w", i, err)
 		}
 		want[ReportKey(cluster, o.Kind, o.Namespace, o.Name)] = o.Json
@@ -87,6 +90,9 @@ func (s *Store) ApplyReportDelta(ctx context.Context, cluster string, upserts []
 			return 0, fmt.Errorf("delta.upserts[%d]: %w", i, err)
 		}
 		if err := checkReportedSecret(o); err != nil {
+			return 0, fmt.Errorf("delta.upserts[%d]: %w", i, err)
+		}
+		if err := checkReportedConfigMap(o); err != nil {
 			return 0, fmt.Errorf("delta.upserts[%d]: %w", i, err)
 		}
 		b.put(ReportKey(cluster, o.Kind, o.Namespace, o.Name), o.Json)
