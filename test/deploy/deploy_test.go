@@ -295,19 +295,21 @@ func TestRBACMatchesWhatTheCodeDoes(t *testing.T) {
 				}
 			}
 		}
-		// Secrets cluster-wide: the hub never; the spoke only list and watch, for its watches of the TLS Secrets its
-		// Gateways reference, each by name (spoke/source/kube SecretReader) — never get (which would read any Secret
-		// by name) nor a write.
+		// Secrets and ConfigMaps cluster-wide: the hub never; the spoke only list and watch, for its watches of the
+		// TLS Secrets and CA ConfigMaps its Gateways reference, each by name (spoke/source/kube) — never get (which
+		// would read any of them by name) nor a write.
 		for _, o := range objs {
 			if o.GetKind() != "ClusterRole" {
 				continue
 			}
-			for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"} {
-				if !granted([]*unstructured.Unstructured{o}, "", "secrets", verb) {
-					continue
-				}
-				if tc.base != "spoke" || (verb != "list" && verb != "watch") {
-					t.Errorf("deploy/%s: ClusterRole %s can %s Secrets cluster-wide", tc.base, o.GetName(), verb)
+			for _, res := range []string{"secrets", "configmaps"} {
+				for _, verb := range []string{"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"} {
+					if !granted([]*unstructured.Unstructured{o}, "", res, verb) {
+						continue
+					}
+					if tc.base != "spoke" || (verb != "list" && verb != "watch") {
+						t.Errorf("deploy/%s: ClusterRole %s can %s %s cluster-wide", tc.base, o.GetName(), verb, res)
+					}
 				}
 			}
 		}

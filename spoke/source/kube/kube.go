@@ -1,10 +1,13 @@
 // Package kube is the spoke's Kubernetes source: it watches the objects of the spoke's own cluster through
 // controller-runtime informers and emits full snapshots of what the spoke reports to the hub (see package source).
 //
-// It only reads. ConfigMaps are never watched, and Secrets only one by one: SecretReader reads exactly the Secrets the
-// cluster's Gateways reference as listener certificates (a watch per Secret, by name), keeping their data in memory
-// (tlssecrets.Store) for the proxy; the Source reports them without their data (resources.ReportedTLSSecret), so
-// certificates' keys stay in the cluster and never reach the hub, a log or a disk. EndpointSlices are reported only when they belong to a Service (label
+// It only reads. Secrets and ConfigMaps are never watched at large, only one by one: SecretReader reads exactly the
+// Secrets the cluster's Gateways reference as listener certificates (a watch per Secret, by name), keeping their data
+// in memory (tlssecrets.Store) for the proxy; the Source reports them without their data
+// (resources.ReportedTLSSecret), so certificates' keys stay in the cluster and never reach the hub, a log or a disk.
+// The Source itself reads the ConfigMaps the Gateways' client-certificate validation references as CA bundles
+// (tlssecrets.CARefs, a watch per ConfigMap, by name) and reports them with their ca.crt alone
+// (resources.ReportedCAConfigMap). EndpointSlices are reported only when they belong to a Service (label
 // kubernetes.io/service-name), and GatewayClasses only when fedgate is their controller.
 package kube
 
@@ -26,6 +29,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -128,8 +132,9 @@ func watchedKinds(controllerName string) []kind {
 }
 
 // RBACRules are the permissions a Source and a SecretReader need in their cluster: list and watch of every kind the
-// Source may report, and of Secrets (the SecretReader's watch of each referenced Secret by name; RBAC cannot narrow
-// a grant to the Secrets some Gateway references, so the code does), nothing else (no ConfigMaps, no get, no writes).
+// Source may report, of Secrets (the SecretReader's watch of each referenced Secret by name) and of ConfigMaps (the
+// Source's watch of each referenced CA ConfigMap by name) — RBAC cannot narrow a grant to the objects some Gateway
+// references, so the code does — and nothing else (no get, no writes).
 // Discovery needs no rule (system:discovery grants it).
 func RBACRules() []rbacv1.PolicyRule {
 	byGroup := map[string][]string{}
@@ -144,6 +149,7 @@ func RBACRules() []rbacv1.PolicyRule {
 		add(k.gvk.Group, k.resource)
 	}
 	add("", "secrets")
+	add("", "configmaps")
 	sort.Strings(groups)
 	rules := make([]rbacv1.PolicyRule, 0, len(groups))
 	for _, g := range groups {
@@ -226,6 +232,28 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 		regs = append(regs, reg)
 	}
 
+	// The CA ConfigMaps the Gateways reference, read through the Gateway informer's events (when Gateways are served).
+	var cas *refWatcher
+	var casReg toolscache.ResourceEventHandlerRegistration
+	for _, k := range kinds {
+		if k.gvk.Kind != resources.KindGateway {
+			continue
+		}
+		cs, err := kubernetes.NewForConfigAndClient(s.cfg.REST, httpClient)
+		if err != nil {
+			return fmt.Errorf("kube source: %w", err)
+		}
+		inf, err := c.GetInformer(ctx, newObject(k.gvk), cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("kube source: informer for %s: %w", k.gvk.Kind, err)
+		}
+		cas = newRefWatcher(ctx, caKind(st), cs, s.log)
+		defer cas.stop() // after the cache stopped (deferred calls run last first)
+		if casReg, err = inf.AddEventHandler(cas.handler()); err != nil {
+			return fmt.Errorf("kube source: informer for %s: %w", k.gvk.Kind, err)
+		}
+	}
+
 	cacheDone := make(chan error, 1)
 	go func() { cacheDone <- c.Start(ctx) }()
 	defer func() {
@@ -237,14 +265,28 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 	// have also seen every object of those lists, which is what the first snapshot is built from.
 	syncCtx, syncCancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
 	synced := toolscache.WaitForCacheSync(syncCtx.Done(), hasSynced(regs)...)
-	syncCancel()
 	if !synced {
+		syncCancel()
 		if ctx.Err() != nil {
 			return nil
 		}
 		return fmt.Errorf("kube source: informers did not sync within %s (kinds %s); check the spoke's RBAC and the API server",
 			s.cfg.SyncTimeout, unsynced(kinds, regs))
 	}
+	if cas != nil {
+		// Once the handler has seen every listed Gateway, the watches of every CA ConfigMap referenced then exist: the
+		// first snapshot holds them, so that the hub never judges a bundle missing because it was not read yet.
+		synced = toolscache.WaitForCacheSync(syncCtx.Done(), casReg.HasSynced) &&
+			toolscache.WaitForCacheSync(syncCtx.Done(), cas.synced()...)
+		if !synced {
+			syncCancel()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("kube source: the referenced CA ConfigMaps were not read within %s; check the spoke's RBAC (list and watch of configmaps) and the API server", s.cfg.SyncTimeout)
+		}
+	}
+	syncCancel()
 
 	var secretsChanged <-chan struct{}
 	if sec := s.cfg.TLSSecrets; sec != nil {
@@ -407,6 +449,19 @@ func (st *state) upsert(k kind, obj any) {
 		st.remove(id)
 		return
 	}
+	st.mu.Lock()
+	old, had := st.objs[id]
+	if had && source.SameObject(old, o) {
+		st.mu.Unlock()
+		return
+	}
+	st.objs[id] = o
+	st.mu.Unlock()
+	st.changed()
+}
+
+// put reports o as id (an object the state's handlers do not encode themselves).
+func (st *state) put(id string, o *fedgatepb.Object) {
 	st.mu.Lock()
 	old, had := st.objs[id]
 	if had && source.SameObject(old, o) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,7 +19,6 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
@@ -46,19 +44,6 @@ type SecretReaderConfig struct {
 type SecretReader struct {
 	cfg SecretReaderConfig
 	log *slog.Logger
-
-	mu       sync.Mutex
-	byGW     map[string][]tlssecrets.Ref     // the references of each Gateway, by namespace/name
-	watches  map[tlssecrets.Ref]*secretWatch // one per referenced Secret
-	watchCtx context.Context
-	cs       kubernetes.Interface
-	running  sync.WaitGroup // the Secret informers
-}
-
-// secretWatch is the informer of one Secret.
-type secretWatch struct {
-	cancel   context.CancelFunc
-	informer toolscache.SharedIndexInformer
 }
 
 // NewSecretReader returns a SecretReader for cfg.
@@ -99,10 +84,7 @@ func (r *SecretReader) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r.mu.Lock()
-	r.cs, r.watchCtx = cs, ctx
-	r.byGW, r.watches = map[string][]tlssecrets.Ref{}, map[tlssecrets.Ref]*secretWatch{}
-	r.mu.Unlock()
+	refs := newRefWatcher(ctx, r.secretKind(), cs, r.log)
 
 	gws := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -112,16 +94,7 @@ func (r *SecretReader) Run(ctx context.Context) error {
 			return dc.Resource(gatewayGVR).Watch(ctx, o)
 		},
 	}, &unstructured.Unstructured{}, 0, toolscache.Indexers{})
-	if _, err := gws.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { r.gateway(obj, false) },
-		UpdateFunc: func(_, obj any) { r.gateway(obj, false) },
-		DeleteFunc: func(obj any) {
-			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			r.gateway(obj, true)
-		},
-	}); err != nil {
+	if _, err := gws.AddEventHandler(refs.handler()); err != nil {
 		return fmt.Errorf("kube secret reader: %w", err)
 	}
 	done := make(chan struct{})
@@ -132,25 +105,14 @@ func (r *SecretReader) Run(ctx context.Context) error {
 	defer func() {
 		cancel()
 		<-done
-		r.mu.Lock()
-		for ref, w := range r.watches {
-			w.cancel()
-			delete(r.watches, ref)
-		}
-		r.mu.Unlock()
-		r.running.Wait()
+		refs.stop()
 	}()
 
 	if !toolscache.WaitForCacheSync(ctx.Done(), gws.HasSynced) {
 		return nil
 	}
-	// The handlers have seen every listed Gateway, so the watches of every Secret referenced at start exist now.
-	r.mu.Lock()
-	var synced []toolscache.InformerSynced
-	for _, w := range r.watches {
-		synced = append(synced, w.informer.HasSynced)
-	}
-	r.mu.Unlock()
+	// The handler has seen every listed Gateway, so the watches of every Secret referenced at start exist now.
+	synced := refs.synced()
 	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
@@ -160,58 +122,28 @@ func (r *SecretReader) Run(ctx context.Context) error {
 	return nil
 }
 
-// gateway records the references of the Gateway obj (none once deleted) and reconciles the Secret watches.
-func (r *SecretReader) gateway(obj any, deleted bool) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
-	key := u.GetNamespace() + "/" + u.GetName()
-	var refs []tlssecrets.Ref
-	if !deleted {
-		gw := &gatewayv1.Gateway{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, gw); err != nil {
-			r.log.Error("cannot read Gateway for its certificateRefs", "object", resources.Describe(resources.KindGateway, u.GetNamespace(), u.GetName()), "err", err)
-		} else {
-			refs = tlssecrets.GatewayRefs(gw)
-		}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.watchCtx.Err() != nil {
-		return
-	}
-	if len(refs) == 0 {
-		delete(r.byGW, key)
-	} else {
-		r.byGW[key] = refs
-	}
-	want := map[tlssecrets.Ref]bool{}
-	for _, rs := range r.byGW {
-		for _, ref := range rs {
-			want[ref] = true
-		}
-	}
-	for ref, w := range r.watches {
-		if !want[ref] {
-			w.cancel()
-			delete(r.watches, ref)
-			r.cfg.Store.Delete(ref.Namespace, ref.Name)
-			r.log.Debug("TLS Secret no longer referenced", "secret", ref.String())
-		}
-	}
-	for ref := range want {
-		if r.watches[ref] == nil {
-			r.watches[ref] = r.watchLocked(ref)
-			r.log.Debug("TLS Secret referenced", "secret", ref.String())
-		}
+// secretKind reads each referenced Secret into the store.
+func (r *SecretReader) secretKind() refKind {
+	return refKind{
+		what:     "TLS Secret",
+		refs:     tlssecrets.GatewayRefs,
+		informer: secretInformer,
+		set: func(ref tlssecrets.Ref, obj any) {
+			s, ok := obj.(*corev1.Secret)
+			if !ok {
+				return
+			}
+			if err := r.cfg.Store.Set(s); err != nil {
+				r.log.Error("cannot hold TLS Secret", "secret", ref.String(), "err", err)
+			}
+		},
+		del: func(ref tlssecrets.Ref) { r.cfg.Store.Delete(ref.Namespace, ref.Name) },
 	}
 }
 
-// watchLocked starts the informer of the one Secret ref.
-func (r *SecretReader) watchLocked(ref tlssecrets.Ref) *secretWatch {
-	ctx, cancel := context.WithCancel(r.watchCtx)
-	secrets := r.cs.CoreV1().Secrets(ref.Namespace)
+// secretInformer is the informer of the one Secret ref.
+func secretInformer(cs kubernetes.Interface, ref tlssecrets.Ref) toolscache.SharedIndexInformer {
+	secrets := cs.CoreV1().Secrets(ref.Namespace)
 	byName := fields.OneTermEqualSelector("metadata.name", ref.Name).String()
 	inf := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -236,35 +168,5 @@ func (r *SecretReader) watchLocked(ref tlssecrets.Ref) *secretWatch {
 			Data: map[string][]byte{corev1.TLSCertKey: s.Data[corev1.TLSCertKey], corev1.TLSPrivateKeyKey: s.Data[corev1.TLSPrivateKeyKey]},
 		}, nil
 	})
-	w := &secretWatch{cancel: cancel, informer: inf}
-	// Events are applied under r.mu and only while this watch is the current one for ref, so a late event of a
-	// stopped watch never brings back a Secret no Gateway references any more.
-	apply := func(obj any, deleted bool) {
-		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-			obj, deleted = t.Obj, true
-		}
-		s, ok := obj.(*corev1.Secret)
-		if !ok || s.Name != ref.Name || s.Namespace != ref.Namespace {
-			return
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.watches[ref] != w {
-			return
-		}
-		if deleted {
-			r.cfg.Store.Delete(ref.Namespace, ref.Name)
-			return
-		}
-		if err := r.cfg.Store.Set(s); err != nil {
-			r.log.Error("cannot hold TLS Secret", "secret", ref.String(), "err", err)
-		}
-	}
-	_, _ = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { apply(obj, false) },
-		UpdateFunc: func(_, obj any) { apply(obj, false) },
-		DeleteFunc: func(obj any) { apply(obj, true) },
-	})
-	r.running.Go(func() { inf.RunWithContext(ctx) })
-	return w
+	return inf
 }
