@@ -283,8 +283,8 @@ func TestApplyInvalidRefusedLocally(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, `unknown field "spec.parentRef"`) {
 		t.Errorf("unknown field: code %d stderr %q", code, stderr)
 	}
-	_, stderr, code = hubctl(t, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "--hub", addr, "apply", "-f", "-")
-	if code != 1 || !strings.Contains(stderr, "kind ConfigMap is not supported by fedgate") {
+	_, stderr, code = hubctl(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", "--hub", addr, "apply", "-f", "-")
+	if code != 1 || !strings.Contains(stderr, "kind Pod is not supported by fedgate") {
 		t.Errorf("unknown kind: code %d stderr %q", code, stderr)
 	}
 	if n := f.calls(); n != 0 {
