@@ -1,11 +1,13 @@
 package source
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1a1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	"sigs.k8s.io/yaml"
@@ -50,6 +54,9 @@ const (
 // Secrets in the directory are listener certificates, treated as the Kubernetes source treats a cluster's: only those
 // a Gateway of the directory references (tlssecrets.GatewayRefs) are read into TLSSecrets, for the proxy to serve, and
 // reported, in their data-free form (resources.ReportedTLSSecret); their data never enters a snapshot or a log.
+// ConfigMaps in the directory are CA bundles, likewise: only those a Gateway of the directory references for
+// client-certificate validation (tlssecrets.CARefs) are reported, with their ca.crt alone
+// (resources.ReportedCAConfigMap); the others are ignored.
 //
 // A file that fails to decode is logged and its last good objects are kept, so a half-saved edit never withdraws
 // routes from the hub. If two files define the same object, the first in lexical path order wins and the clash is
@@ -82,9 +89,10 @@ type dirScanner struct {
 
 // dirFile is what Dir remembers about one file.
 type dirFile struct {
-	sum     [sha256.Size]byte   // of the last content read (good or bad): an unchanged file is neither re-decoded nor re-logged
-	objs    []*fedgatepb.Object // of the last content that decoded, without its Secrets
-	secrets []*corev1.Secret    // of the last content that decoded
+	sum        [sha256.Size]byte   // of the last content read (good or bad): an unchanged file is neither re-decoded nor re-logged
+	objs       []*fedgatepb.Object // of the last content that decoded, without its Secrets and ConfigMaps
+	secrets    []*corev1.Secret    // of the last content that decoded
+	configMaps []*corev1.ConfigMap // of the last content that decoded
 }
 
 var _ Source = (*Dir)(nil)
@@ -262,7 +270,13 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 			d.files[p] = f
 		}
 		f.sum = sum
-		objs, err := resources.DecodeYAML(bytes.NewReader(b), p, d.namespace)
+		rest, configMaps, err := splitConfigMapDocs(b, d.namespace)
+		var objs []*fedgatepb.Object
+		if err == nil {
+			objs, err = resources.DecodeYAML(bytes.NewReader(rest), p, d.namespace)
+		} else {
+			err = fmt.Errorf("%s: %w", p, err)
+		}
 		for _, o := range objs {
 			if err != nil {
 				break
@@ -276,11 +290,15 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 		if err == nil {
 			objs, secrets, err = splitSecrets(objs)
 		}
+		var more []*corev1.ConfigMap
+		if err == nil {
+			objs, more, err = splitConfigMaps(objs)
+		}
 		if err != nil {
-			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs)+len(f.secrets))
+			log.Error("cannot decode file, keeping its last good objects", "file", p, "err", err, "kept", len(f.objs)+len(f.secrets)+len(f.configMaps))
 			continue
 		}
-		f.objs, f.secrets = objs, secrets
+		f.objs, f.secrets, f.configMaps = objs, secrets, append(configMaps, more...)
 	}
 	for p := range d.files {
 		if !seen[p] {
@@ -291,6 +309,7 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 	byID := map[string]string{}
 	var objs []*fedgatepb.Object
 	var secrets []*corev1.Secret
+	var configMaps []*corev1.ConfigMap
 	for _, p := range paths {
 		f := d.files[p]
 		if f == nil {
@@ -314,15 +333,25 @@ func (d *dirScanner) scan(log *slog.Logger) Snapshot {
 			byID[id] = p
 			secrets = append(secrets, s)
 		}
+		for _, cm := range f.configMaps {
+			id := resources.ID(resources.KindConfigMap, cm.Namespace, cm.Name)
+			if other, dup := byID[id]; dup {
+				log.Warn("object defined twice, keeping the first", "object", resources.Describe(resources.KindConfigMap, cm.Namespace, cm.Name), "file", p, "first", other)
+				continue
+			}
+			byID[id] = p
+			configMaps = append(configMaps, cm)
+		}
 	}
-	objs = append(synthesizeExports(objs, log), d.readSecrets(objs, secrets, log)...)
+	gws := gateways(objs, log)
+	objs = append(synthesizeExports(objs, log), d.readSecrets(gws, secrets, log)...)
+	objs = append(objs, reportCAs(gws, configMaps, log)...)
 	return NewSnapshot(objs)
 }
 
-// readSecrets holds the Secrets the Gateways among objs reference in the scanner's store, drops the others from it,
-// and returns the reported form of those it holds.
-func (d *dirScanner) readSecrets(objs []*fedgatepb.Object, secrets []*corev1.Secret, log *slog.Logger) []*fedgatepb.Object {
-	refs := map[tlssecrets.Ref]bool{}
+// gateways decodes the Gateways among objs.
+func gateways(objs []*fedgatepb.Object, log *slog.Logger) []*gatewayv1.Gateway {
+	var out []*gatewayv1.Gateway
 	for _, o := range objs {
 		if o.Kind != resources.KindGateway {
 			continue
@@ -330,9 +359,105 @@ func (d *dirScanner) readSecrets(objs []*fedgatepb.Object, secrets []*corev1.Sec
 		t, err := resources.Typed(o)
 		gw, ok := t.(*gatewayv1.Gateway)
 		if err != nil || !ok {
-			log.Error("cannot read Gateway for its certificateRefs", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "err", err)
+			log.Error("cannot read Gateway for its references", "object", resources.Describe(o.Kind, o.Namespace, o.Name), "err", err)
 			continue
 		}
+		out = append(out, gw)
+	}
+	return out
+}
+
+// reportCAs returns the reported form of the ConfigMaps the Gateways gws reference as CA bundles.
+func reportCAs(gws []*gatewayv1.Gateway, configMaps []*corev1.ConfigMap, log *slog.Logger) []*fedgatepb.Object {
+	refs := map[tlssecrets.Ref]bool{}
+	for _, gw := range gws {
+		for _, r := range tlssecrets.CARefs(gw) {
+			refs[r] = true
+		}
+	}
+	var out []*fedgatepb.Object
+	for _, cm := range configMaps {
+		if !refs[tlssecrets.Ref{Namespace: cm.Namespace, Name: cm.Name}] {
+			continue
+		}
+		o, err := tlssecrets.ReportedCAObject(cm)
+		if err != nil {
+			log.Error("cannot encode CA ConfigMap, not reporting it", "object", resources.Describe(resources.KindConfigMap, cm.Namespace, cm.Name), "err", err)
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// splitConfigMapDocs takes the v1 ConfigMap documents out of the manifest b, decoded (namespace defaulting to
+// defaultNamespace): fedgate's resources may not carry the kind, and a ConfigMap is never reported as it is (see Dir).
+// The rest is returned for resources.DecodeYAML, each ConfigMap's document replaced by a comment so that the others
+// keep their numbers in its errors. A document that does not parse is left for DecodeYAML to report.
+func splitConfigMapDocs(b []byte, defaultNamespace string) ([]byte, []*corev1.ConfigMap, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	var out bytes.Buffer
+	var cms []*corev1.ConfigMap
+	for doc := 1; ; doc++ {
+		raw, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return b, nil, nil // DecodeYAML reports it
+		}
+		if doc > 1 {
+			out.WriteString("\n---\n")
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(raw, &tm); err != nil || tm.APIVersion != "v1" || tm.Kind != resources.KindConfigMap {
+			out.Write(raw)
+			continue
+		}
+		cm := &corev1.ConfigMap{}
+		if err := yaml.Unmarshal(raw, cm); err != nil {
+			return nil, nil, fmt.Errorf("document %d: ConfigMap: %w", doc, err)
+		}
+		if cm.Name == "" {
+			return nil, nil, fmt.Errorf("document %d: ConfigMap: metadata.name: Required value", doc)
+		}
+		if cm.Namespace == "" {
+			cm.Namespace = defaultNamespace
+			if cm.Namespace == "" {
+				cm.Namespace = "default"
+			}
+		}
+		cms = append(cms, cm)
+		out.WriteString("# ConfigMap " + cm.Namespace + "/" + cm.Name + " (taken out)\n")
+	}
+	return out.Bytes(), cms, nil
+}
+
+// splitConfigMaps takes the ConfigMaps that resources.DecodeYAML decoded (inside a List, once resources carries the
+// kind) out of objs, decoded.
+func splitConfigMaps(objs []*fedgatepb.Object) ([]*fedgatepb.Object, []*corev1.ConfigMap, error) {
+	var cms []*corev1.ConfigMap
+	rest := objs[:0:0]
+	for _, o := range objs {
+		if o.Kind != resources.KindConfigMap {
+			rest = append(rest, o)
+			continue
+		}
+		cm := &corev1.ConfigMap{}
+		if err := yaml.Unmarshal(o.Json, cm); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", resources.Describe(o.Kind, o.Namespace, o.Name), err)
+		}
+		cm.Namespace, cm.Name = o.Namespace, o.Name
+		cms = append(cms, cm)
+	}
+	return rest, cms, nil
+}
+
+// readSecrets holds the Secrets the Gateways gws reference in the scanner's store, drops the others from it,
+// and returns the reported form of those it holds.
+func (d *dirScanner) readSecrets(gws []*gatewayv1.Gateway, secrets []*corev1.Secret, log *slog.Logger) []*fedgatepb.Object {
+	refs := map[tlssecrets.Ref]bool{}
+	for _, gw := range gws {
 		for _, r := range tlssecrets.GatewayRefs(gw) {
 			refs[r] = true
 		}

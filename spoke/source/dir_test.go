@@ -157,7 +157,7 @@ func TestDirKeepsLastGoodObjectsOfBrokenFile(t *testing.T) {
 	// Broken YAML, then an unsupported kind: neither changes the snapshot, so the next one is the edit to other.yaml
 	// and it still carries cart and pay.
 	writeAtomic(t, filepath.Join(dir, "svc.yaml"), "kind: Service\nmetadata: [unclosed\n")
-	writeAtomic(t, filepath.Join(dir, "svc.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
+	writeAtomic(t, filepath.Join(dir, "svc.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n")
 	writeAtomic(t, filepath.Join(dir, "other.yaml"), service("web", "81"))
 	s := next(t, ch)
 	if got, want := ids(s), "Service/shop/cart,Service/shop/pay,Service/shop/web,ServiceExport/shop/cart,ServiceExport/shop/pay,ServiceExport/shop/web"; got != want {
