@@ -137,33 +137,20 @@ func httpsClient(pool *x509.CertPool, addr string, h2 bool, certs ...tls.Certifi
 	return &http.Client{Timeout: 5 * time.Second, Transport: tr}
 }
 
-// TestHTTPSGatewayWithLocalCertificate: east's Gateway has an HTTPS listener whose certificate is a Secret in east
-// only; the route's backend runs in west. Clients reach west's backend through east over TLS (HTTP/1.1 and h2), with
-// the certificate east holds. The key never leaves east: not in the hub's etcd files or logs, not in either spoke's
-// projection cache, not in west's log.
-func TestHTTPSGatewayWithLocalCertificate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("e2e: runs hub and spoke processes")
-	}
-	pki := newTestPKI(t, "e2e-listener-ca")
-	certPEM, keyPEM := pki.leaf(t, "secure.example.com")
-	app := startEcho(t, "west", "app")
-	h := startHub(t, filepath.Join(t.TempDir(), "hub-data"), "")
-	mk := func(cluster, host, extra string, b ...*echoBackend) *spoke {
-		s := &spoke{
-			cluster: cluster, host: host, gwPort: freePort(t, host),
-			eastWest:  net.JoinHostPort(host, strconv.Itoa(freePort(t, host))),
-			sourceDir: filepath.Join(t.TempDir(), cluster+"-source"),
-			cacheDir:  filepath.Join(t.TempDir(), cluster+"-cache"),
-			hubAddr:   h.addr,
-		}
-		writeFile(t, filepath.Join(s.sourceDir, "cluster.yaml"), clusterYAML(s.gwPort, b...)+extra)
-		return s
-	}
-	west := mk("west", "127.0.0.3", "", app)
-	east := mk("east", "127.0.0.2", "")
-	tlsPort := freePort(t, east.host)
-	writeFile(t, filepath.Join(east.sourceDir, "tls.yaml"), fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+// tlsWorld: a hub, west running the backend app, and east whose Gateway gw-tls has an HTTPS listener for
+// secure.example.com with a certificate (Secret secure-cert) that only east holds; the route secure sends it to app.
+type tlsWorld struct {
+	hub        *hub
+	east, west *spoke
+	pki        *testPKI
+	keyPEM     []byte
+	addr       string // east's HTTPS listener
+	tlsPort    int
+}
+
+// gatewayTLSYAML is east's gw-tls Gateway; frontend is spliced into spec.tls (empty: no client validation).
+func gatewayTLSYAML(port int, frontend string) string {
+	y := fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw-tls, namespace: default}
 spec:
@@ -176,11 +163,40 @@ spec:
     tls:
       certificateRefs: [{name: secure-cert}]
     allowedRoutes: {namespaces: {from: All}}
----
-`, tlsPort)+tlsSecretYAML("default", "secure-cert", certPEM, keyPEM))
-	west.start(t)
-	east.start(t)
-	mustHubctl(t, h.addr, `apiVersion: gateway.networking.k8s.io/v1
+`, port)
+	if frontend != "" {
+		y += "  tls:\n    frontend:\n" + frontend
+	}
+	return y
+}
+
+func startTLSWorld(t *testing.T, frontend string, extra string) *tlsWorld {
+	t.Helper()
+	w := &tlsWorld{pki: newTestPKI(t, "e2e-listener-ca")}
+	var certPEM []byte
+	certPEM, w.keyPEM = w.pki.leaf(t, "secure.example.com")
+	app := startEcho(t, "west", "app")
+	w.hub = startHub(t, filepath.Join(t.TempDir(), "hub-data"), "")
+	mk := func(cluster, host string, b ...*echoBackend) *spoke {
+		s := &spoke{
+			cluster: cluster, host: host, gwPort: freePort(t, host),
+			eastWest:  net.JoinHostPort(host, strconv.Itoa(freePort(t, host))),
+			sourceDir: filepath.Join(t.TempDir(), cluster+"-source"),
+			cacheDir:  filepath.Join(t.TempDir(), cluster+"-cache"),
+			hubAddr:   w.hub.addr,
+		}
+		writeFile(t, filepath.Join(s.sourceDir, "cluster.yaml"), clusterYAML(s.gwPort, b...))
+		return s
+	}
+	w.west = mk("west", "127.0.0.3", app)
+	w.east = mk("east", "127.0.0.2")
+	w.tlsPort = freePort(t, w.east.host)
+	w.addr = net.JoinHostPort(w.east.host, strconv.Itoa(w.tlsPort))
+	writeFile(t, filepath.Join(w.east.sourceDir, "tls.yaml"), gatewayTLSYAML(w.tlsPort, frontend)+"---\n"+
+		tlsSecretYAML("default", "secure-cert", certPEM, w.keyPEM)+extra)
+	w.west.start(t)
+	w.east.start(t)
+	mustHubctl(t, w.hub.addr, `apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: secure, namespace: default}
 spec:
@@ -188,47 +204,126 @@ spec:
   hostnames: [secure.example.com]
   rules: [{backendRefs: [{name: app, port: 80}]}]
 `, "apply", "-f", "-")
+	return w
+}
 
-	addr := net.JoinHostPort(east.host, strconv.Itoa(tlsPort))
-	url := "https://secure.example.com/hello"
-	for _, h2 := range []bool{false, true} {
-		c := httpsClient(pki.pool, addr, h2)
-		var last string
-		if _, ok := eventually(30*time.Second, func() bool {
-			resp, err := c.Get(url)
-			if err != nil {
-				last = err.Error()
-				return false
-			}
-			defer resp.Body.Close()
-			var body bytes.Buffer
-			_, _ = body.ReadFrom(resp.Body)
-			last = fmt.Sprintf("%s %d %s", resp.Proto, resp.StatusCode, body.String())
-			return resp.StatusCode == 200 && strings.Contains(body.String(), "cluster=west") && (resp.ProtoMajor == 2) == h2
-		}); !ok {
-			t.Fatalf("https via east (h2=%v) never reached west's backend; last: %s", h2, last)
-		}
+// fetch GETs https://secure.example.com/hello through east and describes the outcome.
+func (w *tlsWorld) fetch(h2 bool, certs ...tls.Certificate) (ok bool, what string) {
+	c := httpsClient(w.pki.pool, w.addr, h2, certs...)
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("https://secure.example.com/hello")
+	if err != nil {
+		return false, err.Error()
 	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	what = fmt.Sprintf("%s %d %s", resp.Proto, resp.StatusCode, strings.TrimSpace(body.String()))
+	return resp.StatusCode == 200 && strings.Contains(body.String(), "cluster=west") && (resp.ProtoMajor == 2) == h2, what
+}
+
+// waitServed waits until fetch succeeds.
+func (w *tlsWorld) waitServed(t *testing.T, h2 bool, certs ...tls.Certificate) {
+	t.Helper()
+	var last string
+	if _, ok := eventually(30*time.Second, func() bool {
+		var ok bool
+		ok, last = w.fetch(h2, certs...)
+		return ok
+	}); !ok {
+		t.Fatalf("https via east (h2=%v) never reached west's backend; last: %s", h2, last)
+	}
+}
+
+// TestHTTPSGatewayWithLocalCertificate: east's Gateway has an HTTPS listener whose certificate is a Secret in east
+// only; the route's backend runs in west. Clients reach west's backend through east over TLS (HTTP/1.1 and h2), with
+// the certificate east holds. The key never leaves east: not in the hub's etcd files or logs, not in either spoke's
+// projection cache, not in west's log.
+func TestHTTPSGatewayWithLocalCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: runs hub and spoke processes")
+	}
+	w := startTLSWorld(t, "", "")
+	w.waitServed(t, false)
+	w.waitServed(t, true)
 	// A name the listener does not serve: the handshake fails (no certificate for it), nothing is routed.
-	bad := &tls.Dialer{Config: &tls.Config{RootCAs: pki.pool, ServerName: "other.example.com"}}
-	if conn, err := bad.DialContext(context.Background(), "tcp", addr); err == nil {
+	bad := &tls.Dialer{Config: &tls.Config{RootCAs: w.pki.pool, ServerName: "other.example.com"}}
+	if conn, err := bad.DialContext(context.Background(), "tcp", w.addr); err == nil {
 		conn.Close()
 		t.Error("a handshake for other.example.com succeeded on a listener for secure.example.com")
 	}
 
-	fps := keyFingerprints(keyPEM)
+	fps := keyFingerprints(w.keyPEM)
 	for _, where := range []struct{ what, dir string }{
-		{"the hub's data directory (etcd)", h.dataDir}, {"east's projection cache", east.cacheDir}, {"west's projection cache", west.cacheDir},
+		{"the hub's data directory (etcd)", w.hub.dataDir}, {"east's projection cache", w.east.cacheDir}, {"west's projection cache", w.west.cacheDir},
 	} {
 		if hits := filesHolding(t, where.dir, fps); len(hits) > 0 {
 			t.Errorf("the private key of east's local Secret is in %s: %v", where.what, hits)
 		}
 	}
-	for _, p := range []*proc{h.p, west.p, east.p} {
+	for _, p := range []*proc{w.hub.p, w.west.p, w.east.p} {
 		if log, _ := os.ReadFile(p.log); containsAny(log, fps) {
 			t.Errorf("the private key appears in the log of %s", p.name)
 		}
 	}
+}
+
+// TestHTTPSClientCertificateValidation: east's Gateway validates client certificates against a CA bundle in a
+// ConfigMap of east (spec.tls.frontend.default). Under AllowValidOnly a client without a certificate, and one with a
+// certificate from another CA, fail the handshake; one with a certificate of the bundle's CA reaches west's backend.
+// Switched to AllowInsecureFallback, the client without a certificate is admitted too.
+func TestHTTPSClientCertificateValidation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: runs hub and spoke processes")
+	}
+	clients, others := newTestPKI(t, "e2e-client-ca"), newTestPKI(t, "e2e-other-ca")
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: clients.ca.Raw})
+	caConfigMap := func() string {
+		var b strings.Builder
+		b.WriteString("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: client-ca, namespace: default}\ndata:\n  ca.crt: |\n")
+		for _, line := range strings.Split(strings.TrimSpace(string(caPEM)), "\n") {
+			b.WriteString("    " + line + "\n")
+		}
+		return b.String()
+	}()
+	frontend := func(mode string) string {
+		return "      default:\n        validation:\n          mode: " + mode + "\n          caCertificateRefs: [{kind: ConfigMap, group: \"\", name: client-ca}]\n"
+	}
+	w := startTLSWorld(t, frontend("AllowValidOnly"), caConfigMap)
+	pair := func(p *testPKI) tls.Certificate {
+		c, k := p.leaf(t, "client.example.com")
+		kp, err := tls.X509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kp
+	}
+	good, foreign := pair(clients), pair(others)
+	for _, h2 := range []bool{false, true} {
+		w.waitServed(t, h2, good)
+		if ok, what := w.fetch(h2); ok {
+			t.Errorf("AllowValidOnly (h2=%v): a client without a certificate was served: %s", h2, what)
+		}
+		if ok, what := w.fetch(h2, foreign); ok {
+			t.Errorf("AllowValidOnly (h2=%v): a client with another CA's certificate was served: %s", h2, what)
+		}
+	}
+
+	// The same Gateway in AllowInsecureFallback: every client is admitted.
+	writeFile(t, filepath.Join(w.east.sourceDir, "tls.yaml"), strings.Replace(
+		string(mustRead(t, filepath.Join(w.east.sourceDir, "tls.yaml"))), "mode: AllowValidOnly", "mode: AllowInsecureFallback", 1))
+	w.waitServed(t, false)
+	w.waitServed(t, true, foreign)
+	w.waitServed(t, true, good)
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func containsAny(b []byte, fps [][]byte) bool {
