@@ -85,6 +85,19 @@ func (c *SpokeConfig) Validate() error {
 				errs = append(errs, fmt.Errorf("backends[%d] %q healthCheck: negative interval, timeout or threshold", i, b.ID))
 			}
 		}
+		if bt := b.TLS; bt != nil {
+			if bt.Hostname == "" {
+				errs = append(errs, fmt.Errorf("backends[%d] %q tls.hostname: must not be empty", i, b.ID))
+			}
+			if (len(bt.CACertificatesPEM) == 0) == !bt.WellKnownSystem {
+				errs = append(errs, fmt.Errorf("backends[%d] %q tls: want caCertificatesPEM or wellKnownSystem, exactly one", i, b.ID))
+			}
+			for k, san := range bt.SubjectAltNames {
+				if (san.Type != "Hostname" && san.Type != "URI") || san.Value == "" {
+					errs = append(errs, fmt.Errorf("backends[%d] %q tls.subjectAltNames[%d]: want type Hostname or URI and a value", i, b.ID, k))
+				}
+			}
+		}
 		for j, e := range b.Endpoints {
 			if !clusters[e.Cluster] {
 				errs = append(errs, fmt.Errorf("backends[%d] %q endpoints[%d]: cluster %q has no east-west address", i, b.ID, j, e.Cluster))

@@ -379,6 +379,29 @@ type Backend struct {
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
 	// HealthCheck overrides the spoke's default active health check for this cluster's endpoints.
 	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+	// TLS: connections to this backend's endpoints are TLS (BackendTLSPolicy). The spoke that owns an endpoint
+	// originates it, so a request entering another cluster rides the mTLS east-west hop first and is encrypted to the
+	// backend there, the same whichever cluster it entered. Nil: cleartext.
+	TLS *BackendTLS `json:"tls,omitempty"`
+}
+
+// BackendTLS is how a spoke connects to a backend's endpoints over TLS (a BackendTLSPolicy's validation).
+type BackendTLS struct {
+	// Hostname is the SNI sent and, unless SubjectAltNames is set, the name the backend's certificate must be valid for.
+	Hostname string `json:"hostname"`
+	// CACertificatesPEM: the trust anchors (ca.crt of the policy's caCertificateRefs, concatenated in order). Empty
+	// with WellKnownSystem.
+	CACertificatesPEM []byte `json:"caCertificatesPEM,omitempty"`
+	// WellKnownSystem: trust the spoke's system roots (wellKnownCACertificates: System).
+	WellKnownSystem bool `json:"wellKnownSystem,omitempty"`
+	// SubjectAltNames: when set, the certificate must carry one of them (instead of Hostname).
+	SubjectAltNames []SubjectAltName `json:"subjectAltNames,omitempty"`
+}
+
+// SubjectAltName is one name a backend's certificate may carry: Type "Hostname" (a DNS name) or "URI".
+type SubjectAltName struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
 }
 
 // Endpoint is one backend address in one cluster.
