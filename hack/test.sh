@@ -17,8 +17,8 @@ echo "== go vet"
 go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./... 2>&1 | tee /tmp/fedgate-test.log
-# The network-facing parsers, fuzzed for a bounded time on top of their seed corpora (which go test ran above).
+# The network-facing parsers and the hub's rewriting of what hubctl users and clusters send, fuzzed for a bounded time on top of their seed corpora (which go test ran above).
 echo "== fuzz"
-for target in FuzzServeConn:./spoke/proxy/ FuzzReadRequest:./spoke/proxy/internal/h1/; do
+for target in FuzzServeConn:./spoke/proxy/ FuzzReadRequest:./spoke/proxy/internal/h1/ FuzzUpgradeGatewayV11:./apis/resources/; do
   go test -run '^$' -fuzz "^${target%%:*}\$" -fuzztime "${FUZZTIME:-30s}" "${target#*:}"
 done

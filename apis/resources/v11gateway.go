@@ -56,7 +56,7 @@ func upgradeGatewayV11(o *fedgatepb.Object) (string, error) {
 	var ports []int64
 	for i, item := range listeners {
 		l, _ := item.(map[string]any)
-		tls, _ := l["tls"].(map[string]any)
+		tls, _ := l["tls"].(map[string]any) // another shape: not v1.1's; validation reports it
 		fv, ok := tls["frontendValidation"]
 		if !ok {
 			continue
@@ -91,21 +91,35 @@ func upgradeGatewayV11(o *fedgatepb.Object) (string, error) {
 	if len(ports) == 0 {
 		return "", nil
 	}
-	gtls, _ := spec["tls"].(map[string]any)
+	// Today's fields, where the v1.1 ones go; anything of another shape is an error, never overwritten.
+	gtls, ok := spec["tls"].(map[string]any)
+	if _, set := spec["tls"]; set && !ok {
+		return "", fmt.Errorf("%s: spec.tls must be an object", who)
+	}
 	if gtls == nil {
 		gtls = map[string]any{}
 		spec["tls"] = gtls
 	}
-	frontend, _ := gtls["frontend"].(map[string]any)
+	frontend, ok := gtls["frontend"].(map[string]any)
+	if _, set := gtls["frontend"]; set && !ok {
+		return "", fmt.Errorf("%s: spec.tls.frontend must be an object", who)
+	}
 	if frontend == nil {
 		frontend = map[string]any{"default": map[string]any{}}
 		gtls["frontend"] = frontend
 	}
-	perPort, _ := frontend["perPort"].([]any)
+	perPort, ok := frontend["perPort"].([]any)
+	if _, set := frontend["perPort"]; set && !ok {
+		return "", fmt.Errorf("%s: spec.tls.frontend.perPort must be a list", who)
+	}
 	var moves []string
 	for _, port := range ports {
-		for _, pp := range perPort {
-			if p, ok := portOf(pp.(map[string]any)["port"]); ok && p == port {
+		for j, pp := range perPort {
+			entry, ok := pp.(map[string]any)
+			if !ok {
+				return "", fmt.Errorf("%s: spec.tls.frontend.perPort[%d] must be an object", who, j)
+			}
+			if p, ok := portOf(entry["port"]); ok && p == port {
 				return "", fmt.Errorf("%s: spec.listeners[%d].tls.frontendValidation and spec.tls.frontend.perPort both configure port %d: keep one", who, byPort[port].listener, port)
 			}
 		}

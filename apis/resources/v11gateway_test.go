@@ -1,8 +1,11 @@
 package resources
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/fedgate/fedgate/apis/fedgatepb"
 
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -143,4 +146,27 @@ func TestV11ListenerValidationConflicts(t *testing.T) {
 	if _, w, err := upgradeV11Gateway(t, plain); err != nil || w != "" {
 		t.Errorf("plain Gateway: warning %q, err %v", w, err)
 	}
+}
+
+// upgradeGatewayV11 runs on whatever a hubctl user or a cluster sends (spec below): no input may panic it, and what
+// it accepts stays JSON.
+func FuzzUpgradeGatewayV11(f *testing.F) {
+	for _, spec := range []string{
+		`{"listeners":[{"port":443,"tls":{"frontendValidation":{"caCertificateRefs":[{"name":"a"}]}}}],"tls":{"frontend":{"perPort":["x"]}}}`,
+		`{"listeners":[{"port":443,"tls":{"frontendValidation":{"caCertificateRefs":[{"name":"a"}]}}}],"tls":"x"}`,
+		`{"listeners":[{"port":443,"tls":{"frontendValidation":{"caCertificateRefs":[{"name":"a"}]}}}],"tls":{"frontend":[1]}}`,
+		`{"listeners":[{"port":443,"tls":{"frontendValidation":{"caCertificateRefs":[{"name":"a"}]}}}],"tls":{"frontend":{"perPort":{"a":1}}}}`,
+		`{"listeners":{"name":"x"},"tls":{"certificateRefs":{}}}`,
+		`{"listeners":[7,"x",{"tls":"y"},{"tls":{"frontendValidation":"z"}}]}`,
+		`[]`,
+	} {
+		f.Add(spec)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		o := &fedgatepb.Object{ApiVersion: "gateway.networking.k8s.io/v1", Kind: KindGateway, Namespace: "default", Name: "g",
+			Json: []byte(`{"apiVersion":"gateway.networking.k8s.io/v1","kind":"Gateway","metadata":{"name":"g","namespace":"default"},"spec":` + spec + `}`)}
+		if _, err := upgradeGatewayV11(o); err == nil && !json.Valid(o.Json) {
+			t.Fatalf("spec %q accepted as invalid JSON %q", spec, o.Json)
+		}
+	})
 }

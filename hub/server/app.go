@@ -354,8 +354,8 @@ func Start(ctx context.Context, cfg Config) (_ *Hub, err error) {
 	authn := &auth.Authenticator{Policy: auth.DefaultPolicy(), Revoker: h.reg, Sessions: h.sessions}
 	sopts := append(ServerOptions(cfg.HandshakeTimeout),
 		grpc.Creds(credentials.NewTLS(auth.ServerTLS(h.ca, h.serving.Load))),
-		grpc.ChainUnaryInterceptor(authn.Unary()),
-		grpc.ChainStreamInterceptor(authn.Stream()),
+		grpc.ChainUnaryInterceptor(recoverUnary(log), authn.Unary()),
+		grpc.ChainStreamInterceptor(recoverStream(log), authn.Stream()),
 	)
 	h.grpc = grpc.NewServer(sopts...)
 	fedgatepb.RegisterAdminServer(h.grpc, &AdminService{
