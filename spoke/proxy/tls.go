@@ -74,10 +74,12 @@ func (cv *clientValidation) admits(certs []*x509.Certificate) bool {
 	if len(certs) == 0 {
 		return false
 	}
-	if v, ok := cv.verified.Load(certs[0]); ok {
+	now := time.Now()
+	// A verdict holds until the leaf expires: a long-lived connection is refused once its certificate has.
+	if v, ok := cv.verified.Load(certs[0]); ok && (!v.(bool) || now.Before(certs[0].NotAfter)) {
 		return v.(bool)
 	}
-	ok := cv.verify(certs, time.Now()) == nil
+	ok := cv.verify(certs, now) == nil
 	cv.remember(certs[0], ok)
 	return ok
 }

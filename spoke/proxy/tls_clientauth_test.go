@@ -401,3 +401,29 @@ func TestHTTPSClientValidationRotation(t *testing.T) {
 		c.CloseIdleConnections()
 	}
 }
+
+// A client certificate that expires while its connection stays open stops being admitted on an AllowValidOnly
+// listener: the connection's next request is misdirected (421), so the client must handshake again (and is refused).
+func TestHTTPSClientCertificateExpiresOnOpenConnection(t *testing.T) {
+	gw, ca := newGatewayCA(t), newGatewayCA(t)
+	be := identityBackend(t, "b")
+	p := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	s := httpsServer(t, Options{})
+	port := httpsPort(p, map[string]string{"*": "b"},
+		validating(listener("valid.example.com", gw.inline(t, "valid", "valid.example.com")), spokeconfig.AllowValidOnly, ca.pemCA()))
+	if err := s.Apply(tlsConfigFor(1, port, map[string]string{"b": addrOf(be)})); err != nil {
+		t.Fatal(err)
+	}
+	expiresAt := time.Now().Add(1500 * time.Millisecond)
+	short := ca.clientCert(t, "short-lived", func(c *x509.Certificate) { c.NotAfter = expiresAt })
+	c := mtlsClient(addr, "valid.example.com", gw.pool, false, &short, 0)
+	defer c.CloseIdleConnections()
+	if status, body, _, err := tryHost(c, "valid.example.com", "/"); err != nil || status != 200 || body != "b" {
+		t.Fatalf("before expiry: %d %q %v", status, body, err)
+	}
+	time.Sleep(time.Until(expiresAt) + 200*time.Millisecond)
+	if status, _, _, err := tryHost(c, "valid.example.com", "/"); err != nil || status != http.StatusMisdirectedRequest {
+		t.Fatalf("after expiry, on the open connection: %d %v, want 421", status, err)
+	}
+}
