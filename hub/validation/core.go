@@ -239,6 +239,18 @@ func validateSecret(o *fedgatepb.Object) (field.ErrorList, error) {
 	if sec.Type != corev1.SecretTypeTLS {
 		return append(errs, field.NotSupported(field.NewPath("type"), sec.Type, []string{string(corev1.SecretTypeTLS)})), nil
 	}
+	total := 0
+	for k, v := range sec.Data {
+		total += len(k) + len(v)
+	}
+	for k, v := range sec.StringData {
+		total += len(k) + len(v)
+	}
+	if total > MaxTLSSecretBytes {
+		// Its data is copied into the projection of every cluster serving a listener that names it: a large one
+		// would push those projections past what can be stored and sent.
+		errs = append(errs, field.TooLong(field.NewPath("data"), "", MaxTLSSecretBytes))
+	}
 	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
 		_, inData := sec.Data[k]
 		_, inString := sec.StringData[k]
@@ -248,6 +260,10 @@ func validateSecret(o *fedgatepb.Object) (field.ErrorList, error) {
 	}
 	return errs, nil
 }
+
+// MaxTLSSecretBytes bounds a TLS Secret applied at the hub (its data, keys included): a certificate chain of a few
+// certificates and its key take a few KiB.
+const MaxTLSSecretBytes = 64 << 10
 
 // validateConfigMap: fedgate carries ConfigMaps as CA bundles of Gateways' client-certificate validation
 // (spec.tls.frontend caCertificateRefs) only, so one applied at the hub needs data[ca.crt]. Whether it holds usable

@@ -609,3 +609,23 @@ func TestConfigMap(t *testing.T) {
 		t.Errorf("messages %q, want data[ca.crt]: Required value", msgs)
 	}
 }
+
+// A TLS Secret larger than MaxTLSSecretBytes is refused naming field data (its data would be copied into the
+// projection of every cluster serving it), and the message quotes none of it.
+func TestSecretTooLarge(t *testing.T) {
+	big := strings.Repeat("K", MaxTLSSecretBytes)
+	s := &corev1.Secret{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: "huge", Namespace: "infra"},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{"tls.crt": []byte("CERT"), "tls.key": []byte(big)},
+	}
+	js, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Validate(&fedgatepb.Object{ApiVersion: "v1", Kind: "Secret", Namespace: "infra", Name: "huge", Json: js})
+	if err == nil || !strings.Contains(err.Error(), `Secret "infra/huge"`) || !strings.Contains(err.Error(), "data: Too long") || strings.Contains(err.Error(), "KKKK") {
+		t.Fatalf("oversized Secret: %v", err)
+	}
+}
