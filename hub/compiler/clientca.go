@@ -15,7 +15,8 @@ import (
 // entry of perPort for the listener's port, else its default. Where a CA ConfigMap comes from follows where the
 // Gateway does, as for certificateRefs: a Gateway applied at the hub takes ConfigMaps applied at the hub, a Gateway a
 // cluster reported takes that cluster's own (reported with ca.crt alone). A cross-namespace ref needs a ReferenceGrant
-// from the Gateway in the ConfigMap's namespace, in the same scope as certificateRefs'.
+// from the Gateway in the ConfigMap's namespace, in the same scope as certificateRefs' (gatewayGranted: a hub
+// Gateway's only from the hub).
 //
 // The ca.crt of every usable ref is served, concatenated in ref order; each unusable ref makes ResolvedRefs False
 // (the first one's reason, every one's message). When no ref is usable the listener is not accepted
@@ -65,7 +66,7 @@ func (c *compiler) resolveClientValidation(l *listener) {
 			fail(gatewayv1.ListenerReasonInvalidCACertificateKind, "%s: unsupported kind %q in group %q (want a core ConfigMap)", field, kind, group)
 			continue
 		}
-		if ns != gi.gw.Namespace && !c.granted(gi.cluster, resources.KindGateway, gi.gw.Namespace, "", resources.KindConfigMap, ns, name) {
+		if ns != gi.gw.Namespace && !c.gatewayGranted(gi, resources.KindConfigMap, ns, name) {
 			fail(gatewayv1.ListenerReasonRefNotPermitted, "%s: ConfigMap %s/%s: no ReferenceGrant in namespace %q allows Gateways from %q to reference it", field, ns, name, ns, gi.gw.Namespace)
 			continue
 		}

@@ -17,7 +17,8 @@ import (
 // at the hub, whose data the hub holds and checks (resources.CheckTLSSecret); a Gateway a cluster reported takes that
 // cluster's own Secrets, which the cluster judged and reported without data (resources.TLSCheckAnnotation), and
 // which its spoke reads itself (Certificate.Local). A cross-namespace ref needs a ReferenceGrant from the Gateway in
-// the Secret's namespace, in the same scope as backendRefs' (hub grants everywhere, a cluster's own there).
+// the Secret's namespace (gatewayGranted): a hub Gateway's only from the hub, never one a cluster reported, which would
+// let a cluster release a hub Secret's key to itself.
 //
 // Every usable ref is served (l.certs); the first unusable one names ResolvedRefs' reason, and each adds its message.
 // Messages never quote Secret data.
@@ -50,7 +51,7 @@ func (c *compiler) resolveCertificates(l *listener, index int, tls *gatewayv1.Li
 			fail(gatewayv1.ListenerReasonInvalidCertificateRef, "%s: unsupported kind %q in group %q (want a core Secret)", field, kind, group)
 			continue
 		}
-		if ns != gi.gw.Namespace && !c.granted(gi.cluster, resources.KindGateway, gi.gw.Namespace, "", resources.KindSecret, ns, name) {
+		if ns != gi.gw.Namespace && !c.gatewayGranted(gi, resources.KindSecret, ns, name) {
 			fail(gatewayv1.ListenerReasonRefNotPermitted, "%s: Secret %s/%s: no ReferenceGrant in namespace %q allows Gateways from %q to reference it", field, ns, name, ns, gi.gw.Namespace)
 			continue
 		}
@@ -84,6 +85,23 @@ func (c *compiler) resolveCertificates(l *listener, index int, tls *gatewayv1.Li
 		}
 		l.certs = append(l.certs, spokeconfig.Certificate{Namespace: ns, Name: name, Local: true})
 	}
+}
+
+// gatewayGranted reports whether a ReferenceGrant lets a Gateway instance reference a core object of kind toKind
+// (Secret, ConfigMap) in another namespace. A Gateway applied at the hub references objects applied at the hub, whose
+// data the hub holds and releases in projections: only ReferenceGrants applied at the hub count, never one a cluster
+// reported (a cluster could otherwise authorise its own access to any hub Secret). A Gateway a cluster reported
+// references that cluster's own objects: the hub's grants and that cluster's count, the scope backendRefs have there.
+func (c *compiler) gatewayGranted(gi *gatewayInstance, toKind, toNamespace, toName string) bool {
+	if gi.source.Cluster == "" {
+		for _, g := range c.hub.grants[toNamespace] {
+			if grantAllows(g, resources.KindGateway, gi.gw.Namespace, "", toKind, toName) {
+				return true
+			}
+		}
+		return false
+	}
+	return c.granted(gi.source.Cluster, resources.KindGateway, gi.gw.Namespace, "", toKind, toNamespace, toName)
 }
 
 // checkTLSSecret is resources.CheckTLSSecret, once per hub Secret and compile: a hub Gateway is instantiated in every
