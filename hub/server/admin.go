@@ -65,6 +65,9 @@ func (a *AdminService) Apply(ctx context.Context, req *fedgatepb.ApplyRequest) (
 		if err := mergeStringData(o); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
 		}
+		if err := dropLastApplied(o); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "objects[%d]: %v", i, err)
+		}
 		if w != "" {
 			warnings = append(warnings, w)
 		}
@@ -409,16 +412,85 @@ func mergeStringData(o *fedgatepb.Object) error {
 	return nil
 }
 
-// redactSecret is a Secret as hubctl may see it: metadata and type, never data or stringData (the hub holds listener
-// keys; they leave it only inside the projections of the clusters serving them).
+// lastAppliedAnnotation is the annotation kubectl apply writes: the whole applied object, a Secret's data included.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// dropLastApplied removes lastAppliedAnnotation from a Secret before the hub stores it: it would hold the Secret's
+// data (a listener's private key) outside data, where redaction and whoever reads metadata do not expect it. Other
+// kinds are left alone. Errors never quote the data.
+func dropLastApplied(o *fedgatepb.Object) error {
+	if o.Kind != resources.KindSecret {
+		return nil
+	}
+	var body map[string]any
+	if err := json.Unmarshal(o.Json, &body); err != nil {
+		return fmt.Errorf("%s: body is not a JSON object", resources.Describe(o.Kind, o.Namespace, o.Name))
+	}
+	meta, _ := body["metadata"].(map[string]any)
+	ann, _ := meta["annotations"].(map[string]any)
+	if _, ok := ann[lastAppliedAnnotation]; !ok {
+		return nil
+	}
+	delete(ann, lastAppliedAnnotation)
+	if len(ann) == 0 {
+		delete(meta, "annotations")
+	}
+	js, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	o.Json = js
+	return nil
+}
+
+// redactedSecretMetadata are the metadata fields hubctl sees of a Secret; every other one (annotations other than
+// fedgate's, managedFields, ...) may carry a copy of the data and is left out.
+var redactedSecretMetadata = []string{"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "labels"}
+
+// fedgateAnnotation tells whether an annotation key is fedgate's own (fedgate.io/ or a subdomain of fedgate.io).
+func fedgateAnnotation(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	return ok && (prefix == "fedgate.io" || strings.HasSuffix(prefix, ".fedgate.io"))
+}
+
+// redactSecret is a Secret as hubctl may see it: apiVersion, kind, type and an allowlist of metadata (fedgate's
+// annotations alone), never data, stringData or anything else that might quote them, such as kubectl's
+// last-applied-configuration (the hub holds listener keys; they leave it only inside the projections of the clusters
+// serving them).
 func redactSecret(o *fedgatepb.Object) *fedgatepb.Object {
 	out := &fedgatepb.Object{ApiVersion: o.ApiVersion, Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}
 	var body map[string]any
 	if json.Unmarshal(o.Json, &body) != nil {
-		body = map[string]any{"apiVersion": o.ApiVersion, "kind": o.Kind, "metadata": map[string]any{"name": o.Name, "namespace": o.Namespace}}
+		body = nil
 	}
-	delete(body, "data")
-	delete(body, "stringData")
-	out.Json, _ = json.Marshal(body)
+	meta, _ := body["metadata"].(map[string]any)
+	redacted := map[string]any{}
+	for _, f := range redactedSecretMetadata {
+		if v, ok := meta[f]; ok {
+			redacted[f] = v
+		}
+	}
+	if redacted["name"] == nil {
+		redacted["name"] = o.Name
+	}
+	if redacted["namespace"] == nil && o.Namespace != "" {
+		redacted["namespace"] = o.Namespace
+	}
+	if ann, ok := meta["annotations"].(map[string]any); ok {
+		kept := map[string]any{}
+		for k, v := range ann {
+			if fedgateAnnotation(k) {
+				kept[k] = v
+			}
+		}
+		if len(kept) > 0 {
+			redacted["annotations"] = kept
+		}
+	}
+	res := map[string]any{"apiVersion": o.ApiVersion, "kind": o.Kind, "metadata": redacted}
+	if t, ok := body["type"].(string); ok {
+		res["type"] = t
+	}
+	out.Json, _ = json.Marshal(res)
 	return out
 }
