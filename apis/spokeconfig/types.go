@@ -160,6 +160,14 @@ type ListenerRef struct {
 type VirtualHost struct {
 	// Hostname is an exact name, a wildcard "*.suffix", or "*" for any host.
 	Hostname string `json:"hostname"`
+	// Listener is, on an HTTPS port, the hostname of the TLS listener (PortTLS.Listeners) the routes attached through
+	// ("*" for the listener without a hostname). A request is served only by the virtual hosts of the listener its
+	// connection selected (by SNI, which its Host must select too, else 421): Hostname is looked up among those alone,
+	// and none matching → 404, even when another listener of the port has a virtual host for the Host. So no two
+	// virtual hosts of a port share both Hostname and Listener, while two listeners may each have one for a hostname.
+	// The hub sets it on every virtual host of an HTTPS port. Empty (every HTTP port, and a config written without it):
+	// on an HTTPS port the virtual host is shared by all the port's listeners, behind each listener's own.
+	Listener string `json:"listener,omitempty"`
 	// Routes in precedence order: the first whose match holds serves the request. No match → 404.
 	Routes []Route `json:"routes,omitempty"`
 }

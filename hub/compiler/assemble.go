@@ -70,11 +70,14 @@ func (c *compiler) buildGraph() *Graph {
 }
 
 // fillVirtualHosts groups a cluster's attachments by port and hostname, drops duplicates (a route attached through
-// two listeners that yield the same hostname on one port) and sorts each virtual host by precedence.
+// two listeners that yield the same hostname on one port) and sorts each virtual host by precedence. On an HTTPS port
+// the group is also by listener: a request is served by the routes of the listener its connection selected alone (the
+// most specific one for its SNI and Host), so the routes of two listeners never share a virtual host there.
 func (c *compiler) fillVirtualHosts(ports map[int32]*PortNode, as []*attachment) {
 	type vhostKey struct {
-		port int32
-		host string
+		port     int32
+		host     string
+		listener string // HTTPS ports only: the listener's hostname, "*" for none
 	}
 	type nodeKey struct {
 		src         Source
@@ -83,7 +86,10 @@ func (c *compiler) fillVirtualHosts(ports map[int32]*PortNode, as []*attachment)
 	groups := map[vhostKey][]*attachment{}
 	seen := map[vhostKey]map[nodeKey]bool{}
 	for _, a := range as {
-		k := vhostKey{a.listener.port, a.hostname}
+		k := vhostKey{port: a.listener.port, host: a.hostname}
+		if pn := ports[k.port]; pn != nil && pn.Protocol == spokeconfig.ProtocolHTTPS {
+			k.listener = orStar(a.listener.hostname)
+		}
 		nk := nodeKey{a.node.Source, a.node.RuleIndex, a.node.MatchIndex}
 		if seen[k] == nil {
 			seen[k] = map[nodeKey]bool{}
@@ -100,7 +106,7 @@ func (c *compiler) fillVirtualHosts(ports map[int32]*PortNode, as []*attachment)
 			continue // cannot happen: attachments are made to programmed listeners only
 		}
 		sortByPrecedence(group)
-		vh := VirtualHostNode{Hostname: k.host}
+		vh := VirtualHostNode{Hostname: k.host, Listener: k.listener}
 		for _, a := range group {
 			vh.Routes = append(vh.Routes, a.node)
 			c.useBackends(a.node.Action)
@@ -108,7 +114,13 @@ func (c *compiler) fillVirtualHosts(ports map[int32]*PortNode, as []*attachment)
 		pn.VirtualHosts = append(pn.VirtualHosts, vh)
 	}
 	for _, pn := range ports {
-		sort.Slice(pn.VirtualHosts, func(i, j int) bool { return pn.VirtualHosts[i].Hostname < pn.VirtualHosts[j].Hostname })
+		sort.Slice(pn.VirtualHosts, func(i, j int) bool {
+			a, b := &pn.VirtualHosts[i], &pn.VirtualHosts[j]
+			if a.Hostname != b.Hostname {
+				return a.Hostname < b.Hostname
+			}
+			return a.Listener < b.Listener
+		})
 	}
 }
 

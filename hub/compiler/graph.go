@@ -86,7 +86,11 @@ type PortNode struct {
 
 // VirtualHostNode is a hostname pattern on a port ("*" = any) with its routes in precedence order.
 type VirtualHostNode struct {
-	Hostname string      `json:"hostname"`
+	Hostname string `json:"hostname"`
+	// Listener is, on an HTTPS port, the hostname ("*" for none) of the listener the routes attached through: the
+	// routes of different listeners never share a virtual host there (spokeconfig.VirtualHost.Listener). Empty on
+	// HTTP ports.
+	Listener string      `json:"listener,omitempty"`
 	Routes   []RouteNode `json:"routes,omitempty"`
 }
 

@@ -56,7 +56,7 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 				sp.Listeners = append(sp.Listeners, spokeconfig.ListenerRef{Namespace: l.Namespace, Gateway: l.Name, Section: l.Section, Hostname: listenerHostname(cn, l)})
 			}
 			for _, vh := range pn.VirtualHosts {
-				svh := spokeconfig.VirtualHost{Hostname: vh.Hostname}
+				svh := spokeconfig.VirtualHost{Hostname: vh.Hostname, Listener: vh.Listener}
 				for _, rn := range vh.Routes {
 					svh.Routes = append(svh.Routes, spokeconfig.Route{
 						Source: rn.Source.objectRef(), RuleIndex: rn.RuleIndex, MatchIndex: rn.MatchIndex,

@@ -53,6 +53,41 @@ type portTable struct {
 	catchAll  *vhost
 	// tls terminates an HTTPS port (nil for HTTP): its listeners and their parsed certificates.
 	tls *tlsPort
+	// byListener are, on an HTTPS port, the virtual hosts of each TLS listener (spokeconfig.VirtualHost.Listener): a
+	// request is served by those of the listener its connection selected alone. exact, wildcards and catchAll are
+	// then unused (empty).
+	byListener map[*tlsListener]*hostIndex
+	// pending: the per-listener indexes by normalised listener hostname, until build links them to tls.
+	pending map[string]*hostIndex
+}
+
+// hostIndex is the vhost lookup of one HTTPS listener: exact, longest wildcard, then catch-all.
+type hostIndex struct {
+	exact     map[string]*vhost
+	wildcards []wildcardHost // longest suffix first
+	catchAll  *vhost
+}
+
+func (x *hostIndex) lookup(host string) *vhost {
+	if vh, ok := x.exact[host]; ok {
+		return vh
+	}
+	for i := range x.wildcards {
+		w := &x.wildcards[i]
+		if len(host) > len(w.suffix) && strings.HasSuffix(host, w.suffix) {
+			return w.vh
+		}
+	}
+	return x.catchAll
+}
+
+// normaliseListener is a listener or vhost hostname as the lookups key it: lower case, no trailing dot, "*" for none.
+func normaliseListener(h string) string {
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if h == "" {
+		return "*"
+	}
+	return h
 }
 
 type wildcardHost struct {
@@ -62,6 +97,7 @@ type wildcardHost struct {
 
 type vhost struct {
 	hostname string
+	listener string // spokeconfig.VirtualHost.Listener
 	routes   []*route
 }
 
@@ -260,6 +296,7 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 		pt, err := buildPort(p, t)
 		if err == nil && p.Protocol == spokeconfig.ProtocolHTTPS {
 			pt.tls = buildTLS(p, opts, certs)
+			pt.linkListeners()
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ports[%d] (port %d): %w", i, p.Port, err))
@@ -280,9 +317,14 @@ func buildPort(p *spokeconfig.Port, t *Table) (*portTable, error) {
 		return nil, fmt.Errorf("protocol %q is not supported yet", p.Protocol)
 	}
 	var errs []error
+	https := p.Protocol == spokeconfig.ProtocolHTTPS
+	if https {
+		pt.pending = map[string]*hostIndex{}
+	}
+	port := &hostIndex{exact: pt.exact} // the lookup of an HTTP port
 	for i := range p.VirtualHosts {
 		v := &p.VirtualHosts[i]
-		vh := &vhost{hostname: v.Hostname}
+		vh := &vhost{hostname: v.Hostname, listener: v.Listener}
 		for j := range v.Routes {
 			r, err := buildRoute(&v.Routes[j], t)
 			if err != nil {
@@ -293,26 +335,97 @@ func buildPort(p *spokeconfig.Port, t *Table) (*portTable, error) {
 			}
 			vh.routes = append(vh.routes, r)
 		}
+		x := port
+		if https {
+			// A vhost without a listener is shared by every listener; linkListeners resolves the keys once the port's
+			// listeners are built.
+			key := ""
+			if v.Listener != "" {
+				key = normaliseListener(v.Listener)
+			}
+			if x = pt.pending[key]; x == nil {
+				x = &hostIndex{exact: map[string]*vhost{}}
+				pt.pending[key] = x
+			}
+		}
 		host := strings.ToLower(strings.TrimSuffix(v.Hostname, "."))
 		switch {
 		case host == "*" || host == "":
-			if pt.catchAll != nil {
+			if x.catchAll != nil {
 				errs = append(errs, fmt.Errorf("virtualHosts[%d]: duplicate catch-all host", i))
 			}
-			pt.catchAll = vh
+			x.catchAll = vh
 		case strings.HasPrefix(host, "*."):
-			pt.wildcards = append(pt.wildcards, wildcardHost{suffix: host[1:], vh: vh})
+			x.wildcards = append(x.wildcards, wildcardHost{suffix: host[1:], vh: vh})
 		case strings.Contains(host, "*"):
 			errs = append(errs, fmt.Errorf("virtualHosts[%d]: hostname %q: a wildcard must be the whole first label", i, v.Hostname))
 		default:
-			if pt.exact[host] != nil {
+			if x.exact[host] != nil {
 				errs = append(errs, fmt.Errorf("virtualHosts[%d]: duplicate hostname %q", i, v.Hostname))
 			}
-			pt.exact[host] = vh
+			x.exact[host] = vh
 		}
 	}
+	pt.wildcards, pt.catchAll = port.wildcards, port.catchAll
 	sort.SliceStable(pt.wildcards, func(a, b int) bool { return len(pt.wildcards[a].suffix) > len(pt.wildcards[b].suffix) })
 	return pt, errors.Join(errs...)
+}
+
+// linkListeners gives each TLS listener of an HTTPS port its virtual hosts: those naming its hostname as their
+// listener, then those naming none (a config that does not say; the hub always does), which every listener shares as
+// before the field existed, behind its own entries. Virtual hosts of a listener the port does not have are
+// unreachable.
+func (pt *portTable) linkListeners() {
+	pending := pt.pending
+	pt.pending = nil
+	pt.byListener = map[*tlsListener]*hostIndex{}
+	shared := pending[""]
+	link := func(l *tlsListener) {
+		own := pending[normaliseListener(l.hostname)]
+		switch {
+		case shared == nil && own == nil:
+			return
+		case shared == nil:
+			pt.byListener[l] = own
+			return
+		case own == nil:
+			pt.byListener[l] = shared
+			return
+		}
+		x := &hostIndex{exact: make(map[string]*vhost, len(own.exact)+len(shared.exact)), catchAll: own.catchAll}
+		for h, vh := range shared.exact {
+			x.exact[h] = vh
+		}
+		for h, vh := range own.exact {
+			x.exact[h] = vh
+		}
+		if x.catchAll == nil {
+			x.catchAll = shared.catchAll
+		}
+		x.wildcards = append(x.wildcards, own.wildcards...)
+		for _, w := range shared.wildcards {
+			dup := false
+			for _, o := range own.wildcards {
+				dup = dup || o.suffix == w.suffix
+			}
+			if !dup {
+				x.wildcards = append(x.wildcards, w)
+			}
+		}
+		pt.byListener[l] = x
+	}
+	for _, l := range pt.tls.exact {
+		link(l)
+	}
+	for i := range pt.tls.wildcards {
+		link(pt.tls.wildcards[i].l)
+	}
+	if pt.tls.catchAll != nil {
+		link(pt.tls.catchAll)
+	}
+	for _, x := range pt.byListener {
+		sort.SliceStable(x.wildcards, func(a, b int) bool { return len(x.wildcards[a].suffix) > len(x.wildcards[b].suffix) })
+	}
 }
 
 // fullMatch compiles re so that it must match the whole input, as Envoy and most Gateway API implementations do.
@@ -502,8 +615,21 @@ type request struct {
 	rawQuery string
 }
 
-// lookupVhost selects exactly one virtual host: exact, then longest wildcard, then catch-all.
+// lookupVhost selects exactly one virtual host: exact, then longest wildcard, then catch-all. On an HTTPS port only
+// the virtual hosts of the listener host selects are candidates (the request's connection selected the same one by
+// SNI, else it was answered 421 before): the routes of another listener never serve it.
 func (p *portTable) lookupVhost(host string) *vhost {
+	if p.tls != nil {
+		l := p.tls.lookup(host)
+		if l == nil {
+			return nil
+		}
+		x := p.byListener[l]
+		if x == nil {
+			return nil
+		}
+		return x.lookup(host)
+	}
 	if vh, ok := p.exact[host]; ok {
 		return vh
 	}
