@@ -16,7 +16,7 @@ import (
 // deduplicated and sorted: every caCertificateRef of spec.tls.frontend.default.validation and of each
 // spec.tls.frontend.perPort[].tls.validation whose group is the core group ("") and kind ConfigMap, its namespace
 // defaulting to the Gateway's. Other kinds (a Secret, an implementation's own kind) are not read by the spoke. As for
-// GatewayRefs, whether a cross-namespace reference is permitted is the hub's to judge.
+// GatewayRefs, these are all the references: a reader follows only the permitted ones (Permitted).
 func CARefs(gw *gatewayv1.Gateway) []Ref {
 	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
 		return nil

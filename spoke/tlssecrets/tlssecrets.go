@@ -29,8 +29,8 @@ func (r Ref) String() string { return r.Namespace + "/" + r.Name }
 
 // GatewayRefs returns the Secrets gw's listeners reference in gw's own cluster, deduplicated and sorted: every
 // certificateRef of the core group ("") and kind Secret (or no kind), its namespace defaulting to the Gateway's.
-// Whether a cross-namespace reference is permitted (a ReferenceGrant) is the hub's to judge; reading the Secret
-// only lets the spoke report whether it exists and is valid.
+// These are all the references, permitted or not: a reader in a cluster must follow only those of Gateways of its own
+// GatewayClasses, and to another namespace only those Permitted by a ReferenceGrant.
 func GatewayRefs(gw *gatewayv1.Gateway) []Ref {
 	seen := map[Ref]bool{}
 	var out []Ref

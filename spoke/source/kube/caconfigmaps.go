@@ -22,6 +22,7 @@ import (
 func caKind(st *state) refKind {
 	return refKind{
 		what:     "CA ConfigMap",
+		kind:     resources.KindConfigMap,
 		refs:     tlssecrets.CARefs,
 		informer: caConfigMapInformer,
 		set: func(ref tlssecrets.Ref, obj any) {

@@ -33,6 +33,7 @@ func caConfigMap(ns, name, bundle string) *corev1.ConfigMap {
 // an update is followed, one created after its reference is picked up, one no longer referenced is dropped, and an
 // unreferenced ConfigMap is never requested.
 func TestReferencedCAConfigMaps(t *testing.T) {
+	ourClass(t)
 	ctx := context.Background()
 	c := full.Client
 	ns := full.Namespace(t)
@@ -157,6 +158,7 @@ func TestReferencedCAConfigMaps(t *testing.T) {
 
 // Without the configmaps rule, the source fails naming it instead of reporting a bundle as missing.
 func TestCAConfigMapsWithoutRBAC(t *testing.T) {
+	ourClass(t)
 	ns := full.Namespace(t)
 	mustCreate(t, full.Client, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"}, Spec: gatewayv1.GatewaySpec{
 		GatewayClassName: "fedgate",

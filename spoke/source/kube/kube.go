@@ -232,9 +232,10 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 		regs = append(regs, reg)
 	}
 
-	// The CA ConfigMaps the Gateways reference, read through the Gateway informer's events (when Gateways are served).
+	// The CA ConfigMaps the Gateways of our classes reference (and, in another namespace, a ReferenceGrant permits),
+	// read through the Gateway, GatewayClass and ReferenceGrant informers' events (when Gateways are served).
 	var cas *refWatcher
-	var casReg toolscache.ResourceEventHandlerRegistration
+	var casRegs []toolscache.InformerSynced
 	for _, k := range kinds {
 		if k.gvk.Kind != resources.KindGateway {
 			continue
@@ -243,15 +244,32 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 		if err != nil {
 			return fmt.Errorf("kube source: %w", err)
 		}
+		cas = newRefWatcher(ctx, caKind(st), s.cfg.ControllerName, cs, s.log)
+		defer cas.stop() // after the cache stopped (deferred calls run last first)
+	}
+	for _, k := range kinds {
+		var h toolscache.ResourceEventHandler
+		switch {
+		case cas == nil:
+		case k.gvk.Kind == resources.KindGateway:
+			h = cas.handler()
+		case k.gvk.Kind == resources.KindGatewayClass:
+			h = cas.classHandler()
+		case k.gvk.Kind == resources.KindReferenceGrant:
+			h = cas.grantHandler()
+		}
+		if h == nil {
+			continue
+		}
 		inf, err := c.GetInformer(ctx, newObject(k.gvk), cache.BlockUntilSynced(false))
 		if err != nil {
 			return fmt.Errorf("kube source: informer for %s: %w", k.gvk.Kind, err)
 		}
-		cas = newRefWatcher(ctx, caKind(st), cs, s.log)
-		defer cas.stop() // after the cache stopped (deferred calls run last first)
-		if casReg, err = inf.AddEventHandler(cas.handler()); err != nil {
+		reg, err := inf.AddEventHandler(h)
+		if err != nil {
 			return fmt.Errorf("kube source: informer for %s: %w", k.gvk.Kind, err)
 		}
+		casRegs = append(casRegs, reg.HasSynced)
 	}
 
 	cacheDone := make(chan error, 1)
@@ -276,7 +294,7 @@ func (s *Source) Run(ctx context.Context, emit func(source.Snapshot)) error {
 	if cas != nil {
 		// Once the handler has seen every listed Gateway, the watches of every CA ConfigMap referenced then exist: the
 		// first snapshot holds them, so that the hub never judges a bundle missing because it was not read yet.
-		synced = toolscache.WaitForCacheSync(syncCtx.Done(), casReg.HasSynced) &&
+		synced = toolscache.WaitForCacheSync(syncCtx.Done(), casRegs...) &&
 			toolscache.WaitForCacheSync(syncCtx.Done(), cas.synced()...)
 		if !synced {
 			syncCancel()

@@ -19,6 +19,8 @@ import (
 type refKind struct {
 	// what names the objects in logs ("TLS Secret").
 	what string
+	// kind is the objects' kind in the core group (resources.KindSecret): what a ReferenceGrant must name.
+	kind string
 	// refs returns the objects a Gateway references.
 	refs func(*gatewayv1.Gateway) []tlssecrets.Ref
 	// informer returns the informer of the one object ref: a list and watch in its namespace with the field selector
@@ -33,14 +35,22 @@ type refKind struct {
 // refWatcher keeps one watch per object the cluster's Gateways reference (refKind.refs), started when the first
 // Gateway references it and stopped when the last reference goes; the Gateways' events come through its handler.
 // SecretReader (TLS Secrets) and the Source (CA ConfigMaps) use it.
+//
+// Only references fedgate would honour are followed, so that no tenant can make the spoke read (and report the
+// existence of) an object it could not use: those of a Gateway whose GatewayClass has the spoke's controllerName
+// (classHandler), and, to another namespace, only those a ReferenceGrant in the object's namespace permits
+// (grantHandler, tlssecrets.Permitted). A change of a class or a grant recomputes the references.
 type refWatcher struct {
-	kind refKind
-	cs   kubernetes.Interface
-	log  *slog.Logger
+	kind       refKind
+	controller string
+	cs         kubernetes.Interface
+	log        *slog.Logger
 
 	mu       sync.Mutex
-	ctx      context.Context             // of the watches; once done, no watch starts
-	byGW     map[string][]tlssecrets.Ref // the references of each Gateway, by namespace/name
+	ctx      context.Context               // of the watches; once done, no watch starts
+	gateways map[string]*gatewayv1.Gateway // by namespace/name
+	classes  map[string]bool               // the GatewayClasses with our controllerName, by name
+	grants   map[string]*gatewayv1.ReferenceGrant
 	watches  map[tlssecrets.Ref]*refWatch
 	stopping bool
 	running  sync.WaitGroup // the informers
@@ -52,24 +62,39 @@ type refWatch struct {
 	informer toolscache.SharedIndexInformer
 }
 
-// newRefWatcher returns a refWatcher whose watches run until ctx ends or stop is called.
-func newRefWatcher(ctx context.Context, kind refKind, cs kubernetes.Interface, log *slog.Logger) *refWatcher {
-	return &refWatcher{kind: kind, cs: cs, log: log, ctx: ctx, byGW: map[string][]tlssecrets.Ref{}, watches: map[tlssecrets.Ref]*refWatch{}}
+// newRefWatcher returns a refWatcher whose watches run until ctx ends or stop is called; it follows the references
+// of the Gateways of the GatewayClasses with controllerName.
+func newRefWatcher(ctx context.Context, kind refKind, controllerName string, cs kubernetes.Interface, log *slog.Logger) *refWatcher {
+	return &refWatcher{kind: kind, controller: controllerName, cs: cs, log: log, ctx: ctx,
+		gateways: map[string]*gatewayv1.Gateway{}, classes: map[string]bool{}, grants: map[string]*gatewayv1.ReferenceGrant{},
+		watches: map[tlssecrets.Ref]*refWatch{}}
+}
+
+// eventHandler calls f with each event's object (unstructured) and whether it was deleted.
+func eventHandler(f func(u *unstructured.Unstructured, deleted bool)) toolscache.ResourceEventHandler {
+	call := func(obj any, deleted bool) {
+		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if u, ok := obj.(*unstructured.Unstructured); ok {
+			f(u, deleted)
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { call(obj, false) },
+		UpdateFunc: func(_, obj any) { call(obj, false) },
+		DeleteFunc: func(obj any) { call(obj, true) },
+	}
 }
 
 // handler is the event handler of an informer of Gateways (unstructured).
-func (w *refWatcher) handler() toolscache.ResourceEventHandler {
-	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { w.gateway(obj, false) },
-		UpdateFunc: func(_, obj any) { w.gateway(obj, false) },
-		DeleteFunc: func(obj any) {
-			if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = t.Obj
-			}
-			w.gateway(obj, true)
-		},
-	}
-}
+func (w *refWatcher) handler() toolscache.ResourceEventHandler { return eventHandler(w.gateway) }
+
+// classHandler is the event handler of an informer of GatewayClasses (unstructured).
+func (w *refWatcher) classHandler() toolscache.ResourceEventHandler { return eventHandler(w.class) }
+
+// grantHandler is the event handler of an informer of ReferenceGrants (unstructured, any served version).
+func (w *refWatcher) grantHandler() toolscache.ResourceEventHandler { return eventHandler(w.grant) }
 
 // synced returns the HasSynced of every current watch: once the Gateway informer's handler has seen its first list,
 // these are the watches of every object referenced then.
@@ -95,38 +120,87 @@ func (w *refWatcher) stop() {
 	w.running.Wait()
 }
 
-// gateway records the references of the Gateway obj (none once deleted) and reconciles the watches.
-func (w *refWatcher) gateway(obj any, deleted bool) {
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok {
-		return
-	}
+// gateway records the Gateway u (forgets it once deleted) and reconciles the watches.
+func (w *refWatcher) gateway(u *unstructured.Unstructured, deleted bool) {
 	key := u.GetNamespace() + "/" + u.GetName()
-	var refs []tlssecrets.Ref
+	var gw *gatewayv1.Gateway
 	if !deleted {
-		gw := &gatewayv1.Gateway{}
+		gw = &gatewayv1.Gateway{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, gw); err != nil {
 			w.log.Error("cannot read Gateway for its references", "what", w.kind.what, "object", resources.Describe(resources.KindGateway, u.GetNamespace(), u.GetName()), "err", err)
-		} else {
-			refs = w.kind.refs(gw)
+			gw = nil
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if gw == nil {
+		delete(w.gateways, key)
+	} else {
+		w.gateways[key] = gw
+	}
+	w.reconcileLocked()
+}
+
+// class records whether the GatewayClass u is ours and reconciles the watches.
+func (w *refWatcher) class(u *unstructured.Unstructured, deleted bool) {
+	c, _, _ := unstructured.NestedString(u.Object, "spec", "controllerName")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !deleted && c == w.controller {
+		w.classes[u.GetName()] = true
+	} else {
+		delete(w.classes, u.GetName())
+	}
+	w.reconcileLocked()
+}
+
+// grant records the ReferenceGrant u (forgets it once deleted, or unreadable) and reconciles the watches.
+func (w *refWatcher) grant(u *unstructured.Unstructured, deleted bool) {
+	key := u.GetNamespace() + "/" + u.GetName()
+	var g *gatewayv1.ReferenceGrant
+	if !deleted {
+		g = &gatewayv1.ReferenceGrant{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, g); err != nil {
+			w.log.Error("cannot read ReferenceGrant", "what", w.kind.what, "object", resources.Describe(resources.KindReferenceGrant, u.GetNamespace(), u.GetName()), "err", err)
+			g = nil
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if g == nil {
+		delete(w.grants, key)
+	} else {
+		w.grants[key] = g
+	}
+	w.reconcileLocked()
+}
+
+// wantLocked returns the objects to watch: the permitted references of the Gateways of our classes.
+func (w *refWatcher) wantLocked() map[tlssecrets.Ref]bool {
+	want := map[tlssecrets.Ref]bool{}
+	grants := make([]*gatewayv1.ReferenceGrant, 0, len(w.grants))
+	for _, g := range w.grants {
+		grants = append(grants, g)
+	}
+	for _, gw := range w.gateways {
+		if !w.classes[string(gw.Spec.GatewayClassName)] {
+			continue
+		}
+		for _, ref := range w.kind.refs(gw) {
+			if tlssecrets.Permitted(gw.Namespace, ref, w.kind.kind, grants) {
+				want[ref] = true
+			}
+		}
+	}
+	return want
+}
+
+// reconcileLocked starts and stops watches so that exactly the wanted objects are watched.
+func (w *refWatcher) reconcileLocked() {
 	if w.stopping || w.ctx.Err() != nil {
 		return
 	}
-	if len(refs) == 0 {
-		delete(w.byGW, key)
-	} else {
-		w.byGW[key] = refs
-	}
-	want := map[tlssecrets.Ref]bool{}
-	for _, rs := range w.byGW {
-		for _, ref := range rs {
-			want[ref] = true
-		}
-	}
+	want := w.wantLocked()
 	for ref, rw := range w.watches {
 		if !want[ref] {
 			rw.cancel()

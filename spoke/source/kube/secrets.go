@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,13 +13,16 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
+	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/spoke/tlssecrets"
 )
 
@@ -28,12 +32,17 @@ type SecretReaderConfig struct {
 	REST *rest.Config
 	// Store receives the referenced Secrets. Required.
 	Store *tlssecrets.Store
+	// ControllerName: only the Gateways of GatewayClasses with this spec.controllerName are followed. Default
+	// DefaultControllerName.
+	ControllerName string
 	// Log, default slog.Default().
 	Log *slog.Logger
 }
 
-// SecretReader keeps a tlssecrets.Store holding exactly the Secrets that the cluster's Gateways reference
-// (tlssecrets.GatewayRefs) and that exist. It watches the Gateways, and each referenced Secret alone: one watch per
+// SecretReader keeps a tlssecrets.Store holding exactly the Secrets that the cluster's Gateways of fedgate's
+// GatewayClasses (ControllerName) reference (tlssecrets.GatewayRefs), in another namespace only with a ReferenceGrant
+// there that permits it (tlssecrets.Permitted), and that exist. It watches the Gateways, the GatewayClasses and the
+// ReferenceGrants, and each referenced Secret alone: one watch per
 // Secret, in its namespace, with the field selector metadata.name=<name>, started when the first Gateway references
 // it and stopped when the last reference goes. It never lists or watches Secrets at large, so the data of a Secret
 // no Gateway references is never read (RBAC cannot say so — list and watch of secrets are granted cluster-wide —
@@ -55,10 +64,47 @@ func NewSecretReader(cfg SecretReaderConfig) (*SecretReader, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.ControllerName == "" {
+		cfg.ControllerName = DefaultControllerName
+	}
 	return &SecretReader{cfg: cfg, log: log.With("component", "tls-secrets")}, nil
 }
 
-var gatewayGVR = gatewayv1.SchemeGroupVersion.WithResource("gateways")
+var (
+	gatewayGVR      = gatewayv1.SchemeGroupVersion.WithResource("gateways")
+	gatewayClassGVR = gatewayv1.SchemeGroupVersion.WithResource("gatewayclasses")
+	// ReferenceGrant v1beta1: the version every release with the kind serves (see watchedKinds).
+	referenceGrantGVR = gatewayv1beta1.SchemeGroupVersion.WithResource("referencegrants")
+)
+
+// dynamicInformer is an informer of every object of gvr (unstructured).
+func dynamicInformer(dc dynamic.Interface, gvr schema.GroupVersionResource) toolscache.SharedIndexInformer {
+	return toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return dc.Resource(gvr).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return dc.Resource(gvr).Watch(ctx, o)
+		},
+	}, &unstructured.Unstructured{}, 0, toolscache.Indexers{})
+}
+
+// served reports whether the API server serves resource in gv.
+func served(cs kubernetes.Interface, gv schema.GroupVersion, resource string) (bool, error) {
+	l, err := cs.Discovery().ServerResourcesForGroupVersion(gv.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, r := range l.APIResources {
+		if r.Name == resource {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // Run keeps the store until ctx ends. It marks the store synced once the Gateways are listed and every Secret they
 // referenced then was read (or found absent). A cluster without the Gateway API has no references: the store stays
@@ -84,34 +130,42 @@ func (r *SecretReader) Run(ctx context.Context) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	refs := newRefWatcher(ctx, r.secretKind(), cs, r.log)
-
-	gws := toolscache.NewSharedIndexInformer(&toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return dc.Resource(gatewayGVR).List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return dc.Resource(gatewayGVR).Watch(ctx, o)
-		},
-	}, &unstructured.Unstructured{}, 0, toolscache.Indexers{})
-	if _, err := gws.AddEventHandler(refs.handler()); err != nil {
-		return fmt.Errorf("kube secret reader: %w", err)
+	refs := newRefWatcher(ctx, r.secretKind(), r.cfg.ControllerName, cs, r.log)
+	// Gateways, their classes and, when served, ReferenceGrants (without them, no cross-namespace reference is read).
+	informers := []toolscache.SharedIndexInformer{dynamicInformer(dc, gatewayGVR), dynamicInformer(dc, gatewayClassGVR)}
+	handlers := []toolscache.ResourceEventHandler{refs.handler(), refs.classHandler()}
+	grants, err := served(cs, gatewayv1beta1.SchemeGroupVersion, referenceGrantGVR.Resource)
+	if err != nil {
+		return fmt.Errorf("kube secret reader: discovery: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		gws.RunWithContext(ctx)
-	}()
+	if grants {
+		informers = append(informers, dynamicInformer(dc, referenceGrantGVR))
+		handlers = append(handlers, refs.grantHandler())
+	} else {
+		r.log.Warn("ReferenceGrants not served: no TLS Secret of another namespace than its Gateway's is read")
+	}
+	var regs []toolscache.InformerSynced
+	for i, inf := range informers {
+		reg, err := inf.AddEventHandler(handlers[i])
+		if err != nil {
+			return fmt.Errorf("kube secret reader: %w", err)
+		}
+		regs = append(regs, reg.HasSynced)
+	}
+	var running sync.WaitGroup
+	for _, inf := range informers {
+		running.Go(func() { inf.RunWithContext(ctx) })
+	}
 	defer func() {
 		cancel()
-		<-done
+		running.Wait()
 		refs.stop()
 	}()
-
-	if !toolscache.WaitForCacheSync(ctx.Done(), gws.HasSynced) {
+	if !toolscache.WaitForCacheSync(ctx.Done(), regs...) {
 		return nil
 	}
-	// The handler has seen every listed Gateway, so the watches of every Secret referenced at start exist now.
+	// The handlers have seen every listed Gateway, GatewayClass and ReferenceGrant, so the watches of every Secret
+	// referenced (and permitted) at start exist now.
 	synced := refs.synced()
 	if !toolscache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
@@ -126,6 +180,7 @@ func (r *SecretReader) Run(ctx context.Context) error {
 func (r *SecretReader) secretKind() refKind {
 	return refKind{
 		what:     "TLS Secret",
+		kind:     resources.KindSecret,
 		refs:     tlssecrets.GatewayRefs,
 		informer: secretInformer,
 		set: func(ref tlssecrets.Ref, obj any) {

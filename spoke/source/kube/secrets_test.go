@@ -17,11 +17,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
 
 	"github.com/fedgate/fedgate/apis/resources"
 	"github.com/fedgate/fedgate/spoke/source"
@@ -122,6 +124,7 @@ func waitStore(t *testing.T, store *tlssecrets.Store, what string, ok func() boo
 // the referenced one is held with its data and reported without it, an update reaches both, a Secret created after
 // its reference is picked up, one no longer referenced is dropped, and an unreferenced Secret is never requested.
 func TestReferencedTLSSecrets(t *testing.T) {
+	ourClass(t)
 	ctx := context.Background()
 	c := full.Client
 	ns := full.Namespace(t)
@@ -229,6 +232,7 @@ func TestReferencedTLSSecrets(t *testing.T) {
 
 // Without the secrets rule, the source fails naming it instead of reporting listeners' certificates as missing.
 func TestTLSSecretsWithoutRBAC(t *testing.T) {
+	ourClass(t)
 	ns := full.Namespace(t)
 	mustCreate(t, full.Client, &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "gw"}, Spec: gatewayv1.GatewaySpec{
 		GatewayClassName: "fedgate",
@@ -289,5 +293,131 @@ func TestTLSSecretsWithoutGatewayAPI(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
+	}
+}
+
+// ourClass makes sure the GatewayClass "fedgate", of DefaultControllerName, exists in full: the readers follow only
+// the references of its Gateways.
+func ourClass(t *testing.T) {
+	t.Helper()
+	gc := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "fedgate"}, Spec: gatewayv1.GatewayClassSpec{ControllerName: DefaultControllerName}}
+	if err := full.Client.Create(context.Background(), gc); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// A tenant's Gateway cannot make the spoke read a Secret fedgate would not use: one of another GatewayClass names a
+// Secret, which is never requested, held or reported; a reference of ours to another namespace is read only while a
+// ReferenceGrant there permits it (and dropped once the grant goes); a grant for another name or another namespace
+// does not count.
+func TestTLSSecretsOnlyOurClassesAndGrantedNamespaces(t *testing.T) {
+	ourClass(t)
+	ctx := context.Background()
+	c := full.Client
+	ns, certs := full.Namespace(t), full.Namespace(t)
+	cert, key := tlstest.SelfSigned(t, "shop.example.com")
+	mustCreate(t, c,
+		tlsSecret(ns, "own", cert, key), tlsSecret(ns, "theirs", cert, key),
+		tlsSecret(certs, "cross", cert, key), tlsSecret(certs, "victim", cert, key),
+		&gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "theirs-" + ns}, Spec: gatewayv1.GatewayClassSpec{ControllerName: "example.com/other"}})
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "theirs-" + ns}})
+	})
+	listener := func(refs ...gatewayv1.SecretObjectReference) []gatewayv1.Listener {
+		return []gatewayv1.Listener{{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType,
+			TLS: &gatewayv1.ListenerTLSConfig{Mode: ptr.To(gatewayv1.TLSModeTerminate), CertificateRefs: refs}}}
+	}
+	mustCreate(t, c,
+		&gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "ours"}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: "fedgate",
+			Listeners: listener(gatewayv1.SecretObjectReference{Name: "own"},
+				gatewayv1.SecretObjectReference{Name: "cross", Namespace: ptr.To(gatewayv1.Namespace(certs))}),
+		}},
+		// Another controller's Gateway, naming a Secret of its own namespace and one of another (granted below).
+		&gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "theirs"}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: gatewayv1.ObjectName("theirs-" + ns),
+			Listeners: listener(gatewayv1.SecretObjectReference{Name: "theirs"},
+				gatewayv1.SecretObjectReference{Name: "victim", Namespace: ptr.To(gatewayv1.Namespace(certs))}),
+		}},
+		// Grants that do not cover ours/cross: another name, another from-namespace, another kind.
+		&gatewayv1beta1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: certs, Name: "other-name"}, Spec: gatewayv1beta1.ReferenceGrantSpec{
+			From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "Gateway", Namespace: gatewayv1.Namespace(ns)}},
+			To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret", Name: ptr.To[gatewayv1.ObjectName]("victim")}},
+		}},
+		&gatewayv1beta1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: certs, Name: "other-from"}, Spec: gatewayv1beta1.ReferenceGrantSpec{
+			From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "Gateway", Namespace: "elsewhere"}},
+			To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret"}},
+		}},
+		&gatewayv1beta1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: certs, Name: "routes"}, Spec: gatewayv1beta1.ReferenceGrantSpec{
+			From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Namespace: gatewayv1.Namespace(ns)}},
+			To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret"}},
+		}},
+	)
+
+	var reqs requestLog
+	store, snaps := runWithSecrets(t, reqs.wrap(grant(t, full, "scope-"+ns, RBACRules())))
+	reported := func(s source.Snapshot) []string {
+		var out []string
+		for _, o := range s.Objects {
+			if o.Kind == resources.KindSecret && (o.Namespace == ns || o.Namespace == certs) {
+				out = append(out, o.Namespace+"/"+o.Name)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	s := waitFor(t, snaps, "the first snapshot", func(source.Snapshot) bool { return true })
+	if got, want := reported(s), []string{ns + "/own"}; !slices.Equal(got, want) {
+		t.Errorf("first snapshot reports Secrets %v, want %v", got, want)
+	}
+	// The cluster is shared with other tests: only this test's namespaces count.
+	held := func() []tlssecrets.Ref {
+		return slices.DeleteFunc(store.Refs(), func(r tlssecrets.Ref) bool { return r.Namespace != ns && r.Namespace != certs })
+	}
+	if got := held(); !slices.Equal(got, []tlssecrets.Ref{{Namespace: ns, Name: "own"}}) {
+		t.Errorf("store holds %v", got)
+	}
+
+	// The grant: the cross-namespace Secret is read, held and reported.
+	rg := &gatewayv1beta1.ReferenceGrant{ObjectMeta: metav1.ObjectMeta{Namespace: certs, Name: "gateways"}, Spec: gatewayv1beta1.ReferenceGrantSpec{
+		From: []gatewayv1beta1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "Gateway", Namespace: gatewayv1.Namespace(ns)}},
+		To:   []gatewayv1beta1.ReferenceGrantTo{{Kind: "Secret", Name: ptr.To[gatewayv1.ObjectName]("cross")}},
+	}}
+	mustCreate(t, c, rg)
+	waitFor(t, snaps, "the granted Secret", func(s source.Snapshot) bool {
+		want := []string{certs + "/cross", ns + "/own"}
+		slices.Sort(want)
+		return slices.Equal(reported(s), want)
+	})
+	if c, k, err := store.Lookup(certs, "cross"); err != nil || !bytes.Equal(c, cert) || !bytes.Equal(k, key) {
+		t.Errorf("store Lookup of the granted Secret: %v", err)
+	}
+
+	// The grant deleted: dropped from the report and the store.
+	if err := c.Delete(ctx, rg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, snaps, "the Secret no longer granted gone", func(s source.Snapshot) bool {
+		return slices.Equal(reported(s), []string{ns + "/own"})
+	})
+	waitStore(t, store, "cross dropped", func() bool {
+		_, _, err := store.Lookup(certs, "cross")
+		return errors.Is(err, tlssecrets.ErrNotFound)
+	})
+	if got := held(); !slices.Equal(got, []tlssecrets.Ref{{Namespace: ns, Name: "own"}}) {
+		t.Errorf("store holds %v", got)
+	}
+
+	// Of this test's namespaces, only ours/own and, while granted, certs/cross were ever requested (other tests'
+	// Gateways of the class fedgate remain in the shared cluster).
+	for _, u := range reqs.secretRequests() {
+		if !strings.HasPrefix(u.Path, "/api/v1/namespaces/"+ns+"/") && !strings.HasPrefix(u.Path, "/api/v1/namespaces/"+certs+"/") {
+			continue
+		}
+		sel := u.Query().Get("fieldSelector")
+		if !(strings.HasPrefix(u.Path, "/api/v1/namespaces/"+ns+"/secrets") && sel == "metadata.name=own") &&
+			!(strings.HasPrefix(u.Path, "/api/v1/namespaces/"+certs+"/secrets") && sel == "metadata.name=cross") {
+			t.Errorf("Secret request %s", u)
+		}
 	}
 }
