@@ -85,6 +85,9 @@ type backend struct {
 	id      string
 	cluster string // this spoke's cluster
 	h2c     bool
+	// tls: this cluster's endpoints are reached over TLS with these settings (BackendTLSPolicy); nil: cleartext.
+	// Remote endpoints are not: their own spoke originates TLS to them.
+	tls *backendTLS
 	// ready endpoints in config order (sorted by cluster, address), local and remote: the candidates for new requests.
 	ready []*endpoint
 	// readyStates are ready's health states, the peer set for the outlier ejection cap.
@@ -100,6 +103,11 @@ type backend struct {
 	// check is the active health check of this cluster's endpoints, run when probe (see health.ResolveCheck).
 	check health.CheckConfig
 	probe bool
+}
+
+// tlsRT returns the transport to this backend's local endpoints over TLS, on c's pool.
+func (b *backend) tlsRT(c *h1Client) http.RoundTripper {
+	return &h1TLS{c: c, bt: b.tls, backendID: b.id}
 }
 
 // endpoint is one address; remote is nil for this cluster's endpoints.

@@ -416,6 +416,12 @@ func (s *Server) roundTrip(out *http.Request, b *backend, ep *endpoint) (*http.R
 		out.URL.Host = ep.remote.addr
 		out.Header[HeaderBackend] = []string{b.id}
 		out.Header[HeaderEndpoint] = []string{ep.addr}
+	case b.tls != nil:
+		// HTTP/1.1 over TLS, h2c backends included (h2c is cleartext by definition; a policy asking for TLS wins).
+		rt = b.tlsRT(s.localH1)
+		out.URL.Host = ep.addr
+		delete(out.Header, HeaderBackend)
+		delete(out.Header, HeaderEndpoint)
 	case b.h2c:
 		rt = s.localH2C
 		out.URL.Host = ep.addr
@@ -432,7 +438,7 @@ func (s *Server) roundTrip(out *http.Request, b *backend, ep *endpoint) (*http.R
 	ep.state.Requests.Add(1)
 	var resp *http.Response
 	var err error
-	if _, hasDeadline := out.Context().Deadline(); rt == http.RoundTripper(s.localH1) || hasDeadline {
+	if _, hasDeadline := out.Context().Deadline(); ep.remote == nil && (b.tls != nil || !b.h2c) || hasDeadline {
 		// h1Client applies the response-header timeout itself; a route timeout replaces it.
 		resp, err = rt.RoundTrip(out)
 	} else {
@@ -630,6 +636,13 @@ func (s *Server) writeResponse(w http.ResponseWriter, r *http.Request, a *action
 
 func (s *Server) upstreamError(w http.ResponseWriter, ep *endpoint, err error) {
 	s.stats.UpstreamErrors.Add(1)
+	var te *backendTLSError
+	if errors.As(err, &te) {
+		s.log.Warn("backend TLS connection failed", "backend", te.backend, "endpoint", te.addr, "cluster", ep.cluster,
+			"reason", te.err.Error())
+		http.Error(w, "upstream connect error", http.StatusBadGateway)
+		return
+	}
 	s.log.Debug("upstream error", "endpoint", ep.addr, "cluster", ep.cluster, "err", err)
 	http.Error(w, "upstream connect error", http.StatusBadGateway)
 }

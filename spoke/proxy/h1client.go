@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +46,17 @@ type upConn struct {
 	hr       *h1.Reader
 	probe    *quietProbe
 	addr     string
+	key      string // the pool key: addr, and the TLS identity for a TLS connection (poolKey)
 	lastUsed time.Time
+}
+
+// poolKey is the idle-pool key of connections to addr with bt's TLS settings (nil: cleartext). The TLS identity follows
+// a NUL, which no address contains, so a cleartext connection and TLS ones of different settings never share a pool.
+func poolKey(addr string, bt *backendTLS) string {
+	if bt == nil {
+		return addr
+	}
+	return addr + "\x00" + bt.key
 }
 
 // newH1Client returns a client dialling with dial, or with a net.Dialer when dial is nil.
@@ -71,13 +82,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 // quietAfter: a pooled connection idle at least this long is probed for stray bytes or a close before reuse.
 const quietAfter = time.Millisecond
 
-func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) {
+func (c *h1Client) get(ctx context.Context, addr string, bt *backendTLS, backendID string) (*upConn, bool, error) {
 	now := time.Now()
+	key := poolKey(addr, bt)
 	c.mu.Lock()
-	for l := c.idle[addr]; len(l) > 0; l = c.idle[addr] {
+	for l := c.idle[key]; len(l) > 0; l = c.idle[key] {
 		uc := l[len(l)-1]
 		l[len(l)-1] = nil
-		c.idle[addr] = l[:len(l)-1]
+		c.idle[key] = l[:len(l)-1]
 		if idle := now.Sub(uc.lastUsed); idle < c.idleTimeout {
 			c.mu.Unlock()
 			// Bytes that came with the response were caught when it was put back (Buffered); the probe catches what
@@ -93,12 +105,19 @@ func (c *h1Client) get(ctx context.Context, addr string) (*upConn, bool, error) 
 		uc.nc.Close()
 	}
 	c.mu.Unlock()
-	nc, err := c.dial(ctx, "tcp", addr)
+	var nc net.Conn
+	var err error
+	if bt != nil {
+		nc, err = bt.dial(ctx, c.dial, backendID, addr)
+	} else {
+		nc, err = c.dial(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, false, err
 	}
 	br := bufio.NewReaderSize(nc, 4<<10)
-	return &upConn{nc: nc, br: br, bw: bufio.NewWriterSize(nc, 4<<10), hr: h1.NewReader(br), probe: newQuietProbe(nc), addr: addr}, false, nil
+	return &upConn{nc: nc, br: br, bw: bufio.NewWriterSize(nc, 4<<10), hr: h1.NewReader(br), probe: newQuietProbe(nc),
+		addr: addr, key: key}, false, nil
 }
 
 func (c *h1Client) put(uc *upConn) {
@@ -109,8 +128,8 @@ func (c *h1Client) put(uc *upConn) {
 	}
 	uc.lastUsed = time.Now()
 	c.mu.Lock()
-	if l := c.idle[uc.addr]; len(l) < c.maxIdle {
-		c.idle[uc.addr] = append(l, uc)
+	if l := c.idle[uc.key]; len(l) < c.maxIdle {
+		c.idle[uc.key] = append(l, uc)
 		c.mu.Unlock()
 		return
 	}
@@ -124,10 +143,10 @@ func (c *h1Client) put(uc *upConn) {
 func (c *h1Client) sweep(now time.Time, keep func(addr string) bool) {
 	c.mu.Lock()
 	var stale []*upConn
-	for addr, l := range c.idle {
-		if keep != nil && !keep(addr) {
+	for key, l := range c.idle {
+		if addr, _, _ := strings.Cut(key, "\x00"); keep != nil && !keep(addr) {
 			stale = append(stale, l...)
-			delete(c.idle, addr)
+			delete(c.idle, key)
 			continue
 		}
 		kept := l[:0]
@@ -140,9 +159,9 @@ func (c *h1Client) sweep(now time.Time, keep func(addr string) bool) {
 		}
 		clear(l[len(kept):])
 		if len(kept) == 0 {
-			delete(c.idle, addr)
+			delete(c.idle, key)
 		} else {
-			c.idle[addr] = kept
+			c.idle[key] = kept
 		}
 	}
 	c.mu.Unlock()
@@ -165,9 +184,25 @@ func (c *h1Client) closeIdle() {
 // RoundTrip sends req on a pooled connection. A request without a body that fails on a reused connection (the backend
 // closed it while idle) is retried once on a fresh one, which is only safe because nothing was consumed from the body.
 func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.roundTrip(req, nil, "")
+}
+
+// h1TLS is the h1Client sending to a TLS backend (BackendTLSPolicy): HTTP/1.1 over TLS with the backend's settings.
+type h1TLS struct {
+	c         *h1Client
+	bt        *backendTLS
+	backendID string
+}
+
+func (t *h1TLS) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.c.roundTrip(req, t.bt, t.backendID)
+}
+
+// roundTrip sends req to req.URL.Host, over TLS with bt's settings when bt is not nil.
+func (c *h1Client) roundTrip(req *http.Request, bt *backendTLS, backendID string) (*http.Response, error) {
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := c.get(ctx, req.URL.Host)
+		uc, reused, err := c.get(ctx, req.URL.Host, bt, backendID)
 		if err != nil {
 			return nil, err
 		}

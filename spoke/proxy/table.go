@@ -281,10 +281,18 @@ func build(cfg *spokeconfig.SpokeConfig, opts Options, reg *health.Registry) (*T
 		t.codec = session.NewCodec(ring)
 	}
 	t.backendSP = map[string]*spokeconfig.SessionPersistence{}
+	btls := newBackendTLSBuilder()
 	for i := range cfg.Backends {
 		b := &cfg.Backends[i]
 		nb := newBackend(b, cluster, t.remotes, reg)
+		nb.tls = btls.get(b.TLS)
 		nb.check, nb.probe = health.ResolveCheck(opts.HealthCheck, b.HealthCheck, b.AppProtocol)
+		if nb.tls != nil && nb.check.Type != health.CheckTCP {
+			// The active checker speaks cleartext HTTP and gRPC only: to a TLS backend those probes would fail and mark
+			// healthy endpoints down. Until it can originate TLS, such endpoints are probed with a TCP connect, and
+			// handshake or certificate failures reach outlier detection through the requests instead.
+			nb.check.Type = health.CheckTCP
+		}
 		t.backends[b.ID] = nb
 		if b.SessionPersistence != nil {
 			t.backendSP[b.ID] = b.SessionPersistence
