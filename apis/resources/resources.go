@@ -44,6 +44,9 @@ const (
 	KindXBackendTrafficPolicy = "XBackendTrafficPolicy"
 	// KindBackendLBPolicy is Gateway API v1.1's gateway.networking.k8s.io/v1alpha2 session persistence policy.
 	KindBackendLBPolicy = backendlb.Kind
+	// KindBackendTLSPolicy is gateway.networking.k8s.io/v1 (v1.1's v1alpha3 is stored as v1): TLS from the spoke that
+	// owns an endpoint to the backend.
+	KindBackendTLSPolicy = "BackendTLSPolicy"
 )
 
 // Kinds lists every kind fedgate accepts, with its group. The order is the order in which `hubctl get` lists them.
@@ -58,6 +61,7 @@ var Kinds = []schema.GroupKind{
 	{Group: mcsv1a1.GroupName, Kind: KindServiceExport},
 	{Group: gatewayxv1a1.GroupName, Kind: KindXBackendTrafficPolicy},
 	{Group: backendlb.GroupName, Kind: KindBackendLBPolicy},
+	{Group: gatewayv1.GroupName, Kind: KindBackendTLSPolicy},
 	{Group: "", Kind: KindNamespace},
 	{Group: "", Kind: KindSecret},
 	{Group: "", Kind: KindConfigMap},
@@ -90,6 +94,10 @@ var upgrades = map[schema.GroupVersionKind]struct {
 }{
 	{Group: gatewayv1.GroupName, Version: "v1alpha2", Kind: KindGRPCRoute}: {to: "v1",
 		why: "GRPCRoute v1alpha2, served beside v1 by Gateway API v1.1's experimental channel, has v1's schema"},
+	// v1.1's v1alpha3 had targetRefs (with sectionName), validation.caCertificateRefs, .wellKnownCACertificates and
+	// .hostname, each with v1's JSON name and shape; v1 only added fields (subjectAltNames, options).
+	{Group: gatewayv1.GroupName, Version: "v1alpha3", Kind: KindBackendTLSPolicy}: {to: "v1",
+		why: "BackendTLSPolicy v1alpha3, Gateway API v1.1's version, has v1's schema for the fields it had"},
 }
 
 // Upgrade stores o, written for an older version of its kind whose schema is that of a version fedgate serves, as
@@ -327,6 +335,8 @@ func KindFor(word string) ([]string, bool) {
 		return []string{KindXBackendTrafficPolicy}, true
 	case "backendlbpolicy", "backendlbpolicies", "blbpolicy":
 		return []string{KindBackendLBPolicy}, true
+	case "backendtlspolicy", "backendtlspolicies", "btlspolicy":
+		return []string{KindBackendTLSPolicy}, true
 	case "namespace", "namespaces", "ns":
 		return []string{KindNamespace}, true
 	case "secret", "secrets":
@@ -334,7 +344,7 @@ func KindFor(word string) ([]string, bool) {
 	case "configmap", "configmaps", "cm":
 		return []string{KindConfigMap}, true
 	case "policy", "policies":
-		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy}, true
+		return []string{KindXBackendTrafficPolicy, KindBackendLBPolicy, KindBackendTLSPolicy}, true
 	}
 	return nil, false
 }

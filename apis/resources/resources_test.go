@@ -330,17 +330,18 @@ func TestTypedErrors(t *testing.T) {
 
 func TestKindFor(t *testing.T) {
 	for word, want := range map[string][]string{
-		"routes":         {KindHTTPRoute, KindGRPCRoute},
-		"HTTPRoute":      {KindHTTPRoute},
-		"gw":             {KindGateway},
-		"GC":             {KindGatewayClass},
-		"svc":            {KindService},
-		"refgrant":       {KindReferenceGrant},
-		"endpointslice":  {KindEndpointSlice},
-		"serviceexports": {KindServiceExport},
-		"btp":            {KindXBackendTrafficPolicy},
-		"blbpolicy":      {KindBackendLBPolicy},
-		"policies":       {KindXBackendTrafficPolicy, KindBackendLBPolicy},
+		"routes":             {KindHTTPRoute, KindGRPCRoute},
+		"HTTPRoute":          {KindHTTPRoute},
+		"gw":                 {KindGateway},
+		"GC":                 {KindGatewayClass},
+		"svc":                {KindService},
+		"refgrant":           {KindReferenceGrant},
+		"endpointslice":      {KindEndpointSlice},
+		"serviceexports":     {KindServiceExport},
+		"btp":                {KindXBackendTrafficPolicy},
+		"blbpolicy":          {KindBackendLBPolicy},
+		"policies":           {KindXBackendTrafficPolicy, KindBackendLBPolicy, KindBackendTLSPolicy},
+		"backendtlspolicies": {KindBackendTLSPolicy},
 	} {
 		got, ok := KindFor(word)
 		if !ok || !reflect.DeepEqual(got, want) {

@@ -86,6 +86,11 @@ func (c *compiler) resolveBackend(ro *routeObj, cluster string, br backendRefSpe
 	case !hasPort:
 		return invalid(gatewayv1.RouteReasonBackendNotFound, "%s %s/%s has no port %d in any cluster it reaches", kind, ns, name, port)
 	}
+	if tp := c.checkBackendTLS(ro, cluster, ns, name, c.servicePortName(ns, name, port, c.clusters)); tp != nil {
+		// Fail closed: the BackendTLSPolicy's status says why; the route's references themselves resolved.
+		wb.Invalid, wb.Reason = true, fmt.Sprintf("%s %s/%s port %d: %s has an invalid caCertificateRef", kind, ns, name, port, describeRef(tp.ref))
+		return wb, nil
+	}
 	k := backendKey{namespace: ns, name: name, port: port, imported: imported}
 	wb.BackendID = k.id()
 	if _, ok := c.backendKeys[wb.BackendID]; !ok {
@@ -220,6 +225,7 @@ func (c *compiler) buildBackend(id string, k backendKey) *BackendNode {
 	}
 	bn.Endpoints = dedupEndpoints(bn.Endpoints)
 	c.applyPolicies(bn, ns+"/"+name)
+	bn.TLS = c.backendTLSFor(ns+"/"+name, c.servicePortName(ns, name, port, c.clusters))
 	return bn
 }
 

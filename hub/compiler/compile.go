@@ -37,9 +37,11 @@ func Compile(in *Inputs) *Output {
 	c.processClasses()
 	c.processGateways()
 	c.processPolicies()
+	c.processBackendTLSPolicies()
 	c.processExports()
 	c.processRoutes()
 	g := c.buildGraph()
+	c.backendTLSStatuses()
 	out := &Output{Graph: g, Statuses: c.status.list()}
 	g.Statuses = out.Statuses
 	return out
@@ -70,6 +72,8 @@ type compiler struct {
 	serviceImports []spokeconfig.ServiceImport
 	// policies: the backend policies that won their Services, hub-wide and per cluster (see processPolicies).
 	policies *policyResult
+	// backendTLS: the BackendTLSPolicies and their winners per Service port (see backendtls.go).
+	backendTLS *backendTLSResult
 	// tlsChecks: resources.CheckTLSSecret of each hub Secret a listener names, judged once per compile.
 	tlsChecks map[*corev1.Secret]error
 	// caChecks: resources.CheckCABundle of each ConfigMap a Gateway's caCertificateRefs name, judged once per compile.
@@ -146,6 +150,7 @@ func newView(cluster string, r *Resources) *view {
 	v.res.ServiceExports = dedupe(r.ServiceExports, func(o *mcsv1a1.ServiceExport) (string, string) { return o.Namespace, o.Name })
 	v.res.XBackendTrafficPolicies = dedupe(r.XBackendTrafficPolicies, func(o *gatewayxv1a1.XBackendTrafficPolicy) (string, string) { return o.Namespace, o.Name })
 	v.res.BackendLBPolicies = dedupe(r.BackendLBPolicies, func(o *backendlb.BackendLBPolicy) (string, string) { return o.Namespace, o.Name })
+	v.res.BackendTLSPolicies = dedupe(r.BackendTLSPolicies, func(o *gatewayv1.BackendTLSPolicy) (string, string) { return o.Namespace, o.Name })
 	v.res.Secrets = dedupe(r.Secrets, func(o *corev1.Secret) (string, string) { return o.Namespace, o.Name })
 	for _, s := range v.res.Secrets {
 		v.secrets[s.Namespace+"/"+s.Name] = s
@@ -240,6 +245,8 @@ func (r *Resources) AddObject(o *fedgatepb.Object) error {
 		r.XBackendTrafficPolicies = append(r.XBackendTrafficPolicies, t)
 	case *backendlb.BackendLBPolicy:
 		r.BackendLBPolicies = append(r.BackendLBPolicies, t)
+	case *gatewayv1.BackendTLSPolicy:
+		r.BackendTLSPolicies = append(r.BackendTLSPolicies, t)
 	case *corev1.Secret:
 		r.Secrets = append(r.Secrets, t)
 	case *corev1.ConfigMap:

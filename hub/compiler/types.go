@@ -58,13 +58,15 @@ type Resources struct {
 	// Backend policies (session persistence, retry budgets) targeting Services.
 	XBackendTrafficPolicies []*gatewayxv1a1.XBackendTrafficPolicy `json:"xBackendTrafficPolicies,omitempty"`
 	BackendLBPolicies       []*backendlb.BackendLBPolicy          `json:"backendLBPolicies,omitempty"`
+	// BackendTLSPolicies (v1; v1.1's v1alpha3 is stored as v1): TLS to a Service's endpoints (see backendtls.go).
+	BackendTLSPolicies []*gatewayv1.BackendTLSPolicy `json:"backendTLSPolicies,omitempty"`
 	// Secrets of type kubernetes.io/tls that listeners' certificateRefs name: applied at the hub with their data (for
 	// hub Gateways), reported by a cluster without it and judged there (resources.TLSCheckAnnotation; for that
 	// cluster's own Gateways).
 	Secrets []*corev1.Secret `json:"secrets,omitempty"`
-	// ConfigMaps holding CA bundles (ca.crt) that Gateways' spec.tls.frontend caCertificateRefs name: applied at the
-	// hub (for hub Gateways), reported by a cluster with ca.crt alone (resources.ReportedCAConfigMap; for that
-	// cluster's own Gateways).
+	// ConfigMaps holding CA bundles (ca.crt) that Gateways' spec.tls.frontend caCertificateRefs and
+	// BackendTLSPolicies' caCertificateRefs name: applied at the hub (for hub Gateways and hub policies), reported by
+	// a cluster with ca.crt alone (resources.ReportedCAConfigMap; for that cluster's own Gateways and policies).
 	ConfigMaps []*corev1.ConfigMap `json:"configMaps,omitempty"`
 }
 
@@ -90,6 +92,21 @@ type ObjectStatus struct {
 	// them up: True only when every instance is); for policies applied at the hub, the outcome in each cluster where
 	// it differs from the hub-wide one (a cluster-reported policy can win a conflict there). Unused for other kinds.
 	Clusters []ClusterConditions `json:"clusters,omitempty"`
+	// Ancestors: for BackendTLSPolicies, one entry per Gateway whose attached routes use a Service port the policy
+	// targets (Gateway API PolicyAncestorStatus), sorted by (cluster, namespace, name). Conditions carries the same
+	// conditions as the policy's summary, so a policy no route uses yet still has a status.
+	Ancestors []PolicyAncestorStatus `json:"ancestors,omitempty"`
+}
+
+// PolicyAncestorStatus is a policy's status for one ancestor Gateway.
+type PolicyAncestorStatus struct {
+	// Cluster that reported the ancestor Gateway; empty for a Gateway applied at the hub (whatever clusters it is
+	// instantiated in).
+	Cluster     string                    `json:"cluster,omitempty"`
+	AncestorRef gatewayv1.ParentReference `json:"ancestorRef"`
+	// ControllerName is always ControllerName.
+	ControllerName gatewayv1.GatewayController `json:"controllerName"`
+	Conditions     []metav1.Condition          `json:"conditions,omitempty"`
 }
 
 // ClusterConditions are the conditions of one object's instance in one cluster.
