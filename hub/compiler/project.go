@@ -102,6 +102,12 @@ func Project(g *Graph, cluster string) *spokeconfig.SpokeConfig {
 				b.HealthCheck = &hc
 			}
 		}
+		if bn.Backend.TLS != nil { // projections share no memory with the graph
+			t := *bn.Backend.TLS
+			t.CACertificatesPEM = slices.Clone(t.CACertificatesPEM)
+			t.SubjectAltNames = slices.Clone(t.SubjectAltNames)
+			b.TLS = &t
+		}
 		b.Endpoints = nil
 		for _, e := range bn.Endpoints {
 			if e.Cluster == cluster {
