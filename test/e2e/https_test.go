@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -333,4 +334,103 @@ func containsAny(b []byte, fps [][]byte) bool {
 		}
 	}
 	return false
+}
+
+// TestBackendTLSPolicyAcrossClusters: the backend app-tls runs in west and serves TLS only, with a certificate for
+// app.west.internal from a CA of its own. A BackendTLSPolicy applied at the hub (v1alpha3, as Gateway API v1.1's
+// release notes write it) names that CA (a ConfigMap applied at the hub) and the hostname: a request entering east
+// over HTTPS rides the east-west hop and west originates TLS to the backend with that SNI. With a hostname the
+// backend's certificate does not carry, the request gets a 5xx and west's log says why.
+func TestBackendTLSPolicyAcrossClusters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e: runs hub and spoke processes")
+	}
+	w := startTLSWorld(t, "", "")
+	w.waitServed(t, false)
+
+	backendCA := newTestPKI(t, "e2e-backend-ca")
+	certPEM, keyPEM := backendCA.leaf(t, "app.west.internal")
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(rw, "cluster=west name=app-tls sni=%s\n", r.TLS.ServerName)
+	}))
+	be.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	be.StartTLS()
+	t.Cleanup(be.Close)
+	bePort := be.Listener.Addr().(*net.TCPAddr).Port
+	writeFile(t, filepath.Join(w.west.sourceDir, "app-tls.yaml"), serviceYAML("app-tls", bePort))
+
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: backendCA.ca.Raw})
+	policy := func(hostname string) string {
+		var b strings.Builder
+		b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: backend-ca, namespace: default}\ndata:\n  ca.crt: |\n")
+		for _, line := range strings.Split(strings.TrimSpace(string(caPEM)), "\n") {
+			b.WriteString("    " + line + "\n")
+		}
+		fmt.Fprintf(&b, `---
+apiVersion: gateway.networking.k8s.io/v1alpha3
+kind: BackendTLSPolicy
+metadata: {name: app-tls, namespace: default}
+spec:
+  targetRefs:
+  - kind: Service
+    name: app-tls
+    group: ""
+  validation:
+    caCertificateRefs:
+    - kind: ConfigMap
+      name: backend-ca
+      group: ""
+    hostname: %s
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: default}
+spec:
+  parentRefs: [{name: gw-tls}]
+  hostnames: [secure.example.com]
+  rules: [{backendRefs: [{name: app-tls, port: 80}]}]
+`, hostname)
+		return b.String()
+	}
+	out := mustHubctl(t, w.hub.addr, policy("app.west.internal"), "apply", "-f", "-")
+	if !strings.Contains(out, "backendtlspolicy") {
+		t.Errorf("hubctl apply printed %q", out)
+	}
+	c := httpsClient(w.pki.pool, w.addr, false)
+	var last string
+	if _, ok := eventually(30*time.Second, func() bool {
+		resp, err := c.Get("https://secure.example.com/x")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		defer resp.Body.Close()
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(resp.Body)
+		last = fmt.Sprintf("%d %s", resp.StatusCode, body.String())
+		return resp.StatusCode == 200 && strings.Contains(body.String(), "name=app-tls sni=app.west.internal")
+	}); !ok {
+		t.Fatalf("east never reached west's TLS backend with SNI app.west.internal; last: %s", last)
+	}
+
+	mustHubctl(t, w.hub.addr, policy("wrong.west.internal"), "apply", "-f", "-")
+	if _, ok := eventually(30*time.Second, func() bool {
+		resp, err := c.Get("https://secure.example.com/x")
+		if err != nil {
+			last = err.Error()
+			return false
+		}
+		resp.Body.Close()
+		last = fmt.Sprint(resp.StatusCode)
+		return resp.StatusCode >= 500
+	}); !ok {
+		t.Fatalf("a backend whose certificate does not carry the policy's hostname was not refused; last: %s", last)
+	}
+	if log, _ := os.ReadFile(w.west.p.log); !bytes.Contains(log, []byte("wrong.west.internal")) {
+		t.Errorf("west's log does not say the backend's certificate is not valid for wrong.west.internal")
+	}
 }
